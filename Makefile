@@ -1,0 +1,40 @@
+# llm-from-zero: every set-up step lives here, so a fresh clone needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SERVICES_ENV := .lfz/services.env
+WITH_SERVICES := set -a; . $(SERVICES_ENV); set +a;
+
+.PHONY: install services services-down migrate test test-unit demo bench soak clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+# Real Kafka (KRaft), PostgreSQL and an S3 server on loopback; idempotent. Writes $(SERVICES_ENV).
+services: install
+	infra/services/up.sh
+
+services-down:
+	infra/services/down.sh
+
+migrate: services
+	$(WITH_SERVICES) $(PY) -m infra.db migrate
+
+test: install services migrate
+	$(WITH_SERVICES) $(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+demo: install
+	$(VENV)/bin/lfz demo
+
+clean:
+	rm -rf $(VENV) .lfz

@@ -1,0 +1,47 @@
+"""The message contract: every command and fact, their JSON form, and the topics they travel on.
+
+This package is the only home of a message schema; the gateway, the agents, the CLI and the tests import it.
+"""
+
+from events.codec import DecodeError, dead_letter, decode_command, decode_event, id_from_position
+from events.commands import (
+    COMMANDS,
+    CancelRequested,
+    Command,
+    EvaluateRequested,
+    GenerateRequested,
+    TrainRequested,
+)
+from events.facts import (
+    FACTS,
+    TERMINAL_TYPES,
+    CheckpointSaved,
+    Completion,
+    DatasetUploaded,
+    DeadLetter,
+    EvaluationCompleted,
+    EvaluationFailed,
+    GenerationCompleted,
+    GenerationFailed,
+    JobAccepted,
+    JobCancelled,
+    JobEvent,
+    ModelDeleted,
+    TokensGenerated,
+    TrainCompleted,
+    TrainFailed,
+    TrainProgress,
+    TrainStarted,
+    ValidationCompleted,
+)
+from events.fields import DatasetRef, new_id, utc_now
+from events.topics import Topics
+
+__all__ = [
+    "COMMANDS", "FACTS", "TERMINAL_TYPES", "CancelRequested", "CheckpointSaved", "Command", "Completion",
+    "DatasetRef", "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted",
+    "EvaluationFailed", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
+    "JobCancelled", "JobEvent", "ModelDeleted", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
+    "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted", "dead_letter", "decode_command",
+    "decode_event", "id_from_position", "new_id", "utc_now",
+]

@@ -1,0 +1,255 @@
+"""Facts: what happened to a job, in the past tense. All of them travel on the job-events topic, keyed by job id.
+
+Every fact carries the job id, a per-job sequence number that increases by one, a unique event id, a time and the
+identity of the process that produced it; the payload fields follow. A job's facts, in sequence order, are its log:
+replaying them rebuilds every table the system keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field
+
+from events.fields import Identifier, Message, new_id, utc_now
+
+JobKind = Literal["train", "evaluate", "generate", "dataset", "delete"]
+
+
+class JobEvent(Message):
+    event_id: str = Field(default_factory=new_id)
+    job_id: Identifier
+    seq: int = Field(ge=1, description="Position in the job's log: 1, 2, 3, ...")
+    time: AwareDatetime = Field(default_factory=utc_now)
+    producer: str = Field(description="The process that produced it, e.g. `agents/host-1234`.")
+    owner: str | None = None
+    kind: JobKind
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES  # type: ignore[attr-defined]
+
+
+class FailureFields(Message):
+    """Mixed into the failure facts: a reason a person can act on, and the field at fault when there is one."""
+
+    reason: str
+    field: str | None = None
+
+
+# -- every job ------------------------------------------------------------------------------------------------------
+
+
+class JobAccepted(JobEvent):
+    type: Literal["JobAccepted"] = "JobAccepted"
+    model_id: Identifier | None = None
+    model_name: str | None = None
+    description: str = ""
+    dataset_key: str | None = None
+    tokenizer: str | None = None
+    tokenizer_options: dict[str, int] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="As requested.")
+    resume: bool = False
+    request: dict[str, Any] = Field(default_factory=dict, description="The command, for evaluate and generate jobs.")
+
+
+class JobCancelled(JobEvent):
+    type: Literal["JobCancelled"] = "JobCancelled"
+    reason: str = "cancelled by request"
+    step: int | None = None
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+
+
+class TrainStarted(JobEvent):
+    type: Literal["TrainStarted"] = "TrainStarted"
+    model_id: Identifier
+    attempt: int = Field(default=1, ge=1)
+    worker: str
+    resumed_from_step: int = 0
+    max_iters: int
+    num_parameters: int
+    device: str
+    config: dict[str, Any] = Field(default_factory=dict, description="Resolved model and training configuration.")
+    tokenizer_key: str | None = None
+    vocab_size: int | None = None
+
+
+class TrainProgress(JobEvent):
+    type: Literal["TrainProgress"] = "TrainProgress"
+    step: int
+    max_iters: int
+    loss: float
+    learning_rate: float
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float | None = None
+    progress: float = Field(ge=0.0, le=1.0)
+
+
+class ValidationCompleted(JobEvent):
+    type: Literal["ValidationCompleted"] = "ValidationCompleted"
+    step: int
+    val_loss: float
+    best_val_loss: float
+
+
+class CheckpointSaved(JobEvent):
+    type: Literal["CheckpointSaved"] = "CheckpointSaved"
+    model_id: Identifier
+    step: int
+    key: str
+    sha256: str
+    bytes: int
+    is_best: bool = False
+    best_key: str | None = None
+
+
+class TrainCompleted(JobEvent):
+    type: Literal["TrainCompleted"] = "TrainCompleted"
+    model_id: Identifier
+    final_step: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    perplexity: float | None = None
+    wall_s: float
+    tokens_per_s: float | None = None
+    num_parameters: int
+    checkpoint_key: str
+    best_checkpoint_key: str | None = None
+    stopped_early: bool = False
+
+
+class TrainFailed(FailureFields, JobEvent):
+    type: Literal["TrainFailed"] = "TrainFailed"
+    model_id: Identifier | None = None
+    step: int | None = None
+
+
+# -- evaluation -----------------------------------------------------------------------------------------------------
+
+
+class EvaluationCompleted(JobEvent):
+    type: Literal["EvaluationCompleted"] = "EvaluationCompleted"
+    model_id: Identifier
+    report: dict[str, Any]
+    report_key: str
+
+
+class EvaluationFailed(FailureFields, JobEvent):
+    type: Literal["EvaluationFailed"] = "EvaluationFailed"
+    model_id: Identifier | None = None
+
+
+# -- generation -----------------------------------------------------------------------------------------------------
+
+
+class TokensGenerated(JobEvent):
+    type: Literal["TokensGenerated"] = "TokensGenerated"
+    sequence: int = Field(default=0, ge=0, description="Which of the `num_sequences` samples.")
+    index: int = Field(ge=0, description="Position of the first of these tokens in the completion.")
+    token_ids: list[int]
+    text: str
+
+
+class Completion(Message):
+    index: int
+    text: str
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+class GenerationCompleted(JobEvent):
+    type: Literal["GenerationCompleted"] = "GenerationCompleted"
+    model_id: Identifier
+    completions: list[Completion]
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None = None
+    total_ms: float
+    tokens_per_s: float | None = None
+
+
+class GenerationFailed(FailureFields, JobEvent):
+    type: Literal["GenerationFailed"] = "GenerationFailed"
+    model_id: Identifier | None = None
+
+
+# -- datasets and models --------------------------------------------------------------------------------------------
+
+
+class DatasetUploaded(JobEvent):
+    type: Literal["DatasetUploaded"] = "DatasetUploaded"
+    dataset_id: Identifier
+    name: str
+    key: str
+    bytes: int
+    characters: int
+    preview: str
+
+
+class ModelDeleted(JobEvent):
+    type: Literal["ModelDeleted"] = "ModelDeleted"
+    model_id: Identifier
+
+
+FACTS: dict[str, type[JobEvent]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        JobAccepted,
+        JobCancelled,
+        TrainStarted,
+        TrainProgress,
+        ValidationCompleted,
+        CheckpointSaved,
+        TrainCompleted,
+        TrainFailed,
+        EvaluationCompleted,
+        EvaluationFailed,
+        TokensGenerated,
+        GenerationCompleted,
+        GenerationFailed,
+        DatasetUploaded,
+        ModelDeleted,
+    )
+}
+
+TERMINAL_TYPES = frozenset(
+    {
+        "TrainCompleted",
+        "TrainFailed",
+        "JobCancelled",
+        "EvaluationCompleted",
+        "EvaluationFailed",
+        "GenerationCompleted",
+        "GenerationFailed",
+        "DatasetUploaded",
+        "ModelDeleted",
+    }
+)
+
+FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
+    "train": TrainFailed,
+    "evaluate": EvaluationFailed,
+    "generate": GenerationFailed,
+}
+
+
+class DeadLetter(Message):
+    """A message that could not be decoded or validated, kept with the reason and where it came from."""
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    event_id: str = Field(default_factory=new_id)
+    time: AwareDatetime = Field(default_factory=utc_now)
+    producer: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    error: str
+    field: str | None = None
+    job_id: str | None = None
+    payload_text: str | None = Field(default=None, description="The message, when it was UTF-8 (cut at 64 KiB).")
+    payload_base64: str | None = Field(default=None, description="The message, when it was not UTF-8.")

@@ -1,0 +1,42 @@
+"""Topic names. One prefix (`lfz.` by default) in front of every topic, so several deployments can share a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "lfz."
+
+    @property
+    def train_requested(self) -> str:
+        return f"{self.prefix}train.requested"
+
+    @property
+    def evaluate_requested(self) -> str:
+        return f"{self.prefix}evaluate.requested"
+
+    @property
+    def generate_requested(self) -> str:
+        return f"{self.prefix}generate.requested"
+
+    @property
+    def job_control(self) -> str:
+        return f"{self.prefix}job.control"
+
+    @property
+    def job_events(self) -> str:
+        """Every fact about every job, keyed by job id so one job's events stay in order."""
+        return f"{self.prefix}job.events"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}dead.letter"
+
+    @property
+    def request_topics(self) -> tuple[str, ...]:
+        return (self.train_requested, self.evaluate_requested, self.generate_requested, self.job_control)
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.request_topics, self.job_events, self.dead_letter)

@@ -1,0 +1,93 @@
+"""The one typed settings object, read from `LFZ_*` environment variables once and passed in.
+
+Every URL has an embedded default (SQLite, a local folder, the Tansu broker started as a child process), so a fresh
+machine runs with nothing installed; pointing the same variables at real servers changes nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LFZ_", extra="ignore")
+
+    # Where local state lives in embedded mode (SQLite file, object folder, logs).
+    data_dir: Path = Path(".lfz")
+
+    # Kafka: empty means "start the embedded broker"; otherwise `kafka://host:port[,host:port]`.
+    kafka_url: str = ""
+    topic_prefix: str = "lfz."
+    topic_partitions: int = Field(default=4, ge=1)
+
+    # SQLAlchemy async URL: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://user:pass@host:5432/lfz`.
+    database_url: str = ""
+
+    # Object store: `file:///path` (a local folder) or `http(s)://host:port` (S3: MinIO, Versity S3 Gateway).
+    object_store_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    bucket: str = "lfz"
+
+    # Gateway.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
+    max_dataset_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_prompt_chars: int = Field(default=8192, ge=1)
+    max_new_tokens: int = Field(default=2048, ge=1)
+    max_streams_per_key: int = Field(default=64, ge=1)
+
+    # Agents.
+    worker_id: str = ""
+    worker_max_jobs: int = Field(default=1, ge=1)
+    torch_threads: int = Field(default=0, ge=0)  # 0: choose from the cores available
+    progress_every_steps: int = Field(default=10, ge=1)
+    progress_every_s: float = Field(default=2.0, gt=0)
+    checkpoint_every_steps: int = Field(default=250, ge=1)
+    lease_s: float = Field(default=15.0, gt=0)
+    model_cache_size: int = Field(default=4, ge=1)
+    generate_concurrency: int = Field(default=4, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # Derived values: the embedded defaults live under data_dir.
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'lfz.db').resolve()}"
+
+    @property
+    def resolved_object_store_url(self) -> str:
+        if self.object_store_url:
+            return self.object_store_url
+        return (self.data_dir / "objects").resolve().as_uri()
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """`host:port[,host:port]` for aiokafka; empty when the embedded broker has not been started yet."""
+        return self.kafka_url.removeprefix("kafka://")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; callers pass the result down instead of reading `os.environ` themselves."""
+    return Settings(**overrides)  # type: ignore[arg-type]
