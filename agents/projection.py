@@ -1,0 +1,314 @@
+"""The projection: how each fact changes the tables. Used by the record agent and by `lfz replay`.
+
+Applying is idempotent: the fact's row in `job_events` is inserted first with its event id as the key, and the
+tables change only when that insert took place, so the same event delivered twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from events import (
+    CheckpointSaved,
+    DatasetUploaded,
+    EvaluationCompleted,
+    EvaluationFailed,
+    GenerationCompleted,
+    GenerationFailed,
+    JobAccepted,
+    JobCancelled,
+    JobEvent,
+    ModelDeleted,
+    TokensGenerated,
+    TrainCompleted,
+    TrainFailed,
+    TrainProgress,
+    TrainStarted,
+    ValidationCompleted,
+    utc_now,
+)
+from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
+
+JOB_KINDS = ("train", "evaluate", "generate")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A fact and where it was read from."""
+
+    event: JobEvent
+    partition: int | None = None
+    offset: int | None = None
+
+
+async def apply(session: AsyncSession, recorded: Recorded) -> bool:
+    """Record one fact and apply it; False when it had been recorded before. The caller commits."""
+    event = recorded.event
+    if not await _insert_log_row(session, recorded):
+        return False
+    if event.kind in JOB_KINDS:
+        await _apply_to_job(session, event)
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        await handler(session, event)
+    return True
+
+
+async def apply_batch(session: AsyncSession, batch: list[Recorded]) -> int:
+    applied = 0
+    for recorded in batch:
+        applied += await apply(session, recorded)
+    return applied
+
+
+async def _insert_log_row(session: AsyncSession, recorded: Recorded) -> bool:
+    event = recorded.event
+    values = dict(
+        event_id=event.event_id,
+        job_id=event.job_id,
+        seq=event.seq,
+        type=event.type,  # type: ignore[attr-defined]
+        owner=event.owner,
+        time=event.time,
+        data=event.model_dump(mode="json"),
+        kafka_partition=recorded.partition,
+        kafka_offset=recorded.offset,
+        recorded_at=utc_now(),
+    )
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(JobEventRow).values(**values).on_conflict_do_nothing(index_elements=["event_id"])
+    result = await session.execute(statement.returning(JobEventRow.position))
+    return result.first() is not None
+
+
+async def _apply_to_job(session: AsyncSession, event: JobEvent) -> None:
+    job = await session.get(Job, event.job_id)
+    if job is None:
+        job = Job(
+            id=event.job_id, owner=event.owner, kind=event.kind, status="accepted", progress=0.0, attempt=0,
+            result={}, last_seq=0, created_at=event.time, updated_at=event.time,
+        )
+        session.add(job)
+    job.last_seq = max(job.last_seq or 0, event.seq)
+    job.updated_at = event.time
+    model_id = getattr(event, "model_id", None)
+    if model_id and not job.model_id:
+        job.model_id = model_id
+
+
+def _finish(job: Job, status: str, event: JobEvent) -> None:
+    job.status = status
+    job.finished_at = event.time
+    job.eta_s = None
+
+
+async def _job(session: AsyncSession, event: JobEvent) -> Job:
+    job = await session.get(Job, event.job_id)
+    assert job is not None  # _apply_to_job made it
+    return job
+
+
+async def _model(session: AsyncSession, model_id: str | None) -> Model | None:
+    return await session.get(Model, model_id) if model_id else None
+
+
+async def _on_accepted(session: AsyncSession, event: JobAccepted) -> None:
+    job = await _job(session, event)
+    job.model_name = event.model_name
+    if event.kind != "train" or not event.model_id:
+        return
+    model = await _model(session, event.model_id)
+    if model is None:
+        model = Model(
+            id=event.model_id, owner=event.owner, name=event.model_name or event.model_id,
+            description=event.description, tokenizer=event.tokenizer, hyperparameters=event.hyperparameters,
+            config={}, metrics={}, progress=0.0, step=0, created_at=event.time,
+        )
+        session.add(model)
+    if model.status != "deleted":
+        model.status = "pending" if model.trained_at is None else model.status
+    model.dataset_key = event.dataset_key or model.dataset_key
+    model.train_job_id = event.job_id
+    model.updated_at = event.time
+
+
+async def _on_started(session: AsyncSession, event: TrainStarted) -> None:
+    job = await _job(session, event)
+    job.status = "running"
+    job.started_at = job.started_at or event.time
+    job.attempt, job.worker, job.max_iters = event.attempt, event.worker, event.max_iters
+    job.step = event.resumed_from_step
+    model = await _model(session, event.model_id)
+    if model is not None and model.status != "deleted":
+        model.status = "training"
+        model.config = event.config
+        model.num_parameters = event.num_parameters
+        model.vocab_size = event.vocab_size
+        model.tokenizer_key = event.tokenizer_key or model.tokenizer_key
+        model.max_iters = event.max_iters
+        model.updated_at = event.time
+
+
+async def _on_progress(session: AsyncSession, event: TrainProgress) -> None:
+    job = await _job(session, event)
+    job.status = "running"
+    job.step, job.max_iters, job.loss = event.step, event.max_iters, event.loss
+    job.progress, job.tokens_per_s, job.eta_s = event.progress, event.tokens_per_s, event.eta_s
+    model = await _model(session, job.model_id)
+    if model is not None and model.status != "deleted":
+        model.progress, model.step, model.updated_at = event.progress, event.step, event.time
+
+
+async def _on_validation(session: AsyncSession, event: ValidationCompleted) -> None:
+    job = await _job(session, event)
+    job.val_loss = event.val_loss
+    model = await _model(session, job.model_id)
+    if model is not None:
+        model.metrics = {**model.metrics, "val_loss": event.val_loss, "best_val_loss": event.best_val_loss}
+
+
+async def _on_checkpoint(session: AsyncSession, event: CheckpointSaved) -> None:
+    if await session.get(Checkpoint, event.key) is None:
+        session.add(
+            Checkpoint(
+                key=event.key, model_id=event.model_id, job_id=event.job_id, step=event.step, sha256=event.sha256,
+                bytes=event.bytes, is_best=event.is_best, created_at=event.time,
+            )
+        )
+    model = await _model(session, event.model_id)
+    if model is not None:
+        model.latest_checkpoint = event.key
+        if event.is_best:
+            model.best_checkpoint = event.best_key or event.key
+
+
+async def _on_train_completed(session: AsyncSession, event: TrainCompleted) -> None:
+    job = await _job(session, event)
+    _finish(job, "completed", event)
+    job.progress, job.step = 1.0, event.final_step
+    job.val_loss = event.val_loss if event.val_loss is not None else job.val_loss
+    job.result = event.model_dump(
+        mode="json", include={"final_step", "train_loss", "val_loss", "best_val_loss", "perplexity", "wall_s",
+                              "tokens_per_s", "num_parameters", "checkpoint_key", "best_checkpoint_key",
+                              "stopped_early"},
+    )
+    model = await _model(session, event.model_id)
+    if model is not None and model.status != "deleted":
+        model.status, model.progress, model.step = "completed", 1.0, event.final_step
+        model.num_parameters = event.num_parameters
+        model.latest_checkpoint = event.checkpoint_key
+        model.best_checkpoint = event.best_checkpoint_key or model.best_checkpoint or event.checkpoint_key
+        metrics: dict[str, Any] = {k: v for k, v in job.result.items() if v is not None}
+        model.metrics = {**model.metrics, **metrics}
+        model.error, model.trained_at, model.updated_at = None, event.time, event.time
+
+
+async def _end_model_without_success(session: AsyncSession, job: Job, status: str, error: str | None) -> None:
+    model = await _model(session, job.model_id)
+    if model is None or model.status == "deleted" or job.kind != "train":
+        return
+    # A model that finished an earlier training run stays usable when a continuation fails or is cancelled.
+    model.status = "completed" if model.trained_at is not None else status
+    model.error = error
+    model.updated_at = job.updated_at
+
+
+async def _on_train_failed(session: AsyncSession, event: TrainFailed) -> None:
+    job = await _job(session, event)
+    _finish(job, "failed", event)
+    job.error, job.error_field = event.reason, event.field
+    await _end_model_without_success(session, job, "failed", event.reason)
+
+
+async def _on_cancelled(session: AsyncSession, event: JobCancelled) -> None:
+    job = await _job(session, event)
+    _finish(job, "cancelled", event)
+    job.error = event.reason
+    await _end_model_without_success(session, job, "cancelled", event.reason)
+
+
+async def _on_evaluation_completed(session: AsyncSession, event: EvaluationCompleted) -> None:
+    job = await _job(session, event)
+    _finish(job, "completed", event)
+    job.progress, job.result = 1.0, event.report
+    if await session.get(Evaluation, event.job_id) is None:
+        session.add(
+            Evaluation(
+                id=event.job_id, owner=event.owner, model_id=event.model_id, report=event.report,
+                report_key=event.report_key, created_at=event.time,
+            )
+        )
+    model = await _model(session, event.model_id)
+    if model is not None:
+        model.metrics = {**model.metrics, "last_evaluation": event.job_id}
+
+
+async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed) -> None:
+    job = await _job(session, event)
+    _finish(job, "failed", event)
+    job.error, job.error_field = event.reason, event.field
+
+
+async def _on_tokens(session: AsyncSession, event: TokensGenerated) -> None:
+    job = await _job(session, event)
+    if job.status == "accepted":
+        job.status, job.started_at = "running", event.time
+
+
+async def _on_generation_completed(session: AsyncSession, event: GenerationCompleted) -> None:
+    job = await _job(session, event)
+    _finish(job, "completed", event)
+    job.progress = 1.0
+    job.result = event.model_dump(
+        mode="json", include={"completions", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
+                              "tokens_per_s"},
+    )
+
+
+async def _on_dataset(session: AsyncSession, event: DatasetUploaded) -> None:
+    if await session.get(Dataset, event.dataset_id) is None:
+        session.add(
+            Dataset(
+                id=event.dataset_id, owner=event.owner, name=event.name, key=event.key, bytes=event.bytes,
+                characters=event.characters, preview=event.preview, created_at=event.time,
+            )
+        )
+
+
+async def _on_model_deleted(session: AsyncSession, event: ModelDeleted) -> None:
+    model = await _model(session, event.model_id)
+    if model is not None:
+        model.status, model.updated_at = "deleted", event.time
+
+
+_HANDLERS: dict[type[JobEvent], Any] = {
+    JobAccepted: _on_accepted,
+    TrainStarted: _on_started,
+    TrainProgress: _on_progress,
+    ValidationCompleted: _on_validation,
+    CheckpointSaved: _on_checkpoint,
+    TrainCompleted: _on_train_completed,
+    TrainFailed: _on_train_failed,
+    JobCancelled: _on_cancelled,
+    EvaluationCompleted: _on_evaluation_completed,
+    EvaluationFailed: _on_failed,
+    GenerationFailed: _on_failed,
+    TokensGenerated: _on_tokens,
+    GenerationCompleted: _on_generation_completed,
+    DatasetUploaded: _on_dataset,
+    ModelDeleted: _on_model_deleted,
+}
+
+
+async def last_seq(session: AsyncSession, job_id: str) -> int:
+    """The highest sequence number recorded for a job (0 when none)."""
+    from sqlalchemy import func
+
+    result = await session.execute(select(func.max(JobEventRow.seq)).where(JobEventRow.job_id == job_id))
+    return result.scalar() or 0

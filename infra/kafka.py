@@ -1,0 +1,60 @@
+"""Kafka plumbing shared by the gateway, the agents and the CLI: topic creation and client construction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from events import Topics
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    if not settings.kafka_url:
+        raise RuntimeError("no Kafka URL: set LFZ_KAFKA_URL, or start the stack with `lfz up` (embedded broker)")
+    return settings.kafka_bootstrap
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create every topic the system uses (idempotent), waiting up to `timeout_s` for the broker."""
+    topics = Topics(settings.topic_prefix)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [name for name in topics.all() if name not in existing]
+            if missing:
+                new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing]
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # another process created them between the list and the create
+            return
+        except KafkaError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"Kafka at {settings.kafka_url} is not reachable: {exc}") from exc
+            log.info("waiting for Kafka at %s: %s", settings.kafka_url, exc)
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+def create_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """A producer that keeps order per key and waits for the broker to acknowledge."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=client_id,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=30_000,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
