@@ -14,6 +14,7 @@ from events.commands import (
 )
 from events.facts import (
     FACTS,
+    FAILED_TYPE_FOR_KIND,
     TERMINAL_TYPES,
     CheckpointSaved,
     Completion,
@@ -38,7 +39,7 @@ from events.fields import DatasetRef, new_id, utc_now
 from events.topics import Topics
 
 __all__ = [
-    "COMMANDS", "FACTS", "TERMINAL_TYPES", "CancelRequested", "CheckpointSaved", "Command", "Completion",
+    "COMMANDS", "FACTS", "FAILED_TYPE_FOR_KIND", "TERMINAL_TYPES", "CancelRequested", "CheckpointSaved", "Command", "Completion",
     "DatasetRef", "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted",
     "EvaluationFailed", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
     "JobCancelled", "JobEvent", "ModelDeleted", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",

@@ -158,7 +158,7 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class JobQueue(Base):
+class JobQueueRow(Base):
     """Agent coordination (not part of the projection): the queue of train and evaluate jobs and their leases.
 
     A worker claims a queued row, heartbeats it while the job runs, and marks it done. A row whose heartbeat stops

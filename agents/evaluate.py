@@ -1,0 +1,64 @@
+"""The evaluate agent: checks an EvaluateRequested and queues the evaluation, which runs in a child process."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import artifacts
+from agents.intake import decode
+from agents.models import ModelUnavailable, find_trained_model, serving_checkpoint
+from agents.publisher import JobLog
+from agents.runtime import Runtime
+from agents.scheduler import Scheduler
+from events import EvaluateRequested, EvaluationFailed, JobAccepted
+
+
+def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
+    topic = app.topic(runtime.topics.evaluate_requested, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(topic, name=f"{runtime.topics.prefix}evaluate")
+    async def accept_evaluation(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            command = await decode(runtime, event, (EvaluateRequested,))
+            if isinstance(command, EvaluateRequested):
+                await accept(runtime, command)
+                scheduler.kick()
+
+
+async def accept(runtime: Runtime, command: EvaluateRequested) -> None:
+    job = JobLog(runtime.publisher, job_id=command.job_id, kind="evaluate", owner=command.owner,
+                 producer=runtime.producer_name)
+    request = command.model_dump(mode="json", exclude={"held_out"})
+    try:
+        async with runtime.sessions() as session:
+            model = await find_trained_model(session, command.owner, command.model_id, command.model_name)
+    except ModelUnavailable as error:
+        await job.emit(JobAccepted, event_id=f"{command.job_id}-accepted", model_id=command.model_id,
+                       model_name=command.model_name, request=request)
+        await job.emit(EvaluationFailed, event_id=f"{command.job_id}-rejected", model_id=command.model_id,
+                       reason=error.reason, field=error.field)
+        return
+    held_out_key = None
+    if command.held_out is not None and command.held_out.text is not None:
+        if not command.held_out.text.strip():
+            await job.emit(JobAccepted, event_id=f"{command.job_id}-accepted", model_id=model.id,
+                           model_name=model.name, request=request)
+            await job.emit(EvaluationFailed, event_id=f"{command.job_id}-rejected", model_id=model.id,
+                           reason="held_out.text: the held-out text is empty", field="held_out.text")
+            return
+        held_out_key = f"datasets/{command.job_id}-held-out"
+        await runtime.astore.put_bytes(held_out_key, command.held_out.text.encode(), "text/plain; charset=utf-8")
+    elif command.held_out is not None:
+        held_out_key = command.held_out.key
+    spec = dict(
+        job_id=command.job_id, model_id=model.id, owner=command.owner, checkpoint_key=serving_checkpoint(model),
+        held_out_key=held_out_key, training_dataset_key=model.dataset_key, prompts=command.prompts,
+        max_new_tokens=command.max_new_tokens, seed=command.seed, report_key=artifacts.evaluation_key(command.job_id),
+    )
+    if await runtime.queue.enqueue(command.job_id, "evaluate", command.owner, spec) is None:
+        row = await runtime.queue.get(command.job_id)
+        if row is None or row.last_seq > 1:
+            return
+    await job.emit(JobAccepted, event_id=f"{command.job_id}-accepted", model_id=model.id, model_name=model.name,
+                   request=request)

@@ -1,0 +1,216 @@
+"""The job queue in the database: which worker runs which train or evaluate job, with leases and cancel flags.
+
+Kafka hands each request to one worker of the group, which records it here and returns at once; any worker with
+a free slot then claims it. A running job's worker renews its lease every second. When a worker dies, its lease
+goes stale and another worker takes the job over with `attempt + 1`, which fences the old one out: every write of
+a run names its attempt, and a write for an attempt that is no longer current changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from events import utc_now
+from infra.db.tables import JobQueueRow
+
+QUEUED, RUNNING, COMPLETING, DONE = "queued", "running", "completing", "done"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    kind: str
+    owner: str | None
+    attempt: int
+    last_seq: int
+    spec: dict[str, Any]
+    outbox: dict[str, Any] | None = None  # a terminal fact written but maybe not yet published
+
+
+@dataclass(frozen=True)
+class Beat:
+    alive: bool  # False: the lease was lost (taken over, or the job ended elsewhere)
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+
+
+class JobQueue:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], worker: str):
+        self._sessions = sessions
+        self.worker = worker
+
+    async def enqueue(self, job_id: str, kind: str, owner: str | None, spec: dict[str, Any]) -> JobQueueRow | None:
+        """Record a new job; None when it was recorded before (a redelivered request)."""
+        now = utc_now()
+        async with self._sessions() as session:
+            dialect = session.bind.dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(JobQueueRow).values(
+                job_id=job_id, kind=kind, owner=owner, state=QUEUED, attempt=0, cancel_requested=False,
+                last_seq=1, spec=spec, created_at=now, updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["job_id"])
+            result = await session.execute(statement.returning(JobQueueRow.job_id))
+            inserted = result.first() is not None
+            await session.commit()
+        return await self.get(job_id) if inserted else None
+
+    async def get(self, job_id: str) -> JobQueueRow | None:
+        async with self._sessions() as session:
+            return await session.get(JobQueueRow, job_id)
+
+    async def set_seq(self, job_id: str, last_seq: int) -> None:
+        async with self._sessions() as session:
+            await session.execute(update(JobQueueRow).where(JobQueueRow.job_id == job_id).values(last_seq=last_seq))
+            await session.commit()
+
+    async def claim_next(self, kinds: tuple[str, ...] = ("train", "evaluate")) -> Claim | None:
+        """Take the oldest queued job, if another worker does not take it first."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(JobQueueRow.job_id, JobQueueRow.attempt)
+                    .where(JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds))
+                    .order_by(JobQueueRow.created_at)
+                    .limit(8)
+                )
+            ).all()
+        for job_id, attempt in rows:
+            claim = await self._take(job_id, (QUEUED,), attempt, new_state=RUNNING)
+            if claim is not None:
+                return claim
+        return None
+
+    async def leases(self) -> list[tuple[str, int, datetime]]:
+        """`(job id, attempt, last heartbeat)` of every job that some worker holds."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(JobQueueRow.job_id, JobQueueRow.attempt, JobQueueRow.heartbeat_at).where(
+                    JobQueueRow.state.in_((RUNNING, COMPLETING))
+                )
+            )
+            return [(job_id, attempt, beat) for job_id, attempt, beat in rows.all()]
+
+    async def take_over(self, job_id: str, attempt: int, heartbeat_at: datetime) -> Claim | None:
+        # The state stays: a job taken over while completing only needs its outbox published.
+        return await self._take(job_id, (RUNNING, COMPLETING), attempt, expect_heartbeat=heartbeat_at)
+
+    async def _take(self, job_id: str, expect_state: tuple[str, ...], expect_attempt: int, *,
+                    new_state: str | None = None, expect_heartbeat: datetime | None = None) -> Claim | None:
+        now = utc_now()
+        async with self._sessions() as session:
+            condition = [
+                JobQueueRow.job_id == job_id,
+                JobQueueRow.state.in_(expect_state),
+                JobQueueRow.attempt == expect_attempt,
+            ]
+            if expect_heartbeat is not None:
+                condition.append(JobQueueRow.heartbeat_at == expect_heartbeat)
+            result = await session.execute(
+                update(JobQueueRow)
+                .where(*condition)
+                .values(worker=self.worker, attempt=expect_attempt + 1, heartbeat_at=now, updated_at=now,
+                        state=new_state or JobQueueRow.state)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            if result.rowcount != 1:
+                return None
+            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            assert row is not None
+            return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
+                         row.spec.get("_outbox") if row.state == COMPLETING else None)
+
+    async def heartbeat(self, job_id: str, attempt: int, last_seq: int) -> Beat:
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(JobQueueRow)
+                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .values(heartbeat_at=utc_now(), last_seq=last_seq)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            if result.rowcount != 1:
+                return Beat(alive=False)
+            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            assert row is not None
+            return Beat(True, row.cancel_requested, row.cancel_reason)
+
+    async def complete(self, job_id: str, attempt: int, terminal: dict[str, Any], last_seq: int) -> bool:
+        """Write the terminal fact to the row before publishing it (an outbox); False if the lease was lost.
+
+        If the worker dies between this and `done`, whoever takes the job over publishes the same fact again
+        (same event id), so the job ends once."""
+        async with self._sessions() as session:
+            row = await session.get(JobQueueRow, job_id)
+            if row is None or row.attempt != attempt or row.state != RUNNING:
+                return False
+            result = await session.execute(
+                update(JobQueueRow)
+                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .values(state=COMPLETING, spec={**row.spec, "_outbox": terminal}, last_seq=last_seq,
+                        heartbeat_at=utc_now(), updated_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            return result.rowcount == 1
+
+    async def done(self, job_id: str, attempt: int) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(JobQueueRow)
+                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt)
+                .values(state=DONE, updated_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+
+    async def release(self, job_id: str, attempt: int, last_seq: int) -> None:
+        """Give a running job back to the queue (its worker is shutting down); the next claim resumes it."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(JobQueueRow)
+                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .values(state=QUEUED, worker=None, last_seq=last_seq, updated_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+
+    async def request_cancel(self, job_id: str, reason: str) -> str | None:
+        """Flag a job for cancelling; returns its state then, or None if the job is not known yet (in which
+        case a placeholder row remembers the cancel, and the request, when it comes, is cancelled at once)."""
+        now = utc_now()
+        async with self._sessions() as session:
+            row = await session.get(JobQueueRow, job_id)
+            if row is None:
+                session.add(JobQueueRow(job_id=job_id, kind="unknown", owner=None, state=DONE, attempt=0,
+                                        cancel_requested=True, cancel_reason=reason, last_seq=0, spec={},
+                                        created_at=now, updated_at=now))
+                await session.commit()
+                return None
+            if row.state != DONE:
+                row.cancel_requested, row.cancel_reason, row.updated_at = True, reason, now
+                await session.commit()
+            return row.state
+
+    async def cancel_queued(self, job_id: str) -> Claim | None:
+        """End a job that has not started: the caller then publishes its JobCancelled."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(JobQueueRow)
+                .where(JobQueueRow.job_id == job_id, JobQueueRow.state == QUEUED)
+                .values(state=DONE, updated_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            if result.rowcount != 1:
+                return None
+            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            assert row is not None
+            return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec)
+

@@ -1,0 +1,91 @@
+"""The record agent: keeps the database up to date with the job-event log.
+
+It applies facts in batches, one transaction each. When the database is down it waits and retries the same batch
+until it succeeds, so nothing is lost; applying is idempotent, so a batch that is redelivered changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import faust
+from faust.types import EventT
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from agents.projection import Recorded, apply_batch
+from agents.runtime import Runtime
+from events import DecodeError, dead_letter, decode_event
+
+log = logging.getLogger(__name__)
+# Errors that mean "the database is not there right now", as opposed to a fact the projection cannot apply.
+DATABASE_DOWN = (OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    topic = app.topic(runtime.topics.job_events, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(topic, name=f"{runtime.topics.prefix}record")
+    async def record_job_events(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for events in stream.take_events(200, within=0.05):
+            batch = await _decode_batch(runtime, events)
+            if batch:
+                await apply_until_recorded(runtime, batch)
+
+
+async def _decode_batch(runtime: Runtime, events: Sequence[EventT]) -> list[Recorded]:
+    batch = []
+    for event in events:
+        message = event.message
+        try:
+            batch.append(Recorded(decode_event(event.value), message.partition, message.offset))
+        except DecodeError as error:
+            log.warning("undecodable job event at %s[%d]@%d: %s", message.topic, message.partition,
+                        message.offset, error)
+            await runtime.publisher.dead_letter(
+                dead_letter(event.value, error, producer=runtime.producer_name, topic=message.topic,
+                            partition=message.partition, offset=message.offset, key=message.key)
+            )
+    return batch
+
+
+async def apply_until_recorded(runtime: Runtime, batch: list[Recorded], max_delay_s: float = 5.0) -> int:
+    delay = 0.2
+    while True:
+        try:
+            return await _apply(runtime, batch)
+        except DATABASE_DOWN as exc:
+            log.warning("database unavailable, %d facts wait (retrying in %.1fs): %s", len(batch), delay,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+        except Exception:
+            # One fact the projection cannot apply must not hold back the others: apply them one by one.
+            log.exception("a batch of %d facts failed; applying them one at a time", len(batch))
+            return await _apply_each(runtime, batch)
+
+
+async def _apply(runtime: Runtime, batch: list[Recorded]) -> int:
+    async with runtime.sessions() as session:
+        applied = await apply_batch(session, batch)
+        await session.commit()
+    return applied
+
+
+async def _apply_each(runtime: Runtime, batch: list[Recorded]) -> int:
+    applied = 0
+    for recorded in batch:
+        try:
+            applied += await _apply(runtime, [recorded])
+        except DATABASE_DOWN:
+            applied += await apply_until_recorded(runtime, [recorded])
+        except Exception as exc:
+            log.exception("fact %s of job %s cannot be applied", recorded.event.event_id, recorded.event.job_id)
+            await runtime.publisher.dead_letter(
+                dead_letter(recorded.event.to_json(), f"the projection could not apply it: {exc}",
+                            producer=runtime.producer_name, topic=runtime.topics.job_events,
+                            partition=recorded.partition, offset=recorded.offset, key=recorded.event.job_id)
+            )
+    return applied

@@ -1,0 +1,174 @@
+"""One claimed job, run in a spawned child process: the parent side.
+
+The child reports facts over a multiprocessing queue; this side numbers and publishes them, renews the job's lease
+every second, passes on a cancel, and ends the job exactly once: the terminal fact goes into the queue row (an
+outbox) before it is published, under the run's attempt, so a run that lost its lease can never end the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import queue as thread_queue
+import threading
+import time
+from typing import Any
+
+from agents import child
+from agents.projection import last_seq
+from agents.publisher import JobLog
+from agents.queue import Claim
+from agents.runtime import Runtime
+from events import FACTS, TERMINAL_TYPES, JobCancelled, JobEvent, TrainFailed, decode_event
+from events.facts import EvaluationFailed
+
+log = logging.getLogger(__name__)
+RUN, CANCEL, SUSPEND = child.RUN, child.CANCEL, child.SUSPEND
+_FAILED = {"train": TrainFailed, "evaluate": EvaluationFailed}
+
+
+class Run:
+    def __init__(self, runtime: Runtime, claim: Claim, on_finished: Any = None, cancel_grace_s: float = 15.0):
+        self.runtime = runtime
+        self.claim = claim
+        self.on_finished = on_finished
+        self.cancel_grace_s = cancel_grace_s
+        self.finished = False
+        self.lost = False
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._mode = self._context.Value("i", RUN)
+        self._task: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
+        self._stop_deadline: float | None = None
+        self.job: JobLog | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._main(), name=f"run-{self.claim.job_id}")
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def suspend(self, timeout_s: float = 20.0) -> None:
+        self._mode.value = SUSPEND
+        self._stop_deadline = time.monotonic() + timeout_s
+        await self.wait()
+
+    async def _main(self) -> None:
+        try:
+            if self.claim.outbox is not None:
+                await self._publish_outbox(self.claim.outbox)
+                return
+            async with self.runtime.sessions() as session:
+                recorded = await last_seq(session, self.claim.job_id)
+            self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
+                              owner=self.claim.owner, producer=self.runtime.producer_name,
+                              last_seq=max(self.claim.last_seq, recorded))
+            await self._run_child()
+        except Exception:
+            log.exception("run of job %s failed", self.claim.job_id)
+        finally:
+            self.finished = True
+            if self.on_finished is not None:
+                self.on_finished()
+
+    async def _run_child(self) -> None:
+        assert self.job is not None
+        reports = self._context.Queue()
+        spec = {**self.claim.spec, "attempt": self.claim.attempt, "worker": self.runtime.worker_id}
+        # Started from the event-loop thread: the child's parent-death signal is tied to the starting thread.
+        self.process = self._context.Process(
+            target=child.main, name=f"lfz-{self.claim.kind}-{self.claim.job_id[:8]}",
+            args=(self.claim.kind, spec, self.runtime.settings.model_dump(mode="json"), reports, self._mode),
+        )
+        self.process.start()
+        inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        reader = threading.Thread(target=_read_reports, args=(reports, self.process, inbox,
+                                                              asyncio.get_running_loop()), daemon=True)
+        reader.start()
+        beats = asyncio.create_task(self._renew_lease())
+        terminal: JobEvent | None = None
+        suspended = False
+        try:
+            while (report := await inbox.get()) is not None:
+                if report.get("suspended"):
+                    suspended = True
+                    continue
+                event = self.job.make(FACTS[report["type"]], **report["fields"])
+                if event.terminal:
+                    terminal = event
+                elif not self.lost:
+                    await self.runtime.publisher.publish(event)
+        finally:
+            beats.cancel()
+            self.process.join(timeout=5)
+        if self.lost:
+            log.warning("job %s: lease lost to another worker; this run published nothing more", self.job.job_id)
+            return
+        if self._mode.value == SUSPEND and terminal is None:
+            await self.runtime.queue.release(self.job.job_id, self.claim.attempt, self.job.last_seq)
+            log.info("job %s handed back to the queue (suspended=%s)", self.job.job_id, suspended)
+            return
+        if terminal is None:
+            terminal = self._unexpected_end()
+        await self._end(terminal)
+
+    def _unexpected_end(self) -> JobEvent:
+        assert self.job is not None and self.process is not None
+        if self._mode.value == CANCEL:
+            return self.job.make(JobCancelled, reason=self._cancel_reason or "cancelled by request")
+        code = self.process.exitcode
+        return self.job.make(_FAILED[self.claim.kind],
+                             reason=f"the {self.claim.kind} process stopped unexpectedly (exit code {code}); "
+                                    "see the worker's log", model_id=self.claim.spec.get("model_id"))
+
+    async def _end(self, terminal: JobEvent) -> None:
+        assert self.job is not None
+        payload = terminal.model_dump(mode="json")
+        if not await self.runtime.queue.complete(self.job.job_id, self.claim.attempt, payload, self.job.last_seq):
+            log.warning("job %s: lease lost before the end; not publishing %s", self.job.job_id, terminal.type)
+            return
+        await self._publish_outbox(payload)
+
+    async def _publish_outbox(self, payload: dict[str, Any]) -> None:
+        await self.runtime.publisher.publish(decode_event(payload), wait=True)
+        await self.runtime.queue.done(self.claim.job_id, self.claim.attempt)
+
+    async def _renew_lease(self) -> None:
+        assert self.job is not None and self.process is not None
+        interval = min(1.0, self.runtime.settings.lease_s / 5)
+        while True:
+            await asyncio.sleep(interval)
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline and self.process.is_alive():
+                log.warning("job %s: the child did not stop in time; killing it", self.job.job_id)
+                self.process.kill()
+            try:
+                beat = await self.runtime.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq)
+            except Exception as exc:  # a database outage must not stop the training
+                log.warning("job %s: could not renew the lease: %s", self.job.job_id, exc)
+                continue
+            if not beat.alive:
+                self.lost = True
+                self.process.kill()
+                return
+            if beat.cancel_requested and self._mode.value == RUN:
+                self._cancel_reason = beat.cancel_reason
+                self._mode.value = CANCEL
+                self._stop_deadline = time.monotonic() + self.cancel_grace_s
+
+
+def _read_reports(reports: Any, process: Any, inbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
+    """Thread: move the child's reports onto the event loop; None once the child has exited and all are read."""
+    while True:
+        try:
+            report = reports.get(timeout=0.2)
+        except thread_queue.Empty:
+            if not process.is_alive():
+                break
+            continue
+        except (EOFError, OSError):
+            break
+        loop.call_soon_threadsafe(inbox.put_nowait, report)
+    loop.call_soon_threadsafe(inbox.put_nowait, None)

@@ -1,0 +1,56 @@
+"""The collaborators every agent needs, built once per worker process and passed in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import mode
+
+from agents.publisher import Publisher
+from agents.queue import JobQueue
+from events import Topics
+from infra.db import create_engine, sessionmaker
+from infra.kafka import create_producer, ensure_topics
+from infra.objectstore import AsyncObjectStore, ObjectStore, open_object_store
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Runtime(mode.Service):
+    """Database, object store, producer and job queue of one worker. Agents wait for `ready` before work."""
+
+    def __init__(self, settings: Settings, **kwargs: object):
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.worker_id = settings.worker_id or default_worker_id()
+        self.producer_name = f"agents/{self.worker_id}"
+        self.topics = Topics(settings.topic_prefix)
+        self.ready = asyncio.Event()
+        self.engine = create_engine(settings.resolved_database_url)
+        self.sessions = sessionmaker(self.engine)
+        self.store: ObjectStore = open_object_store(settings)
+        self.astore = AsyncObjectStore(self.store)
+        self.publisher = Publisher(create_producer(settings, client_id=self.producer_name), self.topics)
+        self.queue = JobQueue(self.sessions, self.worker_id)
+
+    async def on_start(self) -> None:
+        await ensure_topics(self.settings)
+        await self.astore.ensure_bucket()
+        await self.publisher.start()
+        self.ready.set()
+        log.info("worker %s ready", self.worker_id)
+
+    async def on_stop(self) -> None:
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None:
+            await scheduler.stop()  # running jobs checkpoint and go back to the queue for another worker
+        await self.publisher.stop()
+        await self.engine.dispose()

@@ -1,0 +1,93 @@
+"""The scheduler of one worker: starts queued jobs while it has free slots, and takes over abandoned ones.
+
+A job is abandoned when its lease has not been renewed for `lease_s`, as this worker saw it: the same heartbeat
+value, observed by successful reads spanning `lease_s`. Counting only what this worker observed keeps a database
+outage (when nobody can renew anything) or clock skew between machines from looking like a dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+
+from agents.queue import Claim
+from agents.runs import Run
+from agents.runtime import Runtime
+from agents.record import DATABASE_DOWN
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.runs: dict[str, Run] = {}
+        self._kick = asyncio.Event()
+        self._seen: dict[str, tuple[datetime, float]] = {}  # job id -> (heartbeat value, first seen, monotonic)
+        self._stopping = False
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def run_forever(self, period_s: float = 1.0) -> None:
+        await self.runtime.ready.wait()
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._kick.wait(), period_s)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            try:
+                await self.tick()
+            except DATABASE_DOWN as exc:
+                self._seen.clear()  # what was observed before the outage proves nothing about after it
+                log.warning("scheduler cannot reach the database: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            except Exception:
+                log.exception("scheduler tick failed")
+
+    async def tick(self) -> None:
+        self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
+        abandoned = await self._abandoned()
+        while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
+            claim = await self.runtime.queue.claim_next() or await self._take_over(abandoned)
+            if claim is None:
+                return
+            self.start(claim)
+
+    def start(self, claim: Claim) -> None:
+        log.info("starting %s job %s (attempt %d)", claim.kind, claim.job_id, claim.attempt)
+        run = Run(self.runtime, claim, on_finished=self.kick)
+        self.runs[claim.job_id] = run
+        run.start()
+
+    async def _abandoned(self) -> list[tuple[str, int, datetime]]:
+        now = time.monotonic()
+        seen: dict[str, tuple[datetime, float]] = {}
+        abandoned = []
+        for job_id, attempt, beat in await self.runtime.queue.leases():
+            if job_id in self.runs:
+                continue
+            previous = self._seen.get(job_id)
+            first_seen = previous[1] if previous is not None and previous[0] == beat else now
+            seen[job_id] = (beat, first_seen)
+            if now - first_seen >= self.runtime.settings.lease_s:
+                abandoned.append((job_id, attempt, beat))
+        self._seen = seen
+        return abandoned
+
+    async def _take_over(self, abandoned: list[tuple[str, int, datetime]]) -> Claim | None:
+        while abandoned:
+            job_id, attempt, beat = abandoned.pop(0)
+            claim = await self.runtime.queue.take_over(job_id, attempt, beat)
+            if claim is not None:
+                log.warning("took over job %s from a worker that stopped renewing its lease", job_id)
+                self._seen.pop(job_id, None)
+                return claim
+        return None
+
+    async def stop(self) -> None:
+        """Hand running jobs back: each child checkpoints and exits, and the job returns to the queue."""
+        self._stopping = True
+        await asyncio.gather(*(run.suspend() for run in self.runs.values() if not run.finished))

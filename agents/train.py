@@ -1,0 +1,125 @@
+"""The train agent: takes a TrainRequested, checks it, records the job in the queue and returns at once.
+
+The training itself runs later in a spawned child process (see `scheduler` and `runs`), so this handler stays
+short: the agent keeps polling, its offsets are committed early, and a rebalance never waits for a training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import faust
+
+from agents import artifacts
+from agents.intake import decode
+from agents.publisher import JobLog
+from agents.runtime import Runtime
+from agents.scheduler import Scheduler
+from events import JobAccepted, JobCancelled, TrainFailed, TrainRequested
+from infra.db.tables import Model
+from model.config import ConfigError, resolve_hyperparameters
+from model.tokenizers import validate_tokenizer_options
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.reason, self.field = reason, field
+
+
+def model_id_for(command: TrainRequested) -> str:
+    """The gateway names the model; for a request without one, derive it from the job id (stable on redelivery)."""
+    return command.model_id or hashlib.sha256(f"model/{command.job_id}".encode()).hexdigest()[:32]
+
+
+def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
+    topic = app.topic(runtime.topics.train_requested, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(topic, name=f"{runtime.topics.prefix}train")
+    async def accept_training(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            command = await decode(runtime, event, (TrainRequested,))
+            if isinstance(command, TrainRequested):
+                await accept(runtime, command)
+                scheduler.kick()
+
+
+async def accept(runtime: Runtime, command: TrainRequested) -> None:
+    model_id = model_id_for(command)
+    job = JobLog(runtime.publisher, job_id=command.job_id, kind="train", owner=command.owner,
+                 producer=runtime.producer_name)
+    accepted: dict[str, Any] = dict(
+        event_id=f"{command.job_id}-accepted", model_id=model_id, model_name=command.model_name,
+        description=command.description, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
+        hyperparameters=command.hyperparameters,
+    )
+    try:
+        spec = await _checked_spec(runtime, command, model_id)
+    except Rejected as rejected:
+        await job.emit(JobAccepted, **accepted, dataset_key=command.dataset.key)
+        await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
+                       reason=rejected.reason, field=rejected.field)
+        return
+    accepted.update(dataset_key=spec["dataset_key"], resume=spec["base_checkpoint"] is not None)
+    row = await runtime.queue.enqueue(command.job_id, "train", command.owner, spec)
+    if row is None:
+        await _redelivered(runtime, job, accepted)
+        return
+    await job.emit(JobAccepted, **accepted)
+
+
+async def _redelivered(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> None:
+    """The request was seen before, or a cancel for it arrived first."""
+    row = await runtime.queue.get(job.job_id)
+    if row is not None and row.kind == "unknown" and row.cancel_requested and row.last_seq == 0:
+        await job.emit(JobAccepted, **accepted)
+        await job.emit(JobCancelled, reason=row.cancel_reason or "cancelled before it started")
+        await runtime.queue.set_seq(job.job_id, job.last_seq)
+        return
+    # Publishing the acceptance again is harmless (same event id) and covers a crash between enqueue and publish.
+    if row is not None and row.last_seq <= 1:
+        await job.emit(JobAccepted, **accepted)
+
+
+async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str) -> dict[str, Any]:
+    try:
+        hp = resolve_hyperparameters(command.hyperparameters)
+    except ConfigError as error:
+        raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
+    try:
+        validate_tokenizer_options(command.tokenizer, command.tokenizer_options)
+    except ValueError as error:
+        raise Rejected(f"tokenizer_options: {error}", "tokenizer_options") from None
+
+    base_checkpoint, base_step = None, 0
+    async with runtime.sessions() as session:
+        existing = await session.get(Model, model_id)
+    if existing is not None and existing.status != "deleted":
+        if existing.owner != command.owner:
+            raise Rejected(f"model_id: no model {model_id}", "model_id")
+        if existing.trained_at is None or not existing.latest_checkpoint:
+            raise Rejected(f"model_id: model {model_id} has no checkpoint to continue from yet", "model_id")
+        base_checkpoint, base_step = existing.latest_checkpoint, existing.step
+
+    if command.dataset.text is not None:
+        text = command.dataset.text
+        if not text.strip():
+            raise Rejected("dataset.text: the dataset is empty", "dataset.text")
+        dataset_key = artifacts.dataset_key(command.job_id)
+        await runtime.astore.put_bytes(dataset_key, text.encode(), "text/plain; charset=utf-8")
+    else:
+        dataset_key = command.dataset.key
+        assert dataset_key is not None
+        if not await runtime.astore.exists(dataset_key):
+            raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
+    return dict(
+        job_id=command.job_id, model_id=model_id, model_name=command.model_name, owner=command.owner,
+        dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
+        hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
+        base_step=base_step,
+    )

@@ -1,0 +1,104 @@
+"""The projection: facts become rows, the same fact twice changes nothing, and a replay rebuilds the same state."""
+
+from sqlalchemy import select
+
+from agents.projection import Recorded, apply, apply_batch, last_seq
+from events import (
+    CheckpointSaved,
+    DatasetUploaded,
+    JobAccepted,
+    ModelDeleted,
+    TrainCompleted,
+    TrainFailed,
+    TrainProgress,
+    TrainStarted,
+    ValidationCompleted,
+)
+from infra.db.tables import Checkpoint, Dataset, Job, JobEventRow, Model
+
+ENVELOPE = dict(producer="test", owner="o1", kind="train")
+
+
+def training_log(job_id="j1", model_id="m1"):
+    seq = iter(range(1, 100))
+    return [
+        JobAccepted(job_id=job_id, seq=next(seq), **ENVELOPE, model_id=model_id, model_name="shakespeare",
+                    tokenizer="char", hyperparameters={"preset": "tiny"}, dataset_key="datasets/d1"),
+        TrainStarted(job_id=job_id, seq=next(seq), **ENVELOPE, model_id=model_id, worker="w1", max_iters=50,
+                     num_parameters=1234, device="cpu", config={"d_model": 32}, vocab_size=40),
+        TrainProgress(job_id=job_id, seq=next(seq), **ENVELOPE, step=25, max_iters=50, loss=2.5,
+                      learning_rate=1e-3, tokens_per_s=900.0, elapsed_s=1.0, eta_s=1.0, progress=0.5),
+        ValidationCompleted(job_id=job_id, seq=next(seq), **ENVELOPE, step=25, val_loss=2.6, best_val_loss=2.6),
+        CheckpointSaved(job_id=job_id, seq=next(seq), **ENVELOPE, model_id=model_id, step=25,
+                        key=f"models/{model_id}/checkpoints/step-25.pt", sha256="ab" * 32, bytes=100, is_best=True,
+                        best_key=f"models/{model_id}/checkpoints/best.pt"),
+        TrainCompleted(job_id=job_id, seq=next(seq), **ENVELOPE, model_id=model_id, final_step=50, val_loss=2.4,
+                       best_val_loss=2.4, wall_s=2.0, num_parameters=1234,
+                       checkpoint_key=f"models/{model_id}/checkpoints/step-50.pt"),
+    ]
+
+
+async def snapshot(sessions):
+    async with sessions() as session:
+        models = [(m.id, m.status, m.step, m.metrics, m.best_checkpoint, m.latest_checkpoint)
+                  for m in (await session.execute(select(Model).order_by(Model.id))).scalars()]
+        jobs = [(j.id, j.status, j.progress, j.step, j.last_seq, j.error)
+                for j in (await session.execute(select(Job).order_by(Job.id))).scalars()]
+        rows = [(r.job_id, r.seq, r.type) for r in (await session.execute(select(JobEventRow))).scalars()]
+        checkpoints = [c.key for c in (await session.execute(select(Checkpoint))).scalars()]
+    return models, jobs, sorted(rows), sorted(checkpoints)
+
+
+async def test_a_training_log_projects_to_a_completed_model(sessions):
+    async with sessions() as session:
+        assert await apply_batch(session, [Recorded(e) for e in training_log()]) == 6
+        await session.commit()
+    async with sessions() as session:
+        model = await session.get(Model, "m1")
+        job = await session.get(Job, "j1")
+        assert (model.status, model.step, model.owner, model.num_parameters) == ("completed", 50, "o1", 1234)
+        assert model.best_checkpoint == "models/m1/checkpoints/best.pt"
+        assert model.latest_checkpoint == "models/m1/checkpoints/step-50.pt"
+        assert model.metrics["val_loss"] == 2.4
+        assert (job.status, job.progress, job.last_seq, job.kind) == ("completed", 1.0, 6, "train")
+        assert await last_seq(session, "j1") == 6
+
+
+async def test_the_same_fact_twice_changes_nothing(sessions):
+    log = training_log()
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in log[:3]])
+        await session.commit()
+    before = await snapshot(sessions)
+    async with sessions() as session:
+        assert not await apply(session, Recorded(log[2]))
+        assert not await apply(session, Recorded(log[0]))
+        await session.commit()
+    assert await snapshot(sessions) == before
+
+
+async def test_replaying_the_log_rebuilds_the_same_state(sessions, tmp_path):
+    from tests.unit.agents.conftest import make_sessions
+
+    log = training_log() + training_log("j2", "m2")[:2] + [
+        TrainFailed(job_id="j2", seq=3, **ENVELOPE, model_id="m2", reason="dataset.text: the dataset is empty",
+                    field="dataset.text"),
+        DatasetUploaded(job_id="d1", seq=1, producer="gw", owner="o1", kind="dataset", dataset_id="d1", name="t",
+                        key="datasets/d1", bytes=3, characters=3, preview="abc"),
+        ModelDeleted(job_id="x1", seq=1, producer="gw", owner="o1", kind="delete", model_id="m1"),
+    ]
+    async with sessions() as session:
+        for event in log:  # one transaction per fact, as the record agent might
+            await apply(session, Recorded(event))
+            await session.commit()
+    replayed = await make_sessions(tmp_path / "replay.db")
+    async with replayed() as session:
+        await apply_batch(session, [Recorded(e) for e in log])
+        await session.commit()
+    assert await snapshot(replayed) == await snapshot(sessions)
+    async with replayed() as session:
+        assert (await session.get(Model, "m1")).status == "deleted"
+        assert (await session.get(Model, "m2")).status == "failed"
+        assert (await session.get(Job, "j2")).error == "dataset.text: the dataset is empty"
+        assert (await session.get(Dataset, "d1")).characters == 3
+        assert await session.get(Job, "d1") is None  # uploads are not jobs

@@ -1,0 +1,95 @@
+"""The job queue: claims are exclusive, leases fence out a worker that lost its job, outboxes end a job once."""
+
+import asyncio
+
+from agents.queue import COMPLETING, DONE, QUEUED, RUNNING, JobQueue
+
+
+async def test_enqueue_is_idempotent(sessions):
+    queue = JobQueue(sessions, "w1")
+    assert await queue.enqueue("j1", "train", None, {"a": 1}) is not None
+    assert await queue.enqueue("j1", "train", None, {"a": 2}) is None
+    row = await queue.get("j1")
+    assert (row.state, row.spec, row.last_seq) == (QUEUED, {"a": 1}, 1)
+
+
+async def test_only_one_of_two_workers_claims_a_job(sessions):
+    await JobQueue(sessions, "setup").enqueue("j1", "train", None, {})
+    first, second = JobQueue(sessions, "w1"), JobQueue(sessions, "w2")
+    claims = await asyncio.gather(first.claim_next(), second.claim_next())
+    winners = [claim for claim in claims if claim is not None]
+    assert len(winners) == 1 and winners[0].attempt == 1
+    row = await first.get("j1")
+    assert row.state == RUNNING and row.worker in ("w1", "w2")
+
+
+async def test_take_over_fences_the_old_worker(sessions):
+    old, new = JobQueue(sessions, "old"), JobQueue(sessions, "new")
+    await old.enqueue("j1", "train", None, {})
+    claim = await old.claim_next()
+    (job_id, attempt, beat), = await new.leases()
+    taken = await new.take_over(job_id, attempt, beat)
+    assert taken is not None and taken.attempt == 2
+    # The old worker's renewals and its attempt to end the job now change nothing.
+    assert not (await old.heartbeat("j1", claim.attempt, 5)).alive
+    assert not await old.complete("j1", claim.attempt, {"type": "TrainCompleted"}, 6)
+    assert (await new.heartbeat("j1", taken.attempt, 3)).alive
+
+
+async def test_take_over_loses_to_a_fresh_heartbeat(sessions):
+    owner, other = JobQueue(sessions, "owner"), JobQueue(sessions, "other")
+    await owner.enqueue("j1", "train", None, {})
+    claim = await owner.claim_next()
+    (_, attempt, beat), = await other.leases()
+    await asyncio.sleep(0.01)
+    assert (await owner.heartbeat("j1", claim.attempt, 2)).alive
+    assert await other.take_over("j1", attempt, beat) is None
+
+
+async def test_outbox_survives_a_crash_between_complete_and_done(sessions):
+    dead, rescuer = JobQueue(sessions, "dead"), JobQueue(sessions, "rescuer")
+    await dead.enqueue("j1", "train", None, {"model_id": "m"})
+    claim = await dead.claim_next()
+    terminal = {"type": "TrainCompleted", "event_id": "e-final"}
+    assert await dead.complete("j1", claim.attempt, terminal, 9)
+    (_, attempt, beat), = await rescuer.leases()
+    taken = await rescuer.take_over("j1", attempt, beat)
+    assert taken is not None and taken.outbox == terminal
+    assert (await rescuer.get("j1")).state == COMPLETING
+    await rescuer.done("j1", taken.attempt)
+    assert (await rescuer.get("j1")).state == DONE
+
+
+async def test_cancel_of_a_queued_job_ends_it_before_it_starts(sessions):
+    queue = JobQueue(sessions, "w1")
+    await queue.enqueue("j1", "train", None, {})
+    assert await queue.request_cancel("j1", "changed my mind") == QUEUED
+    claim = await queue.cancel_queued("j1")
+    assert claim is not None and claim.last_seq == 1
+    assert await queue.claim_next() is None
+
+
+async def test_cancel_of_a_running_job_reaches_its_heartbeat(sessions):
+    queue = JobQueue(sessions, "w1")
+    await queue.enqueue("j1", "train", None, {})
+    claim = await queue.claim_next()
+    assert await queue.request_cancel("j1", "stop") == RUNNING
+    beat = await queue.heartbeat("j1", claim.attempt, 4)
+    assert beat.alive and beat.cancel_requested and beat.cancel_reason == "stop"
+
+
+async def test_cancel_before_the_request_arrives_is_remembered(sessions):
+    queue = JobQueue(sessions, "w1")
+    assert await queue.request_cancel("early", "too soon") is None
+    assert await queue.enqueue("early", "train", None, {}) is None
+    row = await queue.get("early")
+    assert row.cancel_requested and row.state == DONE and row.last_seq == 0
+
+
+async def test_released_job_is_claimed_again_with_a_new_attempt(sessions):
+    queue = JobQueue(sessions, "w1")
+    await queue.enqueue("j1", "train", None, {})
+    claim = await queue.claim_next()
+    await queue.release("j1", claim.attempt, 7)
+    again = await JobQueue(sessions, "w2").claim_next()
+    assert again is not None and again.attempt == claim.attempt + 1 and again.last_seq == 7
