@@ -1,0 +1,105 @@
+# Apache Kafka: one KRaft node (broker + controller) from the jars that infra/kafka/pom.xml pins.
+# Sourced by up.sh and down.sh after common.sh.
+
+KAFKA_DIR="$SERVICES_DIR/kafka"
+KAFKA_LOG="$SERVICES_DIR/kafka.log"
+KAFKA_PIDFILE="$SERVICES_DIR/kafka.pid"
+KAFKA_LIB="$KAFKA_HOME/lib"
+KAFKA_HEAP="${LFZ_KAFKA_HEAP:--Xms256m -Xmx512m}"
+
+kafka_check_java() {
+    command -v java >/dev/null 2>&1 || die "Kafka needs Java 17 or newer: apt-get install -y openjdk-17-jre-headless"
+    local major
+    major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')"
+    [[ "${major%%.*}" -ge 17 ]] 2>/dev/null || die "Kafka 4 needs Java 17 or newer; \`java\` is version ${major:-unknown}"
+}
+
+# Copy the pinned jars into infra/kafka/lib once; again only when pom.xml changes (Maven caches them in ~/.m2).
+kafka_fetch() {
+    local want stamp="$KAFKA_LIB/.pom.sha256"
+    want="$(sha256sum "$KAFKA_HOME/pom.xml" | cut -c1-64)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null 2>&1 || die "fetching Kafka needs Maven: apt-get install -y maven"
+    say "Kafka: copying the jars pinned in infra/kafka/pom.xml into infra/kafka/lib (Maven cache: ~/.m2)"
+    rm -rf "$KAFKA_HOME/target/lib"
+    if ! (cd "$KAFKA_HOME" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=target/lib); then
+        die "Kafka: \`mvn dependency:copy-dependencies\` failed in infra/kafka (see its output above)"
+    fi
+    rm -rf "$KAFKA_LIB"
+    mv "$KAFKA_HOME/target/lib" "$KAFKA_LIB"
+    echo "$want" >"$stamp"
+}
+
+# The JVM command line, without the main class. -XX:+ExitOnOutOfMemoryError: a broker out of heap dies loudly
+# instead of limping on.
+kafka_java_cmd() {
+    # shellcheck disable=SC2206  # KAFKA_HEAP holds several flags on purpose
+    KAFKA_JAVA=(java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+        -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" -cp "$KAFKA_LIB/*")
+}
+
+# Start Kafka in the background unless it already runs; kafka_wait checks that it serves clients.
+kafka_start() {
+    kafka_check_java
+    kafka_fetch
+    kafka_java_cmd
+    local pid
+    pid="$(live_pid "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties")"
+    if [[ -n "$pid" ]]; then
+        KAFKA_WAS_RUNNING=1
+        return 0
+    fi
+    KAFKA_WAS_RUNNING=0
+    require_free_port "Kafka" "$KAFKA_PORT"
+    require_free_port "Kafka (controller listener)" "$KAFKA_CONTROLLER_PORT"
+
+    mkdir -p "$KAFKA_DIR"
+    # Rendered on every start, so an edit to the template takes effect on the next `make services`.
+    sed "s#@LOG_DIRS@#$KAFKA_DIR/data#" "$KAFKA_HOME/server.properties" >"$KAFKA_DIR/server.properties"
+    if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
+        say "Kafka: formatting a new KRaft log in $KAFKA_DIR/data"
+        rm -rf "$KAFKA_DIR/data"
+        local cluster_id
+        cluster_id="$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)"
+        if ! "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+            -c "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1; then
+            fail_service "Kafka" "$KAFKA_LOG" "formatting the storage failed"
+        fi
+    fi
+    say "Kafka: starting on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
+    spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties"
+}
+
+# Wait until Kafka answers a metadata request and can coordinate a consumer group.
+kafka_wait() {
+    local pid i
+    pid="$(cat "$KAFKA_PIDFILE" 2>/dev/null || true)"
+    for ((i = 0; i < 900; i++)); do
+        port_open "$KAFKA_PORT" && break
+        kill -0 "$pid" 2>/dev/null || fail_service "Kafka" "$KAFKA_LOG" "the process exited"
+        sleep 0.1
+    done
+    port_open "$KAFKA_PORT" || fail_service "Kafka" "$KAFKA_LOG" "nothing listens on 127.0.0.1:$KAFKA_PORT after 90 s"
+    if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" kafka "127.0.0.1:$KAFKA_PORT" --timeout 60; then
+        fail_service "Kafka" "$KAFKA_LOG" "it does not answer clients on 127.0.0.1:$KAFKA_PORT"
+    fi
+    if [[ "$KAFKA_WAS_RUNNING" == 1 ]]; then
+        say "Kafka: already running (pid $pid)"
+    else
+        say "Kafka: ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+    fi
+}
+
+kafka_stop() {
+    local pid
+    pid="$(live_pid "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties")"
+    if [[ -z "$pid" ]]; then
+        say "Kafka: not running"
+        return 0
+    fi
+    say "Kafka: stopping (pid $pid)"
+    stop_pid "$pid" 60
+    rm -f "$KAFKA_PIDFILE"
+}
