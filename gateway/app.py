@@ -1,0 +1,117 @@
+"""`create_app(settings)`: the gateway's routes, middleware and lifespan in one place.
+
+The lifespan opens what every request shares (database engine, object store, Kafka producer, the live feed's
+consumer) and closes it on shutdown. Middleware, outermost first: metrics, CORS (only for configured origins),
+API keys, the body-size limit. Errors are mapped to JSON by the handlers of `gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from events import Topics
+from gateway import datasets, evaluation, generation, jobs, models, openai_compat, system
+from gateway.auth import AuthMiddleware
+from gateway.context import Gateway, Publisher, StreamLimiter, process_name
+from gateway.errors import exception_handlers
+from gateway.inputs import BodyLimitMiddleware
+from gateway.live import LiveFeed
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.openapi import build_document
+from infra.db import create_engine, sessionmaker
+from infra.kafka import create_producer, ensure_topics
+from infra.objectstore import open_async_object_store
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.0.0"
+DESCRIPTION = (
+    "Train, evaluate and serve small GPT models. Commands go to the agents over Kafka; state is read from the "
+    "projection of the job-event log. Every error is `{\"error\": {\"code\", \"message\", \"field\"?}}`. With API "
+    "keys configured, send `Authorization: Bearer <key>` (event streams also take `?api_key=`)."
+)
+
+
+def api_routes() -> list[BaseRoute]:
+    return [
+        *datasets.routes,
+        *models.routes,
+        *evaluation.routes,
+        *generation.routes,
+        *jobs.routes,
+        Route("/health", system.health, methods=["GET"]),
+    ]
+
+
+def all_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        Route("/", system.index, methods=["GET"]),
+        Route("/health", system.health, methods=["GET"]),
+        Route("/metrics", system.metrics, methods=["GET"]),
+        Route("/openapi.json", system.openapi_document, methods=["GET"]),
+        Route("/docs", system.docs, methods=["GET"]),
+        Mount("/api/v1", routes=api_routes()),
+        Mount("/v1", routes=openai_compat.routes),
+    ]
+    if system.STATIC_DIR.is_dir():
+        routes.append(Mount("/static", StaticFiles(directory=system.STATIC_DIR), name="static"))
+    return routes
+
+
+def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
+    stack = [Middleware(MetricsMiddleware, metrics=metrics)]
+    if settings.cors_origins:
+        stack.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"], allow_credentials=False,
+        ))
+    upload_limit = settings.max_dataset_bytes + 64 * 1024  # the file plus its multipart framing
+    stack += [
+        Middleware(AuthMiddleware, keys=settings.api_keys),
+        Middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
+                   limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes)}),
+    ]
+    return stack
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+        name = f"gateway/{process_name()}"
+        await ensure_topics(settings)
+        engine = create_engine(settings.resolved_database_url)
+        store = open_async_object_store(settings)
+        await store.ensure_bucket()
+        producer = create_producer(settings, client_id=name)
+        await producer.start()
+        feed = LiveFeed(settings, client_id=name)
+        try:
+            await feed.start()
+            gateway = Gateway(
+                settings=settings, topics=Topics(settings.topic_prefix), engine=engine, sessions=sessionmaker(engine),
+                store=store, publisher=Publisher(producer, Topics(settings.topic_prefix), name), feed=feed,
+                streams=StreamLimiter(settings.max_streams_per_key, metrics), metrics=metrics,
+            )
+            log.info("gateway %s ready (auth %s)", name, "on" if settings.auth_enabled else "off")
+            yield {"gateway": gateway}
+        finally:
+            await feed.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    app = Starlette(routes=all_routes(), middleware=middleware(settings, metrics),
+                    exception_handlers=exception_handlers(), lifespan=lifespan)
+    app.state.openapi = build_document(app.routes, "llm-from-zero gateway", VERSION, DESCRIPTION)
+    app.state.metrics = metrics
+    return app

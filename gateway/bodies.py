@@ -1,0 +1,154 @@
+"""What clients send: request bodies and query parameters, validated where they enter.
+
+These models are also the OpenAPI document's request schemas. Limits that depend on the settings (prompt length,
+new tokens, dataset size) are checked by the endpoints, which know the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from events.commands import StopString, TokenizerKind
+from events.fields import Identifier, ModelName
+
+Hyperparameters = dict[str, float | int | str | bool | None]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DatasetBody(Body):
+    """A dataset given inline (`POST /api/v1/datasets` also takes a multipart file upload)."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = "dataset"
+    text: str = Field(description="The training text, UTF-8. Must not be empty.")
+
+
+class DatasetChoice(Body):
+    """Training or held-out text: inline `text`, or the `id` of an uploaded dataset."""
+
+    text: str | None = Field(default=None, description="The text itself.")
+    id: Identifier | None = Field(default=None, description="An id returned by `POST /api/v1/datasets`.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DatasetChoice:
+        if (self.text is None) == (self.id is None):
+            raise ValueError("give exactly one of `text` or `id`")
+        return self
+
+
+class CreateModelBody(Body):
+    """A new model; creating it starts its training job."""
+
+    name: ModelName
+    description: str = Field(default="", max_length=2000)
+    dataset: DatasetChoice
+    tokenizer: TokenizerKind = "char"
+    tokenizer_options: dict[str, int] = Field(
+        default_factory=dict, description="For `word`: max_vocab, min_frequency. For `bpe`: vocab_size."
+    )
+    hyperparameters: Hyperparameters = Field(
+        default_factory=dict,
+        description="A `preset` (tiny, classic, cpu-baby, small) and overrides, e.g. `max_iters` or `MAX_ITERS`.",
+    )
+
+
+class TrainMoreBody(Body):
+    """Continue training from the latest checkpoint. `max_iters` counts the additional iterations."""
+
+    dataset: DatasetChoice | None = Field(default=None, description="Defaults to the model's own dataset.")
+    hyperparameters: Hyperparameters = Field(default_factory=dict)
+
+
+class EvaluateBody(Body):
+    prompts: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(default_factory=list, max_length=64)
+    held_out: DatasetChoice | None = Field(default=None, description="Text the model did not train on.")
+    dataset_id: Identifier | None = Field(default=None, description="Shorthand for `held_out: {id: ...}`.")
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
+    seed: int | None = Field(default=0, ge=0, le=2**63 - 1)
+
+    @model_validator(mode="after")
+    def _one_held_out(self) -> EvaluateBody:
+        if self.held_out is not None and self.dataset_id is not None:
+            raise ValueError("give `held_out` or `dataset_id`, not both")
+        return self
+
+
+class SamplingBody(Body):
+    """How to sample new tokens; shared by the native and the OpenAI-style routes."""
+
+    temperature: float = Field(default=0.8, ge=0.0, le=5.0, allow_inf_nan=False, description="0 is greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0, allow_inf_nan=False)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
+class GenerateBody(SamplingBody):
+    prompt: str = ""
+    max_length: int = Field(
+        default=64, ge=1, validation_alias=AliasChoices("max_length", "max_tokens"),
+        description="New tokens to generate, not counting the prompt (alias `max_tokens`).",
+    )
+    stop: StopString | list[StopString] | None = Field(default=None, description="Stop at any of these strings.")
+    num_sequences: int = Field(default=1, ge=1, le=8)
+    stream: bool = Field(default=False, description="Stream TokensGenerated events as server-sent events.")
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        return stops
+
+
+# -- query parameters -------------------------------------------------------------------------------------------------
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PageQuery(Query):
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+ModelStatus = Literal["pending", "training", "completed", "failed", "cancelled", "deleted"]
+JobStatus = Literal["accepted", "running", "completed", "failed", "cancelled"]
+JobKind = Literal["train", "evaluate", "generate"]
+
+
+class ModelsQuery(PageQuery):
+    status: ModelStatus | None = None
+    name: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class JobsQuery(PageQuery):
+    kind: JobKind | None = None
+    status: JobStatus | None = None
+    model_id: Identifier | None = None
+
+
+class EventsQuery(Query):
+    last_event_id: int | None = Field(
+        default=None, ge=0, le=2**31 - 1,
+        description="Resume after this sequence number (the `Last-Event-ID` header does the same).",
+    )
+    format: Literal["sse", "json"] = Field(default="sse", description="`json`: the whole log as one JSON list.")
+    api_key: str | None = Field(
+        default=None, description="For browsers' EventSource, which cannot send an Authorization header."
+    )
+
+
+class FeedQuery(Query):
+    api_key: str | None = Field(
+        default=None, description="For browsers' EventSource, which cannot send an Authorization header."
+    )
+
+
+class WaitQuery(Query):
+    wait: bool = Field(default=False, description="Answer with the report when the evaluation ends.")

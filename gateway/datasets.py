@@ -1,0 +1,133 @@
+"""Datasets: training text uploaded once (inline JSON or a multipart file) and referred to by id afterwards.
+
+An upload is stored under `datasets/<id>` in the object store, then announced with a `DatasetUploaded` fact; the
+projector records it, and the answer waits (briefly) for that row so that a listing right after shows it.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from events import DatasetUploaded, new_id
+from gateway import queries
+from gateway.bodies import DatasetBody, PageQuery
+from gateway.context import gateway_of, owner_of
+from gateway.errors import ApiError, invalid, not_found
+from gateway.inputs import json_body, query, too_large
+from gateway.openapi import operation
+from gateway.views import DatasetList, DatasetView
+
+PREVIEW_CHARS = 200
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "A UTF-8 text file."},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+
+
+def decode_text(data: bytes, field: str) -> str:
+    """UTF-8 text, or 422: the server trains on text and says so when it is given something else."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid(field, f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    check_text(text, field)
+    return text
+
+
+def check_text(text: str, field: str) -> None:
+    if "\x00" in text:
+        raise invalid(field, "looks like a binary file (it contains NUL bytes)")
+    if not text.strip():
+        raise invalid(field, "the dataset is empty")
+
+
+async def _read_upload(request: Request, limit: int) -> tuple[str, bytes, str]:
+    form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise invalid("file", "a multipart upload needs a `file` part")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    name = form.get("name")
+    name = (name if isinstance(name, str) else "") or upload.filename or "dataset"
+    name = name.strip()[:200] or "dataset"
+    return name, data, decode_text(data, "file")
+
+
+@operation(summary="Upload a dataset", tag="datasets", body=DatasetBody, multipart=MULTIPART_SCHEMA,
+           responses={201: DatasetView})
+async def upload_dataset(request: Request) -> JSONResponse:
+    """Store training text: `{"name", "text"}` as JSON, or a multipart form with a `file` (and a `name`)."""
+    gateway = gateway_of(request)
+    limit = gateway.settings.max_dataset_bytes
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        name, data, text = await _read_upload(request, limit)
+    else:
+        body = await json_body(request, DatasetBody)
+        name, text = body.name, body.text
+        check_text(text, "text")
+        data = text.encode()
+        if len(data) > limit:
+            raise too_large(limit)
+    dataset_id = new_id()
+    key = f"datasets/{dataset_id}"
+    await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
+    fact = DatasetUploaded(
+        job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner_of(request), kind="dataset",
+        dataset_id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
+        preview=text[:PREVIEW_CHARS],
+    )
+    await gateway.publisher.fact(fact)
+    owner = owner_of(request)
+    row = await queries.wait_for(
+        gateway.sessions, lambda s: queries.get_dataset(s, owner, dataset_id), gateway.settings.submit_wait_s
+    )
+    if row is not None:
+        view = DatasetView.of(row)
+    else:
+        view = DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
+                           preview=fact.preview, created_at=fact.time, status="stored")
+    return JSONResponse(view.json_dict(), status_code=201, headers={"Location": f"/api/v1/datasets/{dataset_id}"})
+
+
+@operation(summary="List datasets", tag="datasets", query=PageQuery, responses={200: DatasetList})
+async def list_datasets(request: Request) -> JSONResponse:
+    page = query(request, PageQuery)
+    async with gateway_of(request).sessions() as session:
+        rows, total = await queries.list_datasets(session, owner_of(request), page.limit, page.offset)
+    listing = DatasetList(items=[DatasetView.of(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+    return JSONResponse(listing.json_dict())
+
+
+@operation(summary="Get a dataset", tag="datasets", responses={200: DatasetView})
+async def get_dataset(request: Request) -> JSONResponse:
+    dataset_id = request.path_params["dataset_id"]
+    async with gateway_of(request).sessions() as session:
+        row = await queries.get_dataset(session, owner_of(request), dataset_id)
+    if row is None:
+        raise not_found("dataset", dataset_id)
+    return JSONResponse(DatasetView.of(row).json_dict())
+
+
+async def dataset_key(request: Request, dataset_id: str, field: str) -> str:
+    """The object key of one of the caller's datasets, or 404 naming the field that referred to it."""
+    async with gateway_of(request).sessions() as session:
+        row = await queries.get_dataset(session, owner_of(request), dataset_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"{field}: dataset {dataset_id!r} not found", field)
+    return row.key
+
+
+routes = [
+    Route("/datasets", upload_dataset, methods=["POST"]),
+    Route("/datasets", list_datasets, methods=["GET"]),
+    Route("/datasets/{dataset_id}", get_dataset, methods=["GET"]),
+]

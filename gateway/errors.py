@@ -1,0 +1,187 @@
+"""Every error the gateway answers with, as JSON `{"error": {"code", "message", "field"?}}`, mapped in one place.
+
+Endpoints raise `ApiError`; the handlers below turn it, Starlette's HTTP errors, validation errors and outages of
+the database, Kafka or the object store into responses. Nothing leaves the gateway as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from events.codec import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_streams",
+    502: "upstream_failed", 503: "unavailable", 504: "timeout",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success: the status, a stable machine-readable code, a message, the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
+
+
+def not_found(what: str, ident: str, field: str | None = None) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident!r} not found", field)
+
+
+def invalid(field: str | None, message: str) -> ApiError:
+    return ApiError(422, "invalid", f"{field}: {message}" if field else message, field)
+
+
+def from_validation_error(exc: ValidationError, prefix: str | None = None) -> ApiError:
+    """422 naming the first field at fault (as a dotted path, under `prefix` when the model is a part of the body)."""
+    message, field = describe_validation_error(exc)
+    if prefix:
+        field = f"{prefix}.{field}" if field else prefix
+        message = f"{prefix}.{message}"
+    return ApiError(422, "invalid", message, field)
+
+
+# Which backing service an exception came from, judged by the modules its traceback passed through.
+_COMPONENT_MODULES = (
+    ("database", ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "infra.db")),
+    ("kafka", ("aiokafka", "infra.kafka")),
+    ("object store", ("minio", "urllib3", "infra.objectstore", "botocore", "aiobotocore")),
+)
+_OUTAGE_TYPES: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+
+
+def _outage_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = list(_OUTAGE_TYPES)
+    try:
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        types += [OperationalError, InterfaceError, DisconnectionError, PoolTimeout]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from asyncpg.exceptions import CannotConnectNowError, ConnectionDoesNotExistError, InterfaceError as PgIface
+
+        types += [CannotConnectNowError, ConnectionDoesNotExistError, PgIface]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from aiokafka.errors import KafkaError
+
+        types.append(KafkaError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from minio.error import ServerError
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        from infra.objectstore import ObjectStoreUnavailable
+
+        types += [ObjectStoreUnavailable, ServerError, Urllib3Error]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+OUTAGE_TYPES = _outage_types()
+
+
+def component_of(exc: BaseException) -> str | None:
+    """'database', 'kafka' or 'object store' when the exception (or its causes) came through that client library."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        modules = [type(current).__module__] + [
+            frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(current.__traceback__)
+        ]
+        for module in reversed(modules):  # innermost frame first: where the failure happened
+            for component, prefixes in _COMPONENT_MODULES:
+                if module.startswith(prefixes):
+                    return component
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OUTAGE_TYPES)
+
+
+def outage_response(exc: BaseException) -> JSONResponse:
+    component = component_of(exc) or "a backing service"
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    log.warning("%s unavailable: %s: %s", component, type(exc).__name__, detail)
+    return error_response(
+        503, "unavailable", f"{component} is unavailable, try again shortly ({type(exc).__name__}: {detail})",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "error"), message,
+                          headers=dict(exc.headers or {}))
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    error = from_validation_error(exc)
+    return error_response(error.status, error.code, error.message, error.field)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Outages become 503 naming the service; anything else is a bug, logged here and answered without detail."""
+    if is_outage(exc):
+        return outage_response(exc)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "internal error; the gateway's log has the details")
+
+
+def exception_handlers() -> dict[Any, Any]:
+    handlers: dict[Any, Any] = {
+        ApiError: handle_api_error,
+        HTTPException: handle_http_error,
+        ValidationError: handle_validation_error,
+        Exception: handle_unexpected,
+    }
+    for outage in OUTAGE_TYPES:
+        handlers[outage] = handle_unexpected
+    return handlers

@@ -1,0 +1,193 @@
+"""Text generation: `POST /api/v1/models/{id}/generate`, and the request-in-flight that the OpenAI routes share.
+
+A `GenerationCall` subscribes to its request id on the live feed before it publishes `GenerateRequested`, so no
+token can slip past. It then either relays the events as they come (streaming) or waits for the final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from events import GenerateRequested
+from gateway import queries
+from gateway.bodies import GenerateBody
+from gateway.context import Gateway, gateway_of, owner_of
+from gateway.errors import ApiError, from_validation_error, invalid
+from gateway.inputs import json_body
+from gateway.jobs import event_stream, hold_stream, sse_of
+from gateway.live import FeedEvent, Subscription, SubscriptionLagged
+from gateway.openapi import operation
+from gateway.sse import ServerSentEvent
+from gateway.streams import job_events
+from gateway.views import CompletionView, GenerationResult
+from infra.db.tables import Model
+
+FINAL = ("GenerationCompleted", "GenerationFailed")
+
+
+async def usable_model(request: Request, id_or_name: str, field: str, by_name: bool = False) -> Model:
+    """A model the caller may generate with: 404 when unknown (or not theirs), 409 when not trained yet."""
+    async with gateway_of(request).sessions() as session:
+        owner = owner_of(request)
+        row = await (queries.find_model if by_name else queries.get_model)(session, owner, id_or_name)
+    if row is None:
+        raise ApiError(404, "not_found", f"model {id_or_name!r} not found", field)
+    if row.trained_at is None and row.status != "completed":
+        raise ApiError(409, "not_trained", f"model {id_or_name!r} is {row.status}; it can generate once trained")
+    return row
+
+
+def generate_command(request: Request, row: Model, prompt: str, max_tokens: int, **sampling: Any) -> GenerateRequested:
+    """The command, after the limits from the settings: 422 naming `prompt` or `max_tokens` past them."""
+    settings = gateway_of(request).settings
+    if len(prompt) > settings.max_prompt_chars:
+        raise invalid("prompt", f"longer than the limit of {settings.max_prompt_chars} characters")
+    limit = min(settings.max_new_tokens, 8192)
+    if max_tokens > limit:
+        raise invalid(sampling.pop("max_tokens_field", "max_tokens"), f"must be at most {limit}")
+    sampling.pop("max_tokens_field", None)
+    try:
+        return GenerateRequested(model_id=row.id, model_name=row.name, prompt=prompt, max_tokens=max_tokens,
+                                 owner=owner_of(request), **sampling)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+class GenerationCall:
+    """One GenerateRequested in flight. `start` subscribes, then publishes; `close` unsubscribes."""
+
+    def __init__(self, gateway: Gateway, command: GenerateRequested):
+        self.gateway = gateway
+        self.command = command
+        self.request_id = command.request_id
+        self.subscription: Subscription | None = None
+        self.timeout_s = gateway.settings.request_timeout_s
+
+    async def start(self) -> None:
+        self.subscription = self.gateway.feed.open(self.request_id, queries.visible_to(self.command.owner))
+        try:
+            topic = self.gateway.topics.generate_requested
+            await self.gateway.publisher.command(topic, self.request_id, self.command)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.subscription is not None:
+            self.gateway.feed.close(self.subscription)
+            self.subscription = None
+
+    async def _read(self, after: int, before: int | None) -> list[FeedEvent]:
+        async with self.gateway.sessions() as session:
+            return await queries.read_events(session, self.request_id, after, before)
+
+    async def events(self) -> AsyncIterator[FeedEvent]:
+        """Every event of the request in order, ending with the final one; raises TimeoutError when the agents
+        stay silent for `request_timeout_s`."""
+        assert self.subscription is not None
+        source = job_events(self.request_id, 0, self.gateway.feed, self._read, subscription=self.subscription,
+                            idle_poll_max_s=2.0)
+        try:
+            while True:
+                try:
+                    event = await _next_within(source, self.timeout_s)
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            await source.aclose()
+
+    async def result(self) -> dict[str, Any]:
+        """The final event as a dict; ApiError for a failure (422 naming the field when it had one) or a timeout."""
+        final: FeedEvent | None = None
+        try:
+            async for event in self.events():
+                if event.type in FINAL:
+                    final = event
+        except (TimeoutError, SubscriptionLagged):
+            final = None
+        if final is None:
+            raise ApiError(504, "timeout", f"no agent answered within {self.timeout_s:g}s; is a worker running?")
+        payload = final.payload()
+        if final.type == "GenerationFailed":
+            field = payload.get("field")
+            if field:
+                raise ApiError(422, "invalid", payload.get("reason") or "generation failed", field)
+            raise ApiError(502, "generation_failed", payload.get("reason") or "generation failed")
+        return payload
+
+
+async def _next_within(source: AsyncIterator[FeedEvent], timeout_s: float) -> FeedEvent:
+    return await asyncio.wait_for(anext(source), timeout_s)
+
+
+def generation_result(payload: dict[str, Any], request_id: str) -> GenerationResult:
+    completions = [CompletionView(**c) for c in payload.get("completions", [])]
+    texts = [c.text for c in completions]
+    prompt_tokens, completion_tokens = payload.get("prompt_tokens", 0), payload.get("completion_tokens", 0)
+    return GenerationResult(
+        request_id=request_id, model_id=payload.get("model_id", ""), text=texts[0] if texts else "", texts=texts,
+        completions=completions, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens, ttft_ms=payload.get("ttft_ms"),
+        total_ms=payload.get("total_ms", 0.0), tokens_per_s=payload.get("tokens_per_s"),
+    )
+
+
+async def native_sse(call: GenerationCall) -> AsyncIterator[ServerSentEvent]:
+    started = time.monotonic()
+    try:
+        async for event in call.events():
+            yield sse_of(event, call.gateway)
+    except TimeoutError:
+        waited = time.monotonic() - started
+        yield ServerSentEvent(event="error", data={"error": {
+            "code": "timeout", "message": f"no agent answered within {waited:.0f}s; is a worker running?"}})
+    except SubscriptionLagged:
+        return
+
+
+@operation(summary="Generate text", tag="generation", body=GenerateBody, responses={200: GenerationResult},
+           streams=200)
+async def generate(request: Request) -> Response:
+    """`max_length` (alias `max_tokens`) counts new tokens only; `temperature` 0 is greedy. With `"stream": true`
+    the answer is server-sent events: TokensGenerated as tokens are produced, then GenerationCompleted."""
+    gateway = gateway_of(request)
+    model_id = request.path_params["model_id"]
+    body = await json_body(request, GenerateBody)
+    row = await usable_model(request, model_id, "model_id")
+    command = generate_command(
+        request, row, body.prompt, body.max_length, max_tokens_field="max_length", temperature=body.temperature,
+        top_p=body.top_p, top_k=body.top_k, repetition_penalty=body.repetition_penalty, stop=body.stop_list,
+        seed=body.seed, num_sequences=body.num_sequences, stream=body.stream,
+    )
+    call = GenerationCall(gateway, command)
+    if body.stream:
+        release = hold_stream(request)  # before publishing: a 429 must not leave a generation running
+        try:
+            await call.start()
+        except BaseException:
+            release()
+            raise
+
+        def close() -> None:
+            call.close()
+            release()
+
+        return event_stream(request, native_sse(call), close)
+    await call.start()
+    try:
+        payload = await call.result()
+    finally:
+        call.close()
+    return JSONResponse(generation_result(payload, command.request_id).json_dict())
+
+
+routes = [Route("/models/{model_id}/generate", generate, methods=["POST"])]

@@ -1,0 +1,179 @@
+"""Jobs: submitting commands, reading job state, cancelling, and following a job's events (SSE or JSON).
+
+`submit` publishes a command and waits until the agents' acceptance has reached the database (read-your-writes),
+so that the job can be read back at once; with no agent running it still answers, with status `submitted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from events import CancelRequested, Command
+from gateway import queries
+from gateway.bodies import EventsQuery, FeedQuery, JobsQuery
+from gateway.context import Gateway, gateway_of, owner_of
+from gateway.errors import ApiError, not_found
+from gateway.inputs import last_event_id, query
+from gateway.live import FeedEvent, SubscriptionLagged
+from gateway.openapi import operation
+from gateway.sse import EventStreamResponse, ServerSentEvent
+from gateway.streams import all_events, job_events
+from gateway.views import Cancelling, JobList, JobView, Submitted
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+async def submit(request: Request, topic: str, command: Command, job_id: str, model_id: str | None) -> Submitted:
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    await gateway.publisher.command(topic, job_id, command)
+    job = await queries.wait_for(
+        gateway.sessions, lambda s: queries.get_job(s, owner, job_id), gateway.settings.submit_wait_s
+    )
+    return Submitted.of(job_id, model_id, job)
+
+
+def submitted_response(submitted: Submitted, location: str | None = None) -> JSONResponse:
+    headers = {"Location": location} if location else None
+    return JSONResponse(submitted.json_dict(), status_code=202, headers=headers)
+
+
+@operation(summary="List jobs", tag="jobs", query=JobsQuery, responses={200: JobList})
+async def list_jobs(request: Request) -> JSONResponse:
+    params = query(request, JobsQuery)
+    async with gateway_of(request).sessions() as session:
+        rows, total = await queries.list_jobs(
+            session, owner_of(request), kind=params.kind, status=params.status, model_id=params.model_id,
+            limit=params.limit, offset=params.offset,
+        )
+    listing = JobList(items=[JobView.of(r) for r in rows], total=total, limit=params.limit, offset=params.offset)
+    return JSONResponse(listing.json_dict())
+
+
+@operation(summary="Get a job", tag="jobs", responses={200: JobView})
+async def get_job(request: Request) -> JSONResponse:
+    job_id = request.path_params["job_id"]
+    async with gateway_of(request).sessions() as session:
+        row = await queries.get_job(session, owner_of(request), job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    return JSONResponse(JobView.of(row).json_dict())
+
+
+@operation(summary="Cancel a job", tag="jobs", responses={202: Cancelling})
+async def cancel_job(request: Request) -> JSONResponse:
+    """Ask the agents to stop the job: a queued job never starts, a running one stops within seconds."""
+    gateway = gateway_of(request)
+    job_id = request.path_params["job_id"]
+    owner = owner_of(request)
+    async with gateway.sessions() as session:
+        row = await queries.get_job(session, owner, job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    if row.status in FINISHED:
+        raise ApiError(409, "conflict", f"job {job_id!r} has already finished ({row.status})")
+    command = CancelRequested(job_id=job_id, owner=owner)
+    await gateway.publisher.command(gateway.topics.job_control, job_id, command)
+    return JSONResponse(Cancelling(job_id=job_id).json_dict(), status_code=202)
+
+
+def sse_of(event: FeedEvent, gateway: Gateway, id_: str | int | None = None) -> ServerSentEvent:
+    gateway.metrics.relayed.inc()
+    return ServerSentEvent(data=event.data, event=event.type, id=event.seq if id_ is None else id_)
+
+
+def hold_stream(request: Request) -> Callable[[], None]:
+    """Count a new event stream against the caller's limit (429 past it); returns its release, safe to call twice."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    gateway.streams.acquire(owner)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            gateway.streams.release(owner)
+
+    return release
+
+
+def event_stream(request: Request, source: AsyncIterator[ServerSentEvent],
+                 on_close: Callable[[], None] | None = None) -> EventStreamResponse:
+    """The response for a stream; `on_close` (usually a `hold_stream` release) runs however the stream ends."""
+    return EventStreamResponse(source, keepalive_s=gateway_of(request).settings.sse_keepalive_s, on_close=on_close)
+
+
+async def job_sse(gateway: Gateway, job_id: str, after: int, owner: str | None) -> AsyncIterator[ServerSentEvent]:
+    async def read(after_seq: int, before: int | None) -> list[FeedEvent]:
+        async with gateway.sessions() as session:  # a short session per read: streams outlive requests
+            return await queries.read_events(session, job_id, after_seq, before)
+
+    try:
+        async for event in job_events(job_id, after, gateway.feed, read, visible=queries.visible_to(owner),
+                                      idle_poll_max_s=gateway.settings.sse_keepalive_s):
+            yield sse_of(event, gateway)
+    except SubscriptionLagged:
+        return  # this client fell behind; EventSource reconnects with Last-Event-ID and catches up from the log
+
+
+@operation(summary="Follow a job's events", tag="jobs", query=EventsQuery, responses={200: None}, streams=200,
+           json_items=True,
+           description=(
+               "Server-sent events: `id` is the event's sequence number, `event` its type, `data` the event as "
+               "JSON. The log is replayed first (after `Last-Event-ID` or `?last_event_id=`), then live events "
+               "follow until the job's terminal event. `?format=json` answers with the log as a JSON list instead. "
+               "Browsers' EventSource cannot send headers: pass `?api_key=` instead of the Authorization header."
+           ))
+async def job_events_route(request: Request) -> Response:
+    gateway = gateway_of(request)
+    job_id = request.path_params["job_id"]
+    owner = owner_of(request)
+    params = query(request, EventsQuery)
+    after = last_event_id(request, params.last_event_id)
+    async with gateway.sessions() as session:
+        if not await queries.log_visible(session, owner, job_id):
+            raise not_found("job", job_id)
+        if params.format == "json":
+            events = await queries.read_events(session, job_id, after)
+            return JSONResponse([e.payload() for e in _deduplicated(events)])
+    release = hold_stream(request)
+    return event_stream(request, job_sse(gateway, job_id, after, owner), release)
+
+
+def _deduplicated(events: list[FeedEvent]) -> list[FeedEvent]:
+    seen: set[int] = set()
+    return [e for e in events if not (e.seq in seen or seen.add(e.seq))]  # type: ignore[func-returns-value]
+
+
+async def feed_sse(gateway: Gateway, owner: str | None) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for event in all_events(gateway.feed, queries.visible_to(owner)):
+            yield sse_of(event, gateway, id_=f"{event.job_id}:{event.seq}")
+    except SubscriptionLagged:
+        return
+
+
+@operation(summary="Follow every job's events", tag="jobs", query=FeedQuery, responses={200: None}, streams=200,
+           stream_only=True,
+           description=(
+               "Live server-sent events of every job the key may see (no replay), for dashboards. Each message's "
+               "`id` is `<job_id>:<seq>`; `event` is the type and `data` the event as JSON."
+           ))
+async def all_events_route(request: Request) -> Response:
+    query(request, FeedQuery)
+    release = hold_stream(request)
+    return event_stream(request, feed_sse(gateway_of(request), owner_of(request)), release)
+
+
+routes = [
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/jobs/{job_id}/events", job_events_route, methods=["GET"]),
+    Route("/events", all_events_route, methods=["GET"]),
+]

@@ -1,0 +1,271 @@
+"""The OpenAI-compatible surface under `/v1`: list models, completions and chat completions, streamed or not.
+
+The official `openai` client pointed at `http://host:port/v1` works unchanged. A model is named by its name (as
+`GET /v1/models` lists it) or its id. Chat messages become one plain prompt: `role: content` lines, then
+`assistant:`. Fields this server does not use (`logprobs`, `user`, penalties) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import queries
+from gateway.bodies import SamplingBody
+from gateway.context import gateway_of, owner_of
+from gateway.errors import invalid
+from gateway.generation import GenerationCall, generate_command, usable_model
+from gateway.inputs import json_body
+from gateway.jobs import event_stream, hold_stream
+from gateway.live import SubscriptionLagged
+from gateway.openapi import operation
+from gateway.sse import ServerSentEvent
+from infra.db.tables import Model
+
+DONE = ServerSentEvent(data="[DONE]")
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(Lenient):
+    include_usage: bool = False
+
+
+class OpenAISampling(SamplingBody):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1, max_length=100, description="A model's name or id.")
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    n: int = Field(default=1, ge=1, le=8)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = Field(default=None, max_length=8)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
+
+
+class CompletionRequest(OpenAISampling):
+    prompt: str | list[str] = ""
+
+
+class ChatMessage(Lenient):
+    role: str = Field(min_length=1, max_length=32)
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(part.get("text", "")) for part in self.content if isinstance(part, dict))
+        return self.content or ""
+
+
+class ChatRequest(OpenAISampling):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+def chat_prompt(messages: list[ChatMessage]) -> str:
+    """`role: content` lines, then `assistant:` for the model to continue."""
+    return "\n".join(f"{m.role}: {m.text()}" for m in messages) + "\nassistant:"
+
+
+def usage_of(payload: dict[str, Any]) -> Usage:
+    prompt, completion = payload.get("prompt_tokens", 0), payload.get("completion_tokens", 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def chunk(kind: str, ident: str, created: int, model: str, choices: list[dict[str, Any]],
+          usage: Usage | None = None) -> ServerSentEvent:
+    body: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model, "choices": choices}
+    if usage is not None:
+        body["usage"] = usage.model_dump()
+    return ServerSentEvent(data=json.dumps(body, separators=(",", ":")))
+
+
+def stream_chunks(chat: bool, call: GenerationCall, model: str, n: int,
+                  include_usage: bool) -> AsyncIterator[ServerSentEvent]:
+    """OpenAI's streaming format: `data: {chunk}` per piece of text, a chunk with each finish_reason, `[DONE]`."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    ident = ("chatcmpl-" if chat else "cmpl-") + call.request_id
+    created = int(time.time())
+
+    def piece(index: int, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+        if not chat:
+            return {"text": text or "", "index": index, "logprobs": None, "finish_reason": finish}
+        delta: dict[str, Any] = {}
+        if first:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    async def chunks() -> AsyncIterator[ServerSentEvent]:
+        if chat:
+            yield chunk(kind, ident, created, model, [piece(i, "", None, first=True) for i in range(n)])
+        try:
+            async for event in call.events():
+                payload = event.payload()
+                if event.type == "TokensGenerated" and payload.get("text"):
+                    yield chunk(kind, ident, created, model, [piece(payload.get("sequence", 0), payload["text"], None)])
+                elif event.type == "GenerationCompleted":
+                    finals = [piece(c["index"], None if chat else "", c["finish_reason"])
+                              for c in payload.get("completions", [])]
+                    yield chunk(kind, ident, created, model, finals)
+                    if include_usage:
+                        yield chunk(kind, ident, created, model, [], usage_of(payload))
+                elif event.type == "GenerationFailed":
+                    yield ServerSentEvent(data={"error": {"message": payload.get("reason", "generation failed"),
+                                                          "type": "generation_failed", "code": "generation_failed",
+                                                          "param": payload.get("field")}})
+        except (TimeoutError, SubscriptionLagged):
+            yield ServerSentEvent(data={"error": {"message": "no agent answered in time; is a worker running?",
+                                                  "type": "timeout", "code": "timeout", "param": None}})
+        yield DONE
+
+    return chunks()
+
+
+async def _run(request: Request, chat: bool) -> Response:
+    body: CompletionRequest | ChatRequest
+    if chat:
+        body = await json_body(request, ChatRequest)
+        prompt = chat_prompt(body.messages)
+        max_tokens = body.max_completion_tokens or body.max_tokens or 64
+    else:
+        body = await json_body(request, CompletionRequest)
+        if isinstance(body.prompt, list) and len(body.prompt) > 1:
+            raise invalid("prompt", "one prompt per request (use `n` for several completions)")
+        prompt = body.prompt[0] if isinstance(body.prompt, list) and body.prompt else body.prompt or ""
+        max_tokens = body.max_tokens or 16
+    row: Model = await usable_model(request, body.model, "model", by_name=True)
+    command = generate_command(
+        request, row, str(prompt), max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+        repetition_penalty=body.repetition_penalty, stop=body.stops(), seed=body.seed, num_sequences=body.n,
+        stream=body.stream,
+    )
+    call = GenerationCall(gateway_of(request), command)
+    if body.stream:
+        release = hold_stream(request)
+        try:
+            await call.start()
+        except BaseException:
+            release()
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def close() -> None:
+            call.close()
+            release()
+
+        return event_stream(request, stream_chunks(chat, call, body.model, body.n, include_usage), close)
+    await call.start()
+    try:
+        payload = await call.result()
+    finally:
+        call.close()
+    created, usage = int(time.time()), usage_of(payload)
+    completions = payload.get("completions", [])
+    if chat:
+        chat_choices = [ChatChoice(index=c["index"], message=AssistantMessage(content=c["text"]),
+                                   finish_reason=c["finish_reason"]) for c in completions]
+        answer: BaseModel = ChatCompletion(id=f"chatcmpl-{call.request_id}", created=created, model=body.model,
+                                           choices=chat_choices, usage=usage)
+    else:
+        choices = [CompletionChoice(text=c["text"], index=c["index"], finish_reason=c["finish_reason"])
+                   for c in completions]
+        answer = Completion(id=f"cmpl-{call.request_id}", created=created, model=body.model, choices=choices,
+                            usage=usage)
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+@operation(summary="List models (OpenAI style)", tag="openai", responses={200: OpenAIModelList})
+async def list_models(request: Request) -> JSONResponse:
+    """Trained models the key can use; `id` is the model's name."""
+    async with gateway_of(request).sessions() as session:
+        rows, _ = await queries.list_models(session, owner_of(request), trained=True, limit=500)
+    data = [OpenAIModel(id=r.name, created=int(r.created_at.timestamp()) if r.created_at else 0,
+                        owned_by=r.owner or "lfz") for r in rows]
+    return JSONResponse(OpenAIModelList(data=data).model_dump(mode="json"))
+
+
+@operation(summary="Create a completion (OpenAI style)", tag="openai", body=CompletionRequest,
+           responses={200: Completion}, streams=200)
+async def completions(request: Request) -> Response:
+    return await _run(request, chat=False)
+
+
+@operation(summary="Create a chat completion (OpenAI style)", tag="openai", body=ChatRequest,
+           responses={200: ChatCompletion}, streams=200)
+async def chat_completions(request: Request) -> Response:
+    return await _run(request, chat=True)
+
+
+routes = [
+    Route("/models", list_models, methods=["GET"]),
+    Route("/completions", completions, methods=["POST"]),
+    Route("/chat/completions", chat_completions, methods=["POST"]),
+]

@@ -1,0 +1,251 @@
+"""What the gateway answers with: response models built from projection rows. Also the OpenAPI response schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, Model
+
+API = "/api/v1"
+
+
+class View(BaseModel):
+    def json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ErrorDetail(View):
+    code: str = Field(description="Stable and machine-readable, e.g. `not_found`, `invalid`, `unavailable`.")
+    message: str
+    field: str | None = Field(default=None, description="The request field at fault, as a dotted path.")
+
+
+class ErrorBody(View):
+    error: ErrorDetail
+
+
+class DatasetView(View):
+    id: str
+    name: str
+    key: str
+    bytes: int
+    characters: int
+    preview: str
+    created_at: datetime | None = None
+    status: Literal["stored", "recorded"] = Field(
+        default="recorded", description="`stored`: uploaded, not yet in listings (no projector running)."
+    )
+
+    @classmethod
+    def of(cls, row: Dataset) -> DatasetView:
+        return cls(id=row.id, name=row.name, key=row.key, bytes=row.bytes, characters=row.characters,
+                   preview=row.preview, created_at=row.created_at)
+
+
+class DatasetList(View):
+    items: list[DatasetView]
+    total: int
+    limit: int
+    offset: int
+
+
+class Submitted(View):
+    """A command was published. `status` is the job's, or `submitted` when no agent has accepted it yet."""
+
+    job_id: str
+    model_id: str | None = None
+    status: str
+    events_url: str
+    job_url: str
+
+    @classmethod
+    def of(cls, job_id: str, model_id: str | None, job: Job | None) -> Submitted:
+        return cls(job_id=job_id, model_id=model_id, status=job.status if job is not None else "submitted",
+                   events_url=f"{API}/jobs/{job_id}/events", job_url=f"{API}/jobs/{job_id}")
+
+
+class CheckpointView(View):
+    key: str
+    step: int
+    sha256: str
+    bytes: int
+    is_best: bool
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Checkpoint) -> CheckpointView:
+        return cls(key=row.key, step=row.step, sha256=row.sha256, bytes=row.bytes, is_best=row.is_best,
+                   created_at=row.created_at)
+
+
+class EvaluationView(View):
+    job_id: str
+    model_id: str
+    report: dict[str, Any]
+    report_key: str
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Evaluation) -> EvaluationView:
+        return cls(job_id=row.id, model_id=row.model_id, report=row.report, report_key=row.report_key,
+                   created_at=row.created_at)
+
+
+class ModelView(View):
+    id: str
+    name: str
+    description: str
+    status: str = Field(description="pending, training, completed, failed, cancelled or deleted.")
+    progress: float
+    step: int
+    max_iters: int | None = None
+    tokenizer: str | None = None
+    hyperparameters: dict[str, Any]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    num_parameters: int | None = None
+    vocab_size: int | None = None
+    dataset_key: str | None = None
+    latest_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+    train_job_id: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    trained_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Model) -> ModelView:
+        return cls(
+            id=row.id, name=row.name, description=row.description or "", status=row.status,
+            progress=row.progress or 0.0, step=row.step or 0, max_iters=row.max_iters, tokenizer=row.tokenizer,
+            hyperparameters=row.hyperparameters or {}, config=row.config or {}, metrics=row.metrics or {},
+            num_parameters=row.num_parameters, vocab_size=row.vocab_size, dataset_key=row.dataset_key,
+            latest_checkpoint=row.latest_checkpoint, best_checkpoint=row.best_checkpoint,
+            train_job_id=row.train_job_id, error=row.error, created_at=row.created_at, updated_at=row.updated_at,
+            trained_at=row.trained_at,
+        )
+
+
+class ModelDetail(ModelView):
+    checkpoints: list[CheckpointView]
+    latest_evaluation: EvaluationView | None = None
+
+
+class ModelList(View):
+    items: list[ModelView]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelStatusView(View):
+    model_id: str
+    name: str
+    status: str
+    progress: float
+    step: int
+    max_iters: int | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    eta_s: float | None = None
+    job_id: str | None = None
+    error: str | None = None
+
+
+class DeletedModel(View):
+    model_id: str
+    status: Literal["deleted"] = "deleted"
+    job_id: str
+
+
+class JobView(View):
+    id: str
+    kind: str
+    status: str = Field(description="accepted, running, completed, failed or cancelled.")
+    model_id: str | None = None
+    model_name: str | None = None
+    progress: float
+    step: int | None = None
+    max_iters: int | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+    attempt: int
+    worker: str | None = None
+    error: str | None = None
+    error_field: str | None = None
+    result: dict[str, Any]
+    last_seq: int
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    events_url: str
+
+    @classmethod
+    def of(cls, row: Job) -> JobView:
+        return cls(
+            id=row.id, kind=row.kind, status=row.status, model_id=row.model_id, model_name=row.model_name,
+            progress=row.progress or 0.0, step=row.step, max_iters=row.max_iters, loss=row.loss,
+            val_loss=row.val_loss, tokens_per_s=row.tokens_per_s, eta_s=row.eta_s, attempt=row.attempt or 0,
+            worker=row.worker, error=row.error, error_field=row.error_field, result=row.result or {},
+            last_seq=row.last_seq or 0, created_at=row.created_at, started_at=row.started_at,
+            finished_at=row.finished_at, updated_at=row.updated_at, events_url=f"{API}/jobs/{row.id}/events",
+        )
+
+
+class JobList(View):
+    items: list[JobView]
+    total: int
+    limit: int
+    offset: int
+
+
+class Cancelling(View):
+    job_id: str
+    status: Literal["cancelling"] = "cancelling"
+
+
+class EvaluationResult(View):
+    job_id: str
+    model_id: str
+    status: Literal["completed", "failed"]
+    report: dict[str, Any] | None = None
+    error: ErrorDetail | None = None
+
+
+class CompletionView(View):
+    index: int
+    text: str
+    completion_tokens: int
+    finish_reason: str
+
+
+class GenerationResult(View):
+    request_id: str
+    model_id: str
+    text: str = Field(description="The first completion.")
+    texts: list[str]
+    completions: list[CompletionView]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    ttft_ms: float | None = None
+    total_ms: float
+    tokens_per_s: float | None = None
+
+
+class ComponentState(View):
+    status: Literal["ok", "down"]
+    detail: str | None = None
+
+
+class Health(View):
+    status: Literal["ok", "down"]
+    components: dict[str, ComponentState]
+    error: ErrorDetail | None = None
