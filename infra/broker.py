@@ -74,9 +74,13 @@ class EmbeddedBroker:
         if self.running:
             return self.url
         binary = self._binary or _resolve_binary()
+        fixed_port = self.port != 0
+        if fixed_port and not _port_free(self.host, self.port):
+            # Checked first: the probe below would otherwise get its answer from whatever holds the port.
+            raise BrokerStartError(f"the embedded Kafka broker cannot listen on {self.host}:{self.port}: port in use "
+                                   f"(log: {self.log_path})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
-        fixed_port = self.port != 0
         # A free port can be taken between the probe and the child's bind: try a few.
         for _attempt in range(1 if fixed_port else 3):
             port = self.port if fixed_port else _free_port(self.host)
@@ -137,6 +141,15 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _die_with_parent() -> None:
