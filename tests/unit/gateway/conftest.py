@@ -4,6 +4,7 @@ object store, the projection, scripted agents and the app served over real HTTP.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -30,14 +31,16 @@ def make_settings(tmp_path: Path, broker: str, **overrides: object) -> Settings:
         submit_wait_s=3.0, sse_keepalive_s=0.5, request_timeout_s=5.0,
     )
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    # Alembic runs its own event loop: give it a thread, since async tests call this from theirs.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(migrate, settings.resolved_database_url, True).result()
+    return settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, broker: str) -> Settings:
-    result = make_settings(tmp_path, broker)
-    migrate(result.resolved_database_url, quiet=True)
-    return result
+    return make_settings(tmp_path, broker)
 
 
 @pytest.fixture

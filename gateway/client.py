@@ -1,0 +1,209 @@
+"""A typed HTTP client for the gateway (used by the `lfz` CLI and the tests): one method per route.
+
+Errors arrive as `ApiError(status, code, message, field)`. `follow_job` reads a job's event stream to the end and
+reconnects with Last-Event-ID when the connection drops, so the caller sees every event once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from events import TERMINAL_TYPES
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    response.read()
+    try:
+        error = response.json()["error"]
+        raise ApiError(response.status_code, error.get("code", "error"), error.get("message", ""), error.get("field"))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, "error", response.text[:500]) from None
+
+
+class Client:
+    """`Client("http://127.0.0.1:8000", api_key=...)`; usable as a context manager."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response.json()
+
+    # -- system -------------------------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        response = self.http.get("/health")
+        if response.status_code not in (200, 503):
+            _raise_for(response)
+        return response.json()
+
+    def metrics(self) -> str:
+        response = self.http.get("/metrics")
+        _raise_for(response)
+        return response.text
+
+    def openapi(self) -> dict[str, Any]:
+        return self._call("GET", "/openapi.json")
+
+    # -- datasets -----------------------------------------------------------------------------------------------------
+
+    def upload_dataset(self, text: str | None = None, *, path: str | Path | None = None,
+                       name: str | None = None) -> dict[str, Any]:
+        """Inline `text`, or a local file at `path` (read here, sent as a multipart upload)."""
+        if path is not None:
+            file = Path(path)
+            files = {"file": (file.name, file.read_bytes(), "text/plain")}
+            return self._call("POST", "/api/v1/datasets", files=files, data={"name": name or file.name})
+        return self._call("POST", "/api/v1/datasets", json={"name": name or "dataset", "text": text or ""})
+
+    def list_datasets(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/datasets", params={"limit": limit, "offset": offset})
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/datasets/{dataset_id}")
+
+    # -- models -------------------------------------------------------------------------------------------------------
+
+    def create_model(self, name: str, *, text: str | None = None, dataset_id: str | None = None,
+                     description: str = "", tokenizer: str = "char", tokenizer_options: dict[str, int] | None = None,
+                     hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        dataset = {"id": dataset_id} if dataset_id is not None else {"text": text or ""}
+        body = {"name": name, "description": description, "dataset": dataset, "tokenizer": tokenizer,
+                "tokenizer_options": tokenizer_options or {}, "hyperparameters": hyperparameters or {}}
+        return self._call("POST", "/api/v1/models", json=body)
+
+    def list_models(self, status: str | None = None, name: str | None = None, limit: int = 50,
+                    offset: int = 0) -> dict[str, Any]:
+        params = {k: v for k, v in (("status", status), ("name", name)) if v is not None}
+        return self._call("GET", "/api/v1/models", params={**params, "limit": limit, "offset": offset})
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/models/{model_id}")
+
+    def model_status(self, model_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/models/{model_id}/status")
+
+    def delete_model(self, model_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/models/{model_id}")
+
+    def train_more(self, model_id: str, *, max_iters: int | None = None, dataset_id: str | None = None,
+                   text: str | None = None, hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"hyperparameters": dict(hyperparameters or {})}
+        if max_iters is not None:
+            body["hyperparameters"]["max_iters"] = max_iters
+        if dataset_id is not None or text is not None:
+            body["dataset"] = {"id": dataset_id} if dataset_id is not None else {"text": text}
+        return self._call("POST", f"/api/v1/models/{model_id}/train", json=body)
+
+    def evaluate(self, model_id: str, *, prompts: list[str] | None = None, held_out_text: str | None = None,
+                 dataset_id: str | None = None, max_new_tokens: int = 64, wait: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompts": prompts or [], "max_new_tokens": max_new_tokens}
+        if held_out_text is not None:
+            body["held_out"] = {"text": held_out_text}
+        if dataset_id is not None:
+            body["dataset_id"] = dataset_id
+        params = {"wait": "true"} if wait else {}
+        return self._call("POST", f"/api/v1/models/{model_id}/evaluate", json=body, params=params)
+
+    def generate(self, model_id: str, prompt: str = "", **sampling: Any) -> dict[str, Any]:
+        """`max_length`, `temperature`, `top_p`, `top_k`, `repetition_penalty`, `stop`, `seed`, `num_sequences`."""
+        return self._call("POST", f"/api/v1/models/{model_id}/generate", json={"prompt": prompt, **sampling})
+
+    def generate_stream(self, model_id: str, prompt: str = "", **sampling: Any) -> Iterator[dict[str, Any]]:
+        """Each event of the generation as it happens: TokensGenerated..., then GenerationCompleted."""
+        body = {"prompt": prompt, **sampling, "stream": True}
+        with connect_sse(self.http, "POST", f"/api/v1/models/{model_id}/generate", json=body) as source:
+            _raise_for(source.response)
+            for sse in source.iter_sse():
+                event = json.loads(sse.data)
+                if sse.event == "error":
+                    error = event["error"]
+                    raise ApiError(504, error.get("code", "error"), error.get("message", ""))
+                yield event
+
+    # -- jobs ---------------------------------------------------------------------------------------------------------
+
+    def list_jobs(self, kind: str | None = None, status: str | None = None, model_id: str | None = None,
+                  limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params = {k: v for k, v in (("kind", kind), ("status", status), ("model_id", model_id)) if v is not None}
+        return self._call("GET", "/api/v1/jobs", params={**params, "limit": limit, "offset": offset})
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+    def job_log(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/jobs/{job_id}/events", params={"format": "json", "last_event_id": after})
+
+    def follow_job(self, job_id: str, after: int = 0, retries: int = 10,
+                   retry_delay_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Every event after `after` until the terminal one, resuming with Last-Event-ID across disconnects."""
+        last = after
+        failures = 0
+        while True:
+            try:
+                headers = {"Last-Event-ID": str(last)} if last else {}
+                with connect_sse(self.http, "GET", f"/api/v1/jobs/{job_id}/events", headers=headers,
+                                 timeout=httpx.Timeout(self.http.timeout.connect, read=None)) as source:
+                    _raise_for(source.response)
+                    for sse in source.iter_sse():
+                        if not sse.id:
+                            continue
+                        event = json.loads(sse.data)
+                        last = int(sse.id)
+                        failures = 0
+                        yield event
+                        if event.get("type") in TERMINAL_TYPES:
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                pass
+            failures += 1  # the stream ended or dropped before the terminal event: resume where it stopped
+            if failures > retries:
+                raise ApiError(503, "stream_lost", f"lost the event stream of job {job_id} after {last}")
+            time.sleep(retry_delay_s)
+
+    def follow_all(self) -> Iterator[dict[str, Any]]:
+        """Every new event of every visible job, live, until the caller stops iterating."""
+        with connect_sse(self.http, "GET", "/api/v1/events",
+                         timeout=httpx.Timeout(self.http.timeout.connect, read=None)) as source:
+            _raise_for(source.response)
+            for sse in source.iter_sse():
+                yield json.loads(sse.data)
+
+    def wait_for_job(self, job_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Follow the job to its end, then return its final state."""
+        deadline = time.monotonic() + timeout_s
+        for _ in self.follow_job(job_id):
+            if time.monotonic() > deadline:
+                raise ApiError(504, "timeout", f"job {job_id} did not finish within {timeout_s:g}s")
+        return self.get_job(job_id)
