@@ -1,0 +1,185 @@
+"""Benchmarks, the one part of model/ that reads a file (`--data`).
+
+    python -m model.bench train --data FILE --preset cpu-baby --tokenizer char --json
+    python -m model.bench generate --preset cpu-baby --tokens 500 --json
+
+`train` trains on the file (first 90% train, last 10% validate) and reports the loss over the whole validation
+split; `wall_s` covers everything from reading the file to that final loss. `generate` times sampling of
+`--tokens` new tokens from random weights (seeded; `--train-iters` trains briefly first), one sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from model.config import ConfigError, resolve_hyperparameters
+from model.data import prepare_corpus
+from model.device import configure_threads, pick_device
+from model.evaluate import sequence_nats
+from model.generate import Generator, SamplingParams
+from model.gpt import GPT
+from model.tokenizers import train_tokenizer
+from model.trainer import Callbacks, Trainer
+
+# Printable ASCII minus a few: a 65-symbol alphabet, the size of Shakespeare's, for runs without --data.
+_DEFAULT_ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))[:64]
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    hp: dict[str, Any] = {"preset": args.preset}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(key, "expected KEY=VALUE")
+        hp[key] = _parse_value(raw)
+    if args.max_iters is not None:
+        hp["max_iters"] = args.max_iters
+    return hp
+
+
+def _environment(device: torch.device, threads: int) -> dict[str, Any]:
+    return {"device": str(device), "threads": threads, "torch": torch.__version__, "machine": platform.machine(),
+            "cpu": platform.processor() or platform.machine()}
+
+
+def bench_train(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    threads = configure_threads(args.threads)
+    device = pick_device(args.device)
+    model_cfg, train_cfg = resolve_hyperparameters(_overrides(args))
+    with open(args.data, encoding="utf-8") as f:
+        text = f.read()
+    tokenizer = train_tokenizer(args.tokenizer, text)
+    train_ids, val_ids = prepare_corpus(text, tokenizer, train_cfg.val_fraction)
+    log = (lambda s: print(f"step {s.step} loss {s.loss:.4f} lr {s.lr:.2e} {s.tokens_per_s:.0f} tok/s",
+                           file=sys.stderr)) if args.verbose else None
+    val_log = (lambda v: print(f"step {v.step} val {v.val_loss:.4f}", file=sys.stderr)) if args.verbose else None
+    trainer = Trainer(model_cfg.with_vocab(tokenizer.vocab_size), train_cfg, train_ids, val_ids,
+                      Callbacks(on_step=log, on_validation=val_log), device=device, tokenizer=tokenizer)
+    result = trainer.run()
+    nats, count = sequence_nats(trainer.model, val_ids)
+    wall = time.perf_counter() - start
+    return {
+        "benchmark": "train",
+        "data": args.data,
+        "preset": args.preset,
+        "tokenizer": args.tokenizer,
+        "vocab_size": tokenizer.vocab_size,
+        "parameters": trainer.model.num_parameters(),
+        "iters": result.step,
+        "val_loss": nats / count,  # over the whole validation split
+        "val_loss_estimate": result.val_loss,  # the trainer's last estimate (eval_iters random batches)
+        "train_loss": result.train_loss,
+        "wall_s": wall,
+        "train_s": result.wall_s,
+        "ms_per_iter": 1000 * result.wall_s / max(result.step, 1),
+        "tokens_per_s": result.tokens_per_s,
+        "hyperparameters": {**vars(model_cfg), **vars(train_cfg)},
+        **_environment(device, threads),
+    }
+
+
+def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
+    threads = configure_threads(args.threads)
+    device = pick_device(args.device)
+    model_cfg, train_cfg = resolve_hyperparameters(_overrides(args))
+    text = _DEFAULT_ALPHABET
+    if args.data:
+        with open(args.data, encoding="utf-8") as f:
+            text = f.read()
+    tokenizer = train_tokenizer(args.tokenizer, text)
+    model_cfg = model_cfg.with_vocab(tokenizer.vocab_size)
+    weights = "random (seed 0)"
+    if args.train_iters and args.data:
+        train_ids, val_ids = prepare_corpus(text, tokenizer, train_cfg.val_fraction)
+        trainer = Trainer(model_cfg, replace(train_cfg, max_iters=args.train_iters), train_ids, val_ids, device=device, tokenizer=tokenizer)
+        trainer.run()
+        model, weights = trainer.model, f"trained {args.train_iters} iterations on {args.data}"
+    else:
+        torch.manual_seed(0)
+        model = GPT(model_cfg).to(device)
+    generator = Generator(model, tokenizer, use_cache=not args.no_cache)
+    params = SamplingParams(max_new_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=0,
+                            ignore_eot=True, num_sequences=args.batch)
+    generator.generate(args.prompt, SamplingParams(max_new_tokens=8, seed=0))  # warm-up
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        stamps = [time.perf_counter() for _ in generator.stream(args.prompt, params)]
+        runs.append((start, stamps))
+    # Report the fastest repetition: the machine is shared, the slowest runs measure the neighbours.
+    start, stamps = min(runs, key=lambda r: r[1][-1] - r[0])
+    total = stamps[-1] - start
+    gaps = [b - a for a, b in zip(stamps[::args.batch], stamps[args.batch::args.batch])]
+    return {
+        "benchmark": "generate",
+        "preset": args.preset,
+        "weights": weights,
+        "kv_cache": not args.no_cache,
+        "tokens": len(stamps),
+        "batch": args.batch,
+        "tokens_per_s": len(stamps) / total,
+        "ms_per_token": 1000 * sum(gaps) / max(len(gaps), 1),
+        "ttft_ms": 1000 * (stamps[0] - start),
+        "wall_s": total,
+        "repeats": args.repeats,
+        "all_tokens_per_s": [len(s) / (s[-1] - t) for t, s in runs],
+        **_environment(device, threads),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "generate"):
+        p = sub.add_parser(name)
+        p.add_argument("--preset", default="cpu-baby")
+        p.add_argument("--tokenizer", default="char", choices=("char", "word", "bpe"))
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter override (repeatable)")
+        p.add_argument("--max-iters", type=int)
+        p.add_argument("--threads", type=int, help="torch threads (default: every core this process may use)")
+        p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--verbose", action="store_true", help="progress on stderr")
+    sub.choices["train"].add_argument("--data", required=True)
+    g = sub.choices["generate"]
+    g.add_argument("--data", help="text to build the tokenizer from (and to train on with --train-iters)")
+    g.add_argument("--tokens", type=int, default=500)
+    g.add_argument("--prompt", default="\n")
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int, default=200)
+    g.add_argument("--batch", type=int, default=1, help="sequences generated together")
+    g.add_argument("--train-iters", type=int, default=0)
+    g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole window for every token")
+    args = parser.parse_args(argv)
+    try:
+        report = bench_train(args) if args.command == "train" else bench_generate(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.json:
+        print(json.dumps(report, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
+    else:
+        for key, value in report.items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
