@@ -1,0 +1,74 @@
+"""The official `openai` client and the gateway's own client, unchanged, against the served gateway."""
+
+import asyncio
+
+import openai
+import pytest
+
+from gateway.client import ApiError, Client
+
+
+async def trained_model(base_url: str, name: str = "m1") -> dict:
+    def run() -> dict:
+        with Client(base_url) as client:
+            created = client.create_model(name, text="abc " * 50, hyperparameters={"preset": "tiny", "max_iters": 20})
+            events = list(client.follow_job(created["job_id"]))
+            assert events[-1]["type"] == "TrainCompleted"
+            return created
+
+    return await asyncio.to_thread(run)
+
+
+async def test_openai_client_lists_completes_and_streams(base_url, agents):
+    await trained_model(base_url)
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="anything")
+    models = await client.models.list()
+    assert [m.id for m in models.data] == ["m1"]
+    completion = await client.completions.create(model="m1", prompt="Once", max_tokens=5, temperature=0)
+    assert completion.choices[0].text == "hello" and completion.usage.completion_tokens == 5
+    stream = await client.completions.create(model="m1", prompt="Once", max_tokens=5, stream=True)
+    assert "".join([chunk.choices[0].text async for chunk in stream if chunk.choices]) == "hello"
+    chat = await client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=4)
+    assert chat.choices[0].message.content == "hell" and chat.choices[0].message.role == "assistant"
+    chat_stream = await client.chat.completions.create(
+        model="m1", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
+        stream_options={"include_usage": True})
+    pieces, usage = [], None
+    async for chunk in chat_stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(pieces) == "hel" and usage.completion_tokens == 3
+    assert agents.commands[-1].prompt == "user: hi\nassistant:"
+    with pytest.raises(openai.NotFoundError):
+        await client.completions.create(model="nope", prompt="x")
+
+
+async def test_gateway_client_round_trip(base_url, agents):
+    await asyncio.to_thread(_round_trip, base_url)  # a sync client: the server's loop must keep running
+
+
+def _round_trip(base_url: str) -> None:
+    with Client(base_url) as client:
+        assert client.health()["status"] == "ok"
+        dataset = client.upload_dataset("hello world " * 10, name="greetings")
+        created = client.create_model("m2", dataset_id=dataset["id"], hyperparameters={"preset": "tiny"})
+        job = client.wait_for_job(created["job_id"], timeout_s=10)
+        assert job["status"] == "completed"
+        assert client.model_status(created["model_id"])["status"] == "completed"
+        assert [e["seq"] for e in client.job_log(created["job_id"], after=2)] == [3, 4, 5, 6]
+        assert client.generate(created["model_id"], "hi", max_length=3)["text"] == "hel"
+        streamed = list(client.generate_stream(created["model_id"], "hi", max_length=2))
+        assert [e["type"] for e in streamed][-1] == "GenerationCompleted"
+        assert client.evaluate(created["model_id"], prompts=["a"], wait=True)["status"] == "completed"
+        assert client.list_jobs(kind="evaluate")["total"] == 1
+        assert client.list_models(name="m2")["total"] == 1
+        with pytest.raises(ApiError) as error:
+            client.create_model("m2", text="abc")
+        assert (error.value.status, error.value.code, error.value.field) == (409, "name_taken", "name")
+        with pytest.raises(ApiError) as error:
+            client.get_model("missing")
+        assert error.value.status == 404
+        assert client.delete_model(created["model_id"])["status"] == "deleted"
