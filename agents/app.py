@@ -16,6 +16,8 @@ from infra.settings import Settings
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     runtime = Runtime(settings)
+    datadir = settings.data_dir / "faust" / runtime.worker_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}agents",
         broker=settings.kafka_url,
@@ -26,7 +28,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         web_enabled=False,
         autodiscover=False,
         store="memory://",
-        datadir=str(settings.data_dir / "faust" / runtime.worker_id),
+        datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
         # A dead worker's partitions move on after ten seconds, not a minute.
         broker_session_timeout=10.0,

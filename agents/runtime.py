@@ -38,12 +38,13 @@ class Runtime(mode.Service):
         self.sessions = sessionmaker(self.engine)
         self.store: ObjectStore = open_object_store(settings)
         self.astore = AsyncObjectStore(self.store)
-        self.publisher = Publisher(create_producer(settings, client_id=self.producer_name), self.topics)
+        self.publisher: Publisher  # made in on_start: a Kafka producer needs the running event loop
         self.queue = JobQueue(self.sessions, self.worker_id)
 
     async def on_start(self) -> None:
         await ensure_topics(self.settings)
         await self.astore.ensure_bucket()
+        self.publisher = Publisher(create_producer(self.settings, client_id=self.producer_name), self.topics)
         await self.publisher.start()
         self.ready.set()
         log.info("worker %s ready", self.worker_id)
@@ -52,5 +53,6 @@ class Runtime(mode.Service):
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             await scheduler.stop()  # running jobs checkpoint and go back to the queue for another worker
-        await self.publisher.stop()
+        if self.ready.is_set():
+            await self.publisher.stop()
         await self.engine.dispose()

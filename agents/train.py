@@ -20,7 +20,6 @@ from agents.scheduler import Scheduler
 from events import JobAccepted, JobCancelled, TrainFailed, TrainRequested
 from infra.db.tables import Model
 from model.config import ConfigError, resolve_hyperparameters
-from model.tokenizers import validate_tokenizer_options
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +90,6 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         hp = resolve_hyperparameters(command.hyperparameters)
     except ConfigError as error:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
-    try:
-        validate_tokenizer_options(command.tokenizer, command.tokenizer_options)
-    except ValueError as error:
-        raise Rejected(f"tokenizer_options: {error}", "tokenizer_options") from None
 
     base_checkpoint, base_step = None, 0
     async with runtime.sessions() as session:

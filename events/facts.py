@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events.fields import Identifier, Message, new_id, utc_now
 
@@ -154,7 +154,9 @@ class TokensGenerated(JobEvent):
     text: str
 
 
-class Completion(Message):
+class Completion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     index: int
     text: str
     completion_tokens: int

@@ -1,0 +1,152 @@
+"""The generate agent: streams tokens of a trained model as TokensGenerated facts, then GenerationCompleted.
+
+Generation runs in a thread (PyTorch releases the GIL while it computes), so the event loop keeps serving other
+requests and the agent's partitions. Tokens are published in small batches: every 20 ms, or every 16 tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+
+from agents.intake import decode
+from agents.models import ModelUnavailable, find_trained_model, serving_checkpoint
+from agents.publisher import JobLog
+from agents.runtime import Runtime
+from agents.serving import ModelCache
+from events import Completion, GenerateRequested, GenerationCompleted, GenerationFailed, JobAccepted, TokensGenerated
+from model.config import ConfigError
+from model.generate import Generator, SamplingParams, Token
+
+log = logging.getLogger(__name__)
+FLUSH_S, FLUSH_TOKENS = 0.02, 16
+
+
+class GenerationRejected(Exception):
+    def __init__(self, reason: str, field: str | None):
+        super().__init__(reason)
+        self.reason, self.field = reason, field
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    topic = app.topic(runtime.topics.generate_requested, value_serializer="raw", key_serializer="raw")
+    cache = ModelCache(runtime.astore, runtime.settings.model_cache_size)
+
+    @app.agent(topic, name=f"{runtime.topics.prefix}generate", concurrency=runtime.settings.generate_concurrency)
+    async def generate_text(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            command = await decode(runtime, event, (GenerateRequested,))
+            if isinstance(command, GenerateRequested):
+                await serve(runtime, cache, command)
+
+
+def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_prompt_chars: int) -> SamplingParams:
+    if command.max_tokens > max_new_tokens_limit:
+        raise GenerationRejected(f"max_tokens: at most {max_new_tokens_limit} new tokens per request", "max_tokens")
+    if len(command.prompt) > max_prompt_chars:
+        raise GenerationRejected(f"prompt: at most {max_prompt_chars} characters", "prompt")
+    try:
+        return SamplingParams(max_new_tokens=command.max_tokens, temperature=command.temperature, top_k=command.top_k,
+                              top_p=command.top_p, repetition_penalty=command.repetition_penalty,
+                              stop=tuple(command.stop), seed=command.seed, num_sequences=command.num_sequences)
+    except ConfigError as error:
+        raise GenerationRejected(f"{error.field}: {error.message}", error.field) from None
+
+
+async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested) -> None:
+    job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner,
+                 producer=runtime.producer_name)
+    request = command.model_dump(mode="json")
+    model_id = command.model_id
+    try:
+        settings = runtime.settings
+        params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
+        async with runtime.sessions() as session:
+            model = await find_trained_model(session, command.owner, command.model_id, command.model_name)
+        model_id = model.id
+        await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
+                       model_name=model.name, request=request)
+        generator = await cache.get(serving_checkpoint(model), str(model.trained_at))
+        await _generate(job, generator, command, params, model.id)
+    except (GenerationRejected, ModelUnavailable) as error:
+        if job.last_seq == 0:
+            await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
+                           model_name=command.model_name, request=request)
+        await job.emit(GenerationFailed, model_id=model_id, reason=error.reason, field=error.field)
+    except Exception as error:  # one bad request must not stop the agent
+        log.exception("generation %s failed", command.request_id)
+        if job.last_seq == 0:
+            await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
+                           model_name=command.model_name, request=request)
+        await job.emit(GenerationFailed, model_id=model_id, reason=f"internal error: {type(error).__name__}: {error}")
+
+
+async def _generate(job: JobLog, generator: Generator, command: GenerateRequested, params: SamplingParams,
+                    model_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    tokens: asyncio.Queue[Token | BaseException | None] = asyncio.Queue()
+    start = time.perf_counter()
+
+    def produce() -> None:
+        try:
+            for token in generator.stream(command.prompt, params):
+                loop.call_soon_threadsafe(tokens.put_nowait, token)
+        except BaseException as error:  # handed to the event loop, which reports it
+            loop.call_soon_threadsafe(tokens.put_nowait, error)
+        finally:
+            loop.call_soon_threadsafe(tokens.put_nowait, None)
+
+    worker = loop.run_in_executor(None, produce)
+    texts = [""] * params.num_sequences
+    counts = [0] * params.num_sequences
+    reasons: list[Any] = ["length"] * params.num_sequences
+    pending: list[Token] = []
+    first_token_at: float | None = None
+    last_flush = time.perf_counter()
+    while True:
+        try:
+            item = await asyncio.wait_for(tokens.get(), FLUSH_S) if pending else await tokens.get()
+        except TimeoutError:
+            item = ...  # time to flush what is pending
+        if isinstance(item, BaseException):
+            await worker
+            raise item
+        if isinstance(item, Token):
+            first_token_at = first_token_at or time.perf_counter()
+            texts[item.sequence] += item.text
+            counts[item.sequence] += 1
+            if item.finish_reason:
+                reasons[item.sequence] = item.finish_reason
+            pending.append(item)
+        done = item is None
+        if pending and (done or len(pending) >= FLUSH_TOKENS or time.perf_counter() - last_flush >= FLUSH_S):
+            if command.stream:
+                await _publish_tokens(job, pending)
+            pending, last_flush = [], time.perf_counter()
+        if done:
+            break
+    await worker
+    total_ms = (time.perf_counter() - start) * 1000
+    completion_tokens = sum(counts)
+    await job.emit(
+        GenerationCompleted, model_id=model_id,
+        completions=[Completion(index=i, text=texts[i], completion_tokens=counts[i], finish_reason=reasons[i])
+                     for i in range(params.num_sequences)],
+        prompt_tokens=len(generator.tokenizer.encode(command.prompt)), completion_tokens=completion_tokens,
+        ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, total_ms=total_ms,
+        tokens_per_s=completion_tokens / (total_ms / 1000) if total_ms > 0 else None,
+    )
+
+
+async def _publish_tokens(job: JobLog, pending: list[Token]) -> None:
+    by_sequence: dict[int, list[Token]] = {}
+    for token in pending:
+        by_sequence.setdefault(token.sequence, []).append(token)
+    for sequence, group in by_sequence.items():
+        await job.emit(TokensGenerated, sequence=sequence, index=group[0].index, token_ids=[t.id for t in group],
+                       text="".join(t.text for t in group))

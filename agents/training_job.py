@@ -1,0 +1,173 @@
+"""Training, as the child process runs it: dataset -> tokenizer -> trainer -> checkpoints in the object store.
+
+Three starts are possible, and the newest state always wins:
+- this job wrote checkpoints before (its worker died, or handed the job back): resume from the newest valid one;
+- the job continues an already trained model: start from that model's checkpoint, for `max_iters` more steps;
+- otherwise train a tokenizer on the dataset and start from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+from agents import artifacts
+from agents.child import CANCEL, SUSPEND, JobError, Reporter
+from infra.objectstore import ObjectNotFound, ObjectStore
+from infra.settings import Settings
+from model.checkpoint import CorruptCheckpoint, pack_checkpoint
+from model.config import ConfigError, resolve_hyperparameters
+from model.data import prepare_corpus
+from model.device import pick_device
+from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
+from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
+
+
+def read_text(store: ObjectStore, key: str, field: str) -> str:
+    try:
+        data = store.get_bytes(key)
+    except ObjectNotFound:
+        raise JobError(f"{field}: no dataset at {key}", field) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise JobError(f"{field}: the dataset is not UTF-8 text (byte {error.start})", field) from None
+    if not text.strip():
+        raise JobError(f"{field}: the dataset is empty", field)
+    return text
+
+
+class _Publishing(Callbacks):
+    """Trainer callbacks that write checkpoints and report facts, progress at a bounded rate."""
+
+    def __init__(self, spec: dict[str, Any], settings: Settings, store: ObjectStore, reporter: Reporter):
+        super().__init__()
+        self.spec, self.settings, self.store, self.reporter = spec, settings, store, reporter
+        self.model_id = spec["model_id"]
+        self.last_report = 0.0
+        self.last_checkpoint: str | None = None
+        self.first_step = 0
+        self.on_step = self._on_step
+        self.on_validation = self._on_validation
+        self.on_checkpoint = self._on_checkpoint
+        self.should_stop = reporter.should_stop
+
+    def _on_step(self, info: StepInfo) -> None:
+        now = time.monotonic()
+        every = self.settings.progress_every_steps
+        if info.step % every and info.step != info.max_iters and now - self.last_report < self.settings.progress_every_s:
+            return
+        self.last_report = now
+        done = info.step - self.first_step
+        remaining = info.max_iters - info.step
+        eta = info.elapsed_s / done * remaining if done > 0 else None
+        self.reporter.emit("TrainProgress", step=info.step, max_iters=info.max_iters, loss=_finite(info.loss),
+                           learning_rate=info.lr, tokens_per_s=info.tokens_per_s, elapsed_s=info.elapsed_s,
+                           eta_s=eta, progress=min(1.0, info.step / info.max_iters))
+
+    def _on_validation(self, info: ValInfo) -> None:
+        self.reporter.emit("ValidationCompleted", step=info.step, val_loss=_finite(info.val_loss),
+                           best_val_loss=_finite(info.best_val_loss))
+
+    def _on_checkpoint(self, info: CheckpointInfo) -> None:
+        if self.reporter.orphaned:
+            return  # the job belongs to another worker now
+        data = pack_checkpoint(info.state)
+        key = artifacts.checkpoint_key(self.model_id, info.step)
+        self.store.put_bytes(key, data)  # atomic: readers see the whole object or none
+        best = None
+        if info.is_best:
+            best = artifacts.best_key(self.model_id)
+            self.store.put_bytes(best, data)
+        artifacts.prune_checkpoints(self.store, self.model_id)
+        self.last_checkpoint = key
+        self.reporter.emit("CheckpointSaved", model_id=self.model_id, step=info.step, key=key,
+                           sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
+                           best_key=best)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise JobError(f"training diverged (loss {value}); try a lower learning_rate", "hyperparameters.learning_rate")
+    return value
+
+
+def _starting_state(spec: dict[str, Any], store: ObjectStore) -> tuple[dict | None, bool]:
+    """(checkpoint state to start from, whether it is this job's own)."""
+    own = artifacts.load_latest_valid(store, spec["model_id"], min_step=spec["base_step"] + 1)
+    if own is not None:
+        return own[1], True
+    if spec.get("base_checkpoint"):
+        try:
+            return artifacts.load_checkpoint(store, spec["base_checkpoint"]), False
+        except (ObjectNotFound, CorruptCheckpoint) as error:
+            raise JobError(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
+    return None, False
+
+
+def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, reporter: Reporter) -> None:
+    try:
+        model_config, train_config = resolve_hyperparameters(spec["hyperparameters"])
+    except ConfigError as error:
+        raise JobError(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
+    text = read_text(store, spec["dataset_key"], "dataset")
+    state, own = _starting_state(spec, store)
+    tokenizer: Tokenizer
+    if state is not None:
+        tokenizer = tokenizer_from_json(state["tokenizer"])
+        if not own:  # continue an earlier model: its shape, a new number of steps
+            train_config = replace(train_config, max_iters=spec["base_step"] + train_config.max_iters)
+        else:
+            train_config = None  # the checkpoint's own training config wins
+    else:
+        try:
+            tokenizer = train_tokenizer(spec["tokenizer"], text, **spec["tokenizer_options"])
+        except ConfigError as error:
+            raise JobError(f"tokenizer_options.{error.field}: {error.message}",
+                           f"tokenizer_options.{error.field}") from None
+    model_id = spec["model_id"]
+    callbacks = _Publishing(spec, settings, store, reporter)
+    val_fraction = (train_config.val_fraction if train_config is not None
+                    else state["train_config"]["val_fraction"])  # type: ignore[index]
+    train_ids, val_ids = prepare_corpus(text, tokenizer, val_fraction)
+    try:
+        trainer = Trainer(model_config.with_vocab(tokenizer.vocab_size) if state is None else None, train_config,
+                          train_ids, val_ids, callbacks=callbacks, device=pick_device(), resume=state,
+                          tokenizer=tokenizer)
+    except ConfigError as error:
+        raise JobError(f"{error.field}: {error.message}; the dataset holds {len(text)} characters "
+                       f"({len(train_ids) + len(val_ids)} tokens)", error.field) from None
+    callbacks.first_step = trainer.step
+    config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
+    store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(), "application/json")
+    store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(), "application/json")
+    reporter.emit("TrainStarted", model_id=model_id, attempt=spec["attempt"], worker=spec["worker"],
+                  resumed_from_step=trainer.step, max_iters=trainer.cfg.max_iters,
+                  num_parameters=trainer.model.num_parameters(), device=str(trainer.device), config=config,
+                  tokenizer_key=artifacts.tokenizer_key(model_id), vocab_size=tokenizer.vocab_size)
+    result = trainer.run()
+    if reporter.orphaned:
+        return
+    if result.cancelled and reporter.mode == SUSPEND:
+        reporter.suspended()
+        return
+    if result.cancelled and reporter.mode == CANCEL:
+        reporter.emit("JobCancelled", reason="cancelled by request", step=result.step)
+        return
+    if callbacks.last_checkpoint is None:
+        raise JobError("training ended without writing a checkpoint")
+    reporter.emit("TrainCompleted", model_id=model_id, final_step=result.step, train_loss=_maybe(result.train_loss),
+                  val_loss=result.val_loss, best_val_loss=result.best_val_loss,
+                  perplexity=math.exp(result.val_loss) if result.val_loss is not None else None,
+                  wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
+                  num_parameters=trainer.model.num_parameters(), checkpoint_key=callbacks.last_checkpoint,
+                  best_checkpoint_key=best if store.exists(best := artifacts.best_key(model_id)) else None,
+                  stopped_early=result.stopped_early)
+
+
+def _maybe(value: float) -> float | None:
+    return value if math.isfinite(value) else None
