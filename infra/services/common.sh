@@ -11,18 +11,20 @@ KAFKA_HOME="$REPO_ROOT/infra/kafka"
 VERSITYGW_MODULE="github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION="v1.7.0"
 
-# Loopback addresses of the three servers and the credentials written to .lfz/services.env.
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-PG_PORT=5432
-S3_PORT=9000
+# Loopback ports of the three servers (override them to run a second checkout's servers beside the first) and the
+# credentials written to .lfz/services.env.
+KAFKA_PORT="${SERVICES_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${SERVICES_KAFKA_CONTROLLER_PORT:-9093}"
+PG_PORT="${SERVICES_PG_PORT:-5432}"
+S3_PORT="${SERVICES_S3_PORT:-9000}"
 S3_ACCESS_KEY="lfzaccess"
 S3_SECRET_KEY="lfzsecret123"
 S3_BUCKET="lfz"
 PG_USER="lfz"
 PG_PASSWORD="lfz"
 
-PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
+# The project venv: the readiness checks use its aiokafka and minio.
+PYTHON="${SERVICES_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 
 say() { printf 'services: %s\n' "$*"; }
 
@@ -61,6 +63,7 @@ require_free_port() {
         printf 'services: ERROR: %s cannot start: port 127.0.0.1:%s is already in use by another process:\n' \
             "$name" "$port" >&2
         port_owner "$port" >&2
+        # shellcheck disable=SC2016  # the backquotes are text
         printf 'services: stop that process (or its `make services-down` in another checkout) and run again.\n' >&2
         exit 1
     fi

@@ -24,8 +24,11 @@ kafka_fetch() {
     command -v mvn >/dev/null 2>&1 || die "fetching Kafka needs Maven: apt-get install -y maven"
     say "Kafka: copying the jars pinned in infra/kafka/pom.xml into infra/kafka/lib (Maven cache: ~/.m2)"
     rm -rf "$KAFKA_HOME/target/lib"
-    if ! (cd "$KAFKA_HOME" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=target/lib); then
-        die "Kafka: \`mvn dependency:copy-dependencies\` failed in infra/kafka (see its output above)"
+    mkdir -p "$SERVICES_DIR"
+    local log="$SERVICES_DIR/maven.log"
+    if ! (cd "$KAFKA_HOME" && mvn -B -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=target/lib) \
+        >"$log" 2>&1; then
+        fail_service "Kafka" "$log" "\`mvn dependency:copy-dependencies\` failed in infra/kafka"
     fi
     rm -rf "$KAFKA_LIB"
     mv "$KAFKA_HOME/target/lib" "$KAFKA_LIB"
@@ -38,6 +41,14 @@ kafka_java_cmd() {
     # shellcheck disable=SC2206  # KAFKA_HEAP holds several flags on purpose
     KAFKA_JAVA=(java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" -cp "$KAFKA_LIB/*")
+}
+
+# Before anything starts: a port that something else holds is an error now, not after the other servers started.
+kafka_preflight() {
+    if [[ -z "$(live_pid "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties")" ]]; then
+        require_free_port "Kafka" "$KAFKA_PORT"
+        require_free_port "Kafka (controller listener)" "$KAFKA_CONTROLLER_PORT"
+    fi
 }
 
 # Start Kafka in the background unless it already runs; kafka_wait checks that it serves clients.
@@ -57,7 +68,14 @@ kafka_start() {
 
     mkdir -p "$KAFKA_DIR"
     # Rendered on every start, so an edit to the template takes effect on the next `make services`.
-    sed "s#@LOG_DIRS@#$KAFKA_DIR/data#" "$KAFKA_HOME/server.properties" >"$KAFKA_DIR/server.properties"
+    sed -e "s#@LOG_DIRS@#$KAFKA_DIR/data#" -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        "$KAFKA_HOME/server.properties" >"$KAFKA_DIR/server.properties"
+    # The KRaft log records the controller's address when it is formatted: other ports need a fresh log.
+    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT"
+    if [[ -f "$KAFKA_DIR/data/meta.properties" && "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" != "$ports" ]]; then
+        die "Kafka: $KAFKA_DIR/data was formatted for other ports ($(cat "$KAFKA_DIR/ports" 2>/dev/null || echo unknown)); \
+delete $KAFKA_DIR to start afresh, or run with the same ports"
+    fi
     if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
         say "Kafka: formatting a new KRaft log in $KAFKA_DIR/data"
         rm -rf "$KAFKA_DIR/data"
@@ -67,6 +85,7 @@ kafka_start() {
             -c "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1; then
             fail_service "Kafka" "$KAFKA_LOG" "formatting the storage failed"
         fi
+        echo "$ports" >"$KAFKA_DIR/ports"
     fi
     say "Kafka: starting on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
     spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties"

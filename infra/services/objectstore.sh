@@ -20,6 +20,12 @@ s3_build() {
     fi
 }
 
+s3_preflight() {
+    if [[ -z "$(live_pid "$S3_PIDFILE" "$S3_DIR/data")" ]]; then
+        require_free_port "S3 (versitygw)" "$S3_PORT"
+    fi
+}
+
 s3_start() {
     s3_build
     local pid

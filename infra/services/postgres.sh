@@ -20,10 +20,23 @@ pg_paths() {
     PG_DATA="$PG_ROOT/data"
     PG_RUN="$PG_ROOT/run"
     PG_LOG="$PG_ROOT/postgres.log"
+    # A Unix socket path has at most 107 bytes: a checkout deep in the tree gets its socket folder in /var/tmp.
+    if ((${#PG_RUN} + 20 > 107)); then
+        PG_RUN="/var/tmp/lfz-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)/run"
+    fi
 }
 
+# From / so that a checkout the `postgres` user may not enter does not make every command complain.
 as_postgres() {
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
+}
+
+pg_preflight() {
+    if [[ -n "$(pg_bindir)" ]] && id postgres >/dev/null 2>&1; then
+        pg_paths
+        [[ -n "$(live_pid "$PG_DATA/postmaster.pid" "$PG_DATA")" ]] && return 0
+    fi
+    require_free_port "PostgreSQL" "$PG_PORT"
 }
 
 pg_start() {
@@ -35,7 +48,11 @@ pg_start() {
     chmod go+x "$(dirname "$PG_ROOT")"
     chown postgres:postgres "$PG_ROOT"
     chmod 700 "$PG_ROOT"
-    as_postgres mkdir -p "$PG_RUN"
+    if [[ ! -d "$PG_RUN" ]]; then
+        mkdir -p "$PG_RUN"
+        chown postgres:postgres "$PG_RUN"
+        [[ "$PG_RUN" == "$PG_ROOT"/* ]] || chmod go+x "$(dirname "$PG_RUN")"
+    fi
     as_postgres touch "$PG_LOG"
 
     local pid
@@ -86,7 +103,10 @@ SQL
 }
 
 pg_stop() {
-    [[ -n "$(pg_bindir)" ]] && id postgres >/dev/null 2>&1 || { say "PostgreSQL: not installed"; return 0; }
+    if [[ -z "$(pg_bindir)" ]] || ! id postgres >/dev/null 2>&1; then
+        say "PostgreSQL: not installed"
+        return 0
+    fi
     pg_paths
     local pid
     pid="$(live_pid "$PG_DATA/postmaster.pid" "$PG_DATA")"

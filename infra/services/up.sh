@@ -12,6 +12,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [[ -x "$PYTHON" ]] || die "no Python at $PYTHON (its readiness checks need the project's venv): run \`make install\`"
 take_lock
 
+kafka_preflight
+s3_preflight
+pg_preflight
 # Kafka's JVM and the S3 gateway start in the background while PostgreSQL starts; then wait for both.
 kafka_start
 s3_start
