@@ -90,7 +90,7 @@ def test_health_fails_when_the_folder_is_missing(tmp_path: Path) -> None:
 def test_open_object_store_picks_the_implementation(tmp_path: Path) -> None:
     local = open_object_store(Settings(object_store_url=(tmp_path / "o").as_uri()))
     assert isinstance(local, LocalObjectStore) and local.root == (tmp_path / "o").resolve()
-    default = open_object_store(Settings(data_dir=tmp_path))
+    default = open_object_store(Settings(data_dir=tmp_path, object_store_url=""))
     assert isinstance(default, LocalObjectStore) and default.root == (tmp_path / "objects").resolve()
     with pytest.raises(ValueError):
         open_object_store(Settings(object_store_url="ftp://example/x"))
