@@ -1,0 +1,110 @@
+"""Rebuilding the database from the log: drop the projection's tables, then apply every fact again, in order.
+
+The source is the job-events topic read from its beginning (`kafka`), or, for the embedded broker that keeps
+nothing across restarts, the log the database itself holds in `job_events` (`database`). The job queue is left
+alone: it is coordination between workers, not a projection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from agents.projection import Recorded, apply_batch
+from events import DecodeError, Topics, decode_event
+from infra.db import create_engine, sessionmaker
+from infra.db.tables import PROJECTION_TABLES, Base, JobEventRow
+from infra.kafka import bootstrap_servers
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+@dataclass
+class ReplayReport:
+    read: int = 0
+    applied: int = 0
+    undecodable: int = 0
+
+
+async def read_topic(settings: Settings) -> list[Recorded]:
+    """Every fact on the job-events topic up to its end now, partition by partition (order within a job holds)."""
+    topic = Topics(settings.topic_prefix).job_events
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        out: list[Recorded] = []
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        continue
+                    try:
+                        out.append(Recorded(decode_event(message.value), tp.partition, message.offset))
+                    except DecodeError as error:
+                        log.warning("skipping undecodable fact at %s@%d: %s", tp, message.offset, error)
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def read_table(url: str) -> list[Recorded]:
+    engine = create_engine(url)
+    try:
+        async with sessionmaker(engine)() as session:
+            rows = (await session.execute(select(JobEventRow).order_by(JobEventRow.position))).scalars().all()
+            return [Recorded(decode_event(row.data), row.kafka_partition, row.kafka_offset) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+async def rebuild(url: str, facts: list[Recorded]) -> ReplayReport:
+    """Empty the projection's tables at `url` and apply `facts` to them."""
+    engine = create_engine(url)
+    report = ReplayReport(read=len(facts))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: Base.metadata.drop_all(sync, tables=list(PROJECTION_TABLES)))
+            await connection.run_sync(lambda sync: Base.metadata.create_all(sync, tables=list(PROJECTION_TABLES)))
+        sessions = sessionmaker(engine)
+        for start in range(0, len(facts), BATCH):
+            async with sessions() as session:
+                report.applied += await apply_batch(session, facts[start:start + BATCH])
+                await session.commit()
+    finally:
+        await engine.dispose()
+    return report
+
+
+async def replay(settings: Settings, source: str = "kafka", into: str | None = None) -> ReplayReport:
+    if source == "kafka":
+        facts = await read_topic(settings)
+    elif source == "database":
+        facts = await read_table(settings.resolved_database_url)
+    else:
+        raise ValueError(f"source must be kafka or database, not {source!r}")
+    return await rebuild(into or settings.resolved_database_url, facts)
+
+
+if __name__ == "__main__":  # python -m agents.replay [kafka|database]
+    import sys
+
+    from infra.settings import load_settings
+
+    print(asyncio.run(replay(load_settings(), *(sys.argv[1:2] or ["kafka"]))))
