@@ -189,10 +189,7 @@ class LiveFeed(Fanout):
         )
         await consumer.start()
         try:
-            await consumer.topics()  # loads metadata for every topic
-            partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                raise RuntimeError(f"topic {self.topic} does not exist (ensure_topics creates it)")
+            partitions = await self._partitions(consumer)
             assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)
@@ -203,6 +200,19 @@ class LiveFeed(Fanout):
             raise
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="gateway-live-feed")
+
+    async def _partitions(self, consumer: AIOKafkaConsumer, timeout_s: float = 15.0) -> set[int]:
+        """The topic's partitions; a topic created a moment ago may take a few metadata rounds to appear."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            # aiokafka has no public call for a fresh cluster view; the client's is what `topics()` uses too.
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(self.topic)
+            if partitions:
+                return set(partitions)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topic {self.topic} does not exist (ensure_topics creates it)")
+            await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         if self._task is not None:
