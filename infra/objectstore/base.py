@@ -1,0 +1,164 @@
+"""The object store interface: key rules, errors, the synchronous `ObjectStore` and its `AsyncObjectStore` wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+MAX_KEY_BYTES = 1024  # S3's limit on an object name
+BINARY = "application/octet-stream"
+PARTIAL_DIR = ".lfz-partial"  # LocalObjectStore's folder for writes in progress; no key may start with it
+
+
+class InvalidKey(ValueError):
+    """A key that could escape its prefix or the store's folder, or that S3 would not accept."""
+
+    def __init__(self, key: object, reason: str) -> None:
+        super().__init__(f"invalid object key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ObjectNotFound(LookupError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object with key {key!r}")
+        self.key = key
+
+
+class ObjectStoreUnavailable(RuntimeError):
+    """The store cannot be reached or its bucket / folder is missing (raised by `health()`)."""
+
+
+def validate_key(key: str) -> str:
+    """Return `key` when it is a plain relative name made of `/`-separated segments; raise `InvalidKey` otherwise."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey(key, "it must be a non-empty string")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKey(key, "it is not valid Unicode text (a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(key, f"it is longer than {MAX_KEY_BYTES} bytes")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise InvalidKey(key, "it contains a control character")
+    if "\\" in key:
+        raise InvalidKey(key, "it contains a backslash")
+    if key.startswith("/"):
+        raise InvalidKey(key, "it is an absolute path")
+    segments = key.split("/")
+    if any(segment == "" for segment in segments):
+        raise InvalidKey(key, "it has an empty segment (a leading, trailing or doubled '/')")
+    if any(segment in (".", "..") for segment in segments):
+        raise InvalidKey(key, "it has a '.' or '..' segment")
+    if segments[0] == PARTIAL_DIR:
+        raise InvalidKey(key, f"'{PARTIAL_DIR}' is reserved")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A prefix is empty, a valid key, or a valid key followed by one `/`."""
+    if prefix == "":
+        return prefix
+    validate_key(prefix.removesuffix("/") if prefix.endswith("/") else prefix)
+    return prefix
+
+
+class ObjectStore(ABC):
+    """The synchronous interface; every method validates its key first."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str = BINARY) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = BINARY) -> None:
+        """Upload a file without reading it into memory (checkpoints)."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Download to `path`, atomically: `path` is replaced only once the whole object has arrived."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error (as in S3)."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under a non-empty prefix; return how many there were."""
+        if not validate_prefix(prefix):
+            raise InvalidKey(prefix, "delete_prefix needs a non-empty prefix")
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    @abstractmethod
+    def ensure_bucket(self) -> None:
+        """Create the bucket (or folder) when it is missing."""
+
+    @abstractmethod
+    def health(self) -> None:
+        """Return when the store answers and its bucket exists; raise `ObjectStoreUnavailable` otherwise."""
+
+
+def atomic_download(path: str | os.PathLike[str], fill: Callable[[Path], object]) -> None:
+    """Call `fill(tmp)` on a temporary file beside `path`, then move it into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class AsyncObjectStore:
+    """The same calls for an event loop: each runs in a worker thread so the loop never blocks on I/O."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"AsyncObjectStore({self.sync!r})"
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str = BINARY) -> None:
+        await asyncio.to_thread(self.sync.put_bytes, key, data, content_type)
+
+    async def get_bytes(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.sync.get_bytes, key)
+
+    async def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = BINARY) -> None:
+        await asyncio.to_thread(self.sync.put_file, key, path, content_type)
+
+    async def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        await asyncio.to_thread(self.sync.get_file, key, path)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.sync.exists, key)
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return await asyncio.to_thread(self.sync.list, prefix)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.sync.delete, key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await asyncio.to_thread(self.sync.delete_prefix, prefix)
+
+    async def ensure_bucket(self) -> None:
+        await asyncio.to_thread(self.sync.ensure_bucket)
+
+    async def health(self) -> None:
+        await asyncio.to_thread(self.sync.health)

@@ -1,0 +1,129 @@
+"""S3ObjectStore: objects in one bucket of an S3 server (MinIO, Versity S3 Gateway) through the `minio` client."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from infra.objectstore.base import (
+    BINARY,
+    InvalidKey,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreUnavailable,
+    atomic_download,
+    validate_key,
+    validate_prefix,
+)
+
+
+class S3ObjectStore(ObjectStore):
+    """Objects in one bucket of an S3 server, through the `minio` client (thread-safe, pooled connections)."""
+
+    def __init__(self, url: str, access_key: str, secret_key: str, bucket: str, region: str = "us-east-1") -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path not in ("", "/"):
+            raise ValueError(f"S3 endpoint must look like http(s)://host:port, got {url!r}")
+        self.url = url
+        self.bucket = bucket
+        secure = parsed.scheme == "https"
+        # Fail within seconds when the server is down (minio's default waits minutes), retry only server errors.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=120),
+            maxsize=16,
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+            ca_certs=certifi.where() if secure else None,
+        )
+        self.client = Minio(
+            parsed.netloc, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
+        )
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.url!r}, bucket={self.bucket!r})"
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = BINARY) -> None:
+        # An S3 PUT is atomic: the object appears whole when the request completes.
+        self.client.put_object(
+            self.bucket, validate_key(key), io.BytesIO(data), len(data), content_type=content_type
+        )
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = BINARY) -> None:
+        self.client.fput_object(self.bucket, validate_key(key), os.fspath(path), content_type=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, validate_key(key))
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise ObjectNotFound(key) from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        validate_key(key)
+
+        def download(tmp: Path) -> None:
+            try:
+                self.client.fget_object(self.bucket, key, os.fspath(tmp))
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    raise ObjectNotFound(key) from None
+                raise
+
+        atomic_download(path, download)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, validate_key(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        objects = self.client.list_objects(self.bucket, prefix=validate_prefix(prefix) or None, recursive=True)
+        return sorted(obj.object_name for obj in objects if not obj.is_dir and obj.object_name is not None)
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, validate_key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not validate_prefix(prefix):
+            raise InvalidKey(prefix, "delete_prefix needs a non-empty prefix")
+        keys = self.list(prefix)
+        # One DeleteObjects request per 1000 keys; the call is lazy and yields only the failures.
+        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(key) for key in keys)))
+        if errors:
+            raise RuntimeError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
+        return len(keys)
+
+    def ensure_bucket(self) -> None:
+        if self.client.bucket_exists(self.bucket):
+            return
+        try:
+            self.client.make_bucket(self.bucket)
+        except S3Error as exc:  # another process created it in between
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def health(self) -> None:
+        try:
+            found = self.client.bucket_exists(self.bucket)
+        except Exception as exc:
+            raise ObjectStoreUnavailable(f"S3 server {self.url} does not answer: {exc}") from exc
+        if not found:
+            raise ObjectStoreUnavailable(f"bucket {self.bucket!r} does not exist on {self.url}")
