@@ -103,6 +103,10 @@ stop_pid() {
 spawn() {
     local pidfile="$1" log="$2"
     shift 2
+    # Logs are appended across starts; past 10 MB the old part moves aside (one generation is kept).
+    if [[ -f "$log" && $(stat -c %s "$log") -gt 10485760 ]]; then
+        mv -f "$log" "$log.1"
+    fi
     setsid nohup "$@" >>"$log" 2>&1 </dev/null 9>&- &
     echo $! >"$pidfile"
 }
