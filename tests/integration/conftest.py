@@ -50,8 +50,9 @@ def settings() -> Settings:
     settings = load_settings()
     _require_reachable("Kafka", "kafka://" + settings.kafka_bootstrap.split(",")[0], 9092)
     _require_reachable("PostgreSQL", settings.database_url, 5432)
-    if settings.object_store_url.startswith(("http://", "https://")):
-        _require_reachable("the S3 server", settings.object_store_url, 443 if "https" in settings.object_store_url else 80)
+    scheme = urlparse(settings.object_store_url).scheme
+    if scheme in ("http", "https"):
+        _require_reachable("the S3 server", settings.object_store_url, 443 if scheme == "https" else 80)
     return settings
 
 

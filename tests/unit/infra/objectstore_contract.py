@@ -31,6 +31,7 @@ BAD_KEYS = [
     "tab\there",
     "del\x7f",
     "x" * 1025,
+    "bad\udc80surrogate",
 ]
 
 

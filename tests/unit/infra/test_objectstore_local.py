@@ -38,7 +38,10 @@ def test_validate_key_rejects(bad: str) -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("good", ["a", "jobs/123/ckpt-000100.pt", "datasets/tiny shakespeare.txt", "a.b/c-d_e", "ünï/cödé"])
+GOOD_KEYS = ["a", "jobs/123/ckpt-000100.pt", "datasets/tiny shakespeare.txt", "a.b/c-d_e", "ünï/cödé", "..a/b.."]
+
+
+@pytest.mark.parametrize("good", GOOD_KEYS)
 def test_validate_key_accepts(good: str) -> None:
     assert validate_key(good) == good
 
