@@ -5,7 +5,7 @@ KAFKA_DIR="$SERVICES_DIR/kafka"
 KAFKA_LOG="$SERVICES_DIR/kafka.log"
 KAFKA_PIDFILE="$SERVICES_DIR/kafka.pid"
 KAFKA_LIB="$KAFKA_HOME/lib"
-KAFKA_HEAP="${LFZ_KAFKA_HEAP:--Xms256m -Xmx512m}"
+KAFKA_HEAP="${SERVICES_KAFKA_HEAP:--Xms256m -Xmx512m}"
 
 kafka_check_java() {
     command -v java >/dev/null 2>&1 || die "Kafka needs Java 17 or newer: apt-get install -y openjdk-17-jre-headless"

@@ -2,6 +2,11 @@
 # `make services`: start Apache Kafka (KRaft), PostgreSQL and an S3 server on loopback, and write
 # .lfz/services.env with the LFZ_* settings that point at them. Idempotent: servers already running are checked
 # and left alone. Data lives under .lfz/services/ of this checkout; `make services-down` stops them.
+#
+# Knobs (environment): SERVICES_KAFKA_PORT (9092), SERVICES_KAFKA_CONTROLLER_PORT (9093), SERVICES_PG_PORT (5432),
+# SERVICES_S3_PORT (9000) to run beside another checkout's servers; SERVICES_KAFKA_HEAP (-Xms256m -Xmx512m);
+# SERVICES_PYTHON (.venv/bin/python, for the readiness checks). Logs: .lfz/services/*.log and the PostgreSQL log
+# named at start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/common.sh"
