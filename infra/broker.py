@@ -12,7 +12,7 @@ no broker outlives its owner.
 How Tansu differs from Kafka, as measured with aiokafka 0.14 and Faust 0.15 (tests/integration/infra):
 - a consumer group's first JoinGroup is answered after half the member's session timeout (Faust's default
   `broker_session_timeout` of 60 s makes a worker start in 30 s; 10 s makes it 5 s); Kafka answers at once;
-- topics are created on first use, with 4 partitions, whatever the client asked for elsewhere;
+- a topic that does not exist is created by the first produce to it, with 4 partitions;
 - the admin client's `list_consumer_group_offsets` gets an answer aiokafka cannot decode (a consumer's
   `committed()` works);
 - produce, consume, consumer groups that split partitions between members, and Faust tables with their
