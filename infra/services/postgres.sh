@@ -9,6 +9,12 @@ pg_install() {
     say "PostgreSQL: installing Debian's postgresql package"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null || die "PostgreSQL: apt-get update failed"
+    # Debian's package would create and start a cluster of its own on port 5432, the port ours needs: tell
+    # postgresql-common not to create it before the server package is installed.
+    apt-get install -y -q postgresql-common >/dev/null || die "PostgreSQL: apt-get install -y postgresql-common failed"
+    sed -i 's/^#* *create_main_cluster *=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
+    grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf ||
+        echo 'create_main_cluster = false' >>/etc/postgresql-common/createcluster.conf
     apt-get install -y -q postgresql >/dev/null || die "PostgreSQL: apt-get install -y postgresql failed"
     [[ -n "$(pg_bindir)" ]] || die "PostgreSQL: installed, but no pg_ctl/initdb under /usr/lib/postgresql/*/bin"
 }
