@@ -206,4 +206,9 @@ class Client:
         for _ in self.follow_job(job_id):
             if time.monotonic() > deadline:
                 raise ApiError(504, "timeout", f"job {job_id} did not finish within {timeout_s:g}s")
-        return self.get_job(job_id)
+        # The live stream can be a moment ahead of the database's projection: wait for the row to agree.
+        job = self.get_job(job_id)
+        while job["status"] not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = self.get_job(job_id)
+        return job

@@ -78,6 +78,13 @@ async def evaluate(request: Request) -> JSONResponse:
     if final is None:
         raise ApiError(504, "timeout", f"the evaluation did not finish within {gateway.settings.request_timeout_s:g}s;"
                                        f" follow it at /api/v1/jobs/{job_id}/events")
+    owner = owner_of(request)
+
+    async def recorded(session: Any) -> bool | None:  # read-your-writes: the report is in the model's detail too
+        job = await queries.get_job(session, owner, job_id)
+        return True if job is not None and job.status in ("completed", "failed", "cancelled") else None
+
+    await queries.wait_for(gateway.sessions, recorded, gateway.settings.submit_wait_s)
     return JSONResponse(evaluation_result(job_id, row.id, final).json_dict())
 
 
