@@ -306,9 +306,21 @@ _HANDLERS: dict[type[JobEvent], Any] = {
 }
 
 
-async def last_seq(session: AsyncSession, job_id: str) -> int:
-    """The highest sequence number recorded for a job (0 when none)."""
-    from sqlalchemy import func
+async def last_recorded(session: AsyncSession, job_id: str) -> tuple[int, tuple[int, int] | None]:
+    """The highest sequence number recorded for a job (0 when none), and where on the topic that fact was read."""
+    row = (
+        await session.execute(
+            select(JobEventRow.seq, JobEventRow.kafka_partition, JobEventRow.kafka_offset)
+            .where(JobEventRow.job_id == job_id)
+            .order_by(JobEventRow.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return 0, None
+    seq, partition, offset = row
+    return seq, (partition, offset) if partition is not None and offset is not None else None
 
-    result = await session.execute(select(func.max(JobEventRow.seq)).where(JobEventRow.job_id == job_id))
-    return result.scalar() or 0
+
+async def last_seq(session: AsyncSession, job_id: str) -> int:
+    return (await last_recorded(session, job_id))[0]

@@ -41,9 +41,19 @@ class Beat:
 
 
 class JobQueue:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], worker: str):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], worker: str, namespace: str = "lfz."):
         self._sessions = sessions
         self.worker = worker
+        self.namespace = namespace
+
+    def _key(self, job_id: str) -> tuple[str, str]:
+        return (self.namespace, job_id)
+
+    def _mine(self, job_id: str | None = None) -> list:
+        condition = [JobQueueRow.namespace == self.namespace]
+        if job_id is not None:
+            condition.append(JobQueueRow.job_id == job_id)
+        return condition
 
     async def enqueue(self, job_id: str, kind: str, owner: str | None, spec: dict[str, Any]) -> JobQueueRow | None:
         """Record a new job; None when it was recorded before (a redelivered request)."""
@@ -52,9 +62,9 @@ class JobQueue:
             dialect = session.bind.dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             statement = insert(JobQueueRow).values(
-                job_id=job_id, kind=kind, owner=owner, state=QUEUED, attempt=0, cancel_requested=False,
+                namespace=self.namespace, job_id=job_id, kind=kind, owner=owner, state=QUEUED, attempt=0, cancel_requested=False,
                 last_seq=1, spec=spec, created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["job_id"])
+            ).on_conflict_do_nothing(index_elements=["namespace", "job_id"])
             result = await session.execute(statement.returning(JobQueueRow.job_id))
             inserted = result.first() is not None
             await session.commit()
@@ -62,11 +72,11 @@ class JobQueue:
 
     async def get(self, job_id: str) -> JobQueueRow | None:
         async with self._sessions() as session:
-            return await session.get(JobQueueRow, job_id)
+            return await session.get(JobQueueRow, self._key(job_id))
 
     async def set_seq(self, job_id: str, last_seq: int) -> None:
         async with self._sessions() as session:
-            await session.execute(update(JobQueueRow).where(JobQueueRow.job_id == job_id).values(last_seq=last_seq))
+            await session.execute(update(JobQueueRow).where(*self._mine(job_id)).values(last_seq=last_seq))
             await session.commit()
 
     async def claim_next(self, kinds: tuple[str, ...] = ("train", "evaluate")) -> Claim | None:
@@ -75,7 +85,7 @@ class JobQueue:
             rows = (
                 await session.execute(
                     select(JobQueueRow.job_id, JobQueueRow.attempt)
-                    .where(JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds))
+                    .where(*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds))
                     .order_by(JobQueueRow.created_at)
                     .limit(8)
                 )
@@ -91,7 +101,7 @@ class JobQueue:
         async with self._sessions() as session:
             rows = await session.execute(
                 select(JobQueueRow.job_id, JobQueueRow.attempt, JobQueueRow.heartbeat_at).where(
-                    JobQueueRow.state.in_((RUNNING, COMPLETING))
+                    *self._mine(), JobQueueRow.state.in_((RUNNING, COMPLETING))
                 )
             )
             return [(job_id, attempt, beat) for job_id, attempt, beat in rows.all()]
@@ -105,7 +115,7 @@ class JobQueue:
         now = utc_now()
         async with self._sessions() as session:
             condition = [
-                JobQueueRow.job_id == job_id,
+                *self._mine(job_id),
                 JobQueueRow.state.in_(expect_state),
                 JobQueueRow.attempt == expect_attempt,
             ]
@@ -121,7 +131,7 @@ class JobQueue:
             await session.commit()
             if result.rowcount != 1:
                 return None
-            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
             assert row is not None
             return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
                          row.spec.get("_outbox") if row.state == COMPLETING else None)
@@ -130,14 +140,14 @@ class JobQueue:
         async with self._sessions() as session:
             result = await session.execute(
                 update(JobQueueRow)
-                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
                 .values(heartbeat_at=utc_now(), last_seq=last_seq)
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
             if result.rowcount != 1:
                 return Beat(alive=False)
-            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
             assert row is not None
             return Beat(True, row.cancel_requested, row.cancel_reason)
 
@@ -147,12 +157,12 @@ class JobQueue:
         If the worker dies between this and `done`, whoever takes the job over publishes the same fact again
         (same event id), so the job ends once."""
         async with self._sessions() as session:
-            row = await session.get(JobQueueRow, job_id)
+            row = await session.get(JobQueueRow, self._key(job_id))
             if row is None or row.attempt != attempt or row.state != RUNNING:
                 return False
             result = await session.execute(
                 update(JobQueueRow)
-                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
                 .values(state=COMPLETING, spec={**row.spec, "_outbox": terminal}, last_seq=last_seq,
                         heartbeat_at=utc_now(), updated_at=utc_now())
                 .execution_options(synchronize_session=False)
@@ -164,7 +174,7 @@ class JobQueue:
         async with self._sessions() as session:
             await session.execute(
                 update(JobQueueRow)
-                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt)
+                .where(*self._mine(job_id), JobQueueRow.attempt == attempt)
                 .values(state=DONE, updated_at=utc_now())
                 .execution_options(synchronize_session=False)
             )
@@ -175,7 +185,7 @@ class JobQueue:
         async with self._sessions() as session:
             await session.execute(
                 update(JobQueueRow)
-                .where(JobQueueRow.job_id == job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
+                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
                 .values(state=QUEUED, worker=None, last_seq=last_seq, updated_at=utc_now())
                 .execution_options(synchronize_session=False)
             )
@@ -186,9 +196,9 @@ class JobQueue:
         case a placeholder row remembers the cancel, and the request, when it comes, is cancelled at once)."""
         now = utc_now()
         async with self._sessions() as session:
-            row = await session.get(JobQueueRow, job_id)
+            row = await session.get(JobQueueRow, self._key(job_id))
             if row is None:
-                session.add(JobQueueRow(job_id=job_id, kind="unknown", owner=None, state=DONE, attempt=0,
+                session.add(JobQueueRow(namespace=self.namespace, job_id=job_id, kind="unknown", owner=None, state=DONE, attempt=0,
                                         cancel_requested=True, cancel_reason=reason, last_seq=0, spec={},
                                         created_at=now, updated_at=now))
                 await session.commit()
@@ -203,14 +213,14 @@ class JobQueue:
         async with self._sessions() as session:
             result = await session.execute(
                 update(JobQueueRow)
-                .where(JobQueueRow.job_id == job_id, JobQueueRow.state == QUEUED)
+                .where(*self._mine(job_id), JobQueueRow.state == QUEUED)
                 .values(state=DONE, updated_at=utc_now())
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
             if result.rowcount != 1:
                 return None
-            row = await session.get(JobQueueRow, job_id, populate_existing=True)
+            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
             assert row is not None
             return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec)
 

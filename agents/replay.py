@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import select
 
 from agents.projection import Recorded, apply_batch
@@ -60,6 +61,40 @@ async def read_topic(settings: Settings) -> list[Recorded]:
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
+    finally:
+        await consumer.stop()
+
+
+async def last_seq_in_log(settings: Settings, job_id: str, after: tuple[int, int] | None = None) -> int:
+    """The highest sequence number of a job's facts on the topic itself, whatever the projection has seen.
+
+    `after` is `(partition, offset)` of a fact of the job known to be recorded; the scan starts there instead of
+    at the beginning of the job's partition.
+    """
+    topic = Topics(settings.topic_prefix).job_events
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            return 0
+        if after is not None:
+            tp, start = TopicPartition(topic, after[0]), after[1]
+        else:
+            tp, start = TopicPartition(topic, DefaultPartitioner()(job_id.encode(), partitions, partitions)), 0
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start)
+        highest = 0
+        while await consumer.position(tp) < end:
+            for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if message.offset < end and message.key == job_id.encode():
+                    try:
+                        highest = max(highest, decode_event(message.value).seq)
+                    except DecodeError:
+                        continue
+        return highest
     finally:
         await consumer.stop()
 

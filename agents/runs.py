@@ -16,15 +16,17 @@ import time
 from typing import Any
 
 from agents import child
-from agents.projection import last_seq
+from agents.projection import last_recorded
+from agents.replay import last_seq_in_log
 from agents.publisher import JobLog
 from agents.queue import Claim
 from agents.runtime import Runtime
-from events import FACTS, TERMINAL_TYPES, JobCancelled, JobEvent, TrainFailed, decode_event
+from events import FACTS, JobCancelled, JobEvent, TrainFailed, decode_event
 from events.facts import EvaluationFailed
 
 log = logging.getLogger(__name__)
 RUN, CANCEL, SUSPEND = child.RUN, child.CANCEL, child.SUSPEND
+MAX_ATTEMPTS = 10  # a job whose runs keep dying (a poison job) is failed rather than retried for ever
 _FAILED = {"train": TrainFailed, "evaluate": EvaluationFailed}
 
 
@@ -61,18 +63,33 @@ class Run:
             if self.claim.outbox is not None:
                 await self._publish_outbox(self.claim.outbox)
                 return
-            async with self.runtime.sessions() as session:
-                recorded = await last_seq(session, self.claim.job_id)
             self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
                               owner=self.claim.owner, producer=self.runtime.producer_name,
-                              last_seq=max(self.claim.last_seq, recorded))
+                              last_seq=await self._last_seq())
+            if self.claim.attempt > MAX_ATTEMPTS:
+                await self._end(self.job.make(_FAILED[self.claim.kind], model_id=self.claim.spec.get("model_id"),
+                                              reason=f"gave up after {MAX_ATTEMPTS} attempts; see the workers' logs"))
+                return
             await self._run_child()
-        except Exception:
+        except BaseException:
             log.exception("run of job %s failed", self.claim.job_id)
+            raise
         finally:
+            log.info("run of job %s (attempt %d) ended", self.claim.job_id, self.claim.attempt)
             self.finished = True
             if self.on_finished is not None:
                 self.on_finished()
+
+    async def _last_seq(self) -> int:
+        """Where this job's log stands. A run taking over from a dead worker cannot trust the projection alone:
+        the dead worker may have been projecting the very partition its last facts went to. So the topic is read
+        from the last recorded fact onwards."""
+        async with self.runtime.sessions() as session:
+            recorded, position = await last_recorded(session, self.claim.job_id)
+        if self.claim.attempt == 1 and self.claim.last_seq <= 1:
+            return max(self.claim.last_seq, recorded)  # a first start: nothing but the acceptance was published
+        on_topic = await last_seq_in_log(self.runtime.settings, self.claim.job_id, position)
+        return max(self.claim.last_seq, recorded, on_topic)
 
     async def _run_child(self) -> None:
         assert self.job is not None
@@ -96,7 +113,10 @@ class Run:
                 if report.get("suspended"):
                     suspended = True
                     continue
-                event = self.job.make(FACTS[report["type"]], **report["fields"])
+                fields = report["fields"]
+                if report["type"] == "JobCancelled" and self._cancel_reason:
+                    fields = {**fields, "reason": self._cancel_reason}  # the child does not know why
+                event = self.job.make(FACTS[report["type"]], **fields)
                 if event.terminal:
                     terminal = event
                 elif not self.lost:

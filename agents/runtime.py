@@ -39,7 +39,7 @@ class Runtime(mode.Service):
         self.store: ObjectStore = open_object_store(settings)
         self.astore = AsyncObjectStore(self.store)
         self.publisher: Publisher  # made in on_start: a Kafka producer needs the running event loop
-        self.queue = JobQueue(self.sessions, self.worker_id)
+        self.queue = JobQueue(self.sessions, self.worker_id, settings.topic_prefix)
 
     async def on_start(self) -> None:
         await ensure_topics(self.settings)
