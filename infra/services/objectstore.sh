@@ -10,11 +10,15 @@ VERSITYGW_BIN="$LFZ_DIR/bin/versitygw-$VERSITYGW_VERSION/versitygw"
 
 s3_build() {
     [[ -x "$VERSITYGW_BIN" ]] && return 0
-    command -v go >/dev/null 2>&1 || die "building the S3 server (versitygw) needs Go 1.25 or newer: apt-get install -y golang"
-    say "S3: building versitygw $VERSITYGW_VERSION with go install (Go caches: $(go env GOMODCACHE), $(go env GOCACHE))"
+    # Go's own install folder may be missing from PATH in a bare environment (CI): look there too.
+    local go
+    go="$(command -v go || true)"
+    [[ -n "$go" ]] || [[ ! -x /usr/local/go/bin/go ]] || go=/usr/local/go/bin/go
+    [[ -n "$go" ]] || die "building the S3 server (versitygw) needs Go 1.25 or newer: apt-get install -y golang"
+    say "S3: building versitygw $VERSITYGW_VERSION with go install (Go caches: $("$go" env GOMODCACHE), $("$go" env GOCACHE))"
     # CGO_ENABLED=0: a static binary that needs no C compiler on the machine.
     if ! GOBIN="$(dirname "$VERSITYGW_BIN")" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
-        go install "$VERSITYGW_MODULE@$VERSITYGW_VERSION"; then
+        "$go" install "$VERSITYGW_MODULE@$VERSITYGW_VERSION"; then
         rm -rf "$(dirname "$VERSITYGW_BIN")"
         die "S3: \`go install $VERSITYGW_MODULE@$VERSITYGW_VERSION\` failed (see its output above)"
     fi
