@@ -1,0 +1,76 @@
+"""At-least-once delivery without double work, and whatever arrives on the request topics."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from tests.integration.pipeline.conftest import train_request
+from tests.integration.pipeline.test_faults import _distinct
+from tests.integration.stack import Bus, start_worker
+
+
+async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeline_env, settings, tmp_path: Path):
+    env = {**pipeline_env, "LFZ_TOPIC_PREFIX": f"lfz.test.d{uuid.uuid4().hex[:10]}."}
+    bus = Bus(settings.kafka_bootstrap, env["LFZ_TOPIC_PREFIX"])
+    workers = [start_worker(name, env, tmp_path) for name in ("dup-a", "dup-b")]
+    try:
+        job_id = f"dup-{uuid.uuid4().hex[:8]}"
+        request = train_request(job_id, "once")
+        # The same message three times, on different partitions (no key), as a redelivery after a rebalance would.
+        for _ in range(3):
+            await bus.produce("train.requested", request)
+        events = await bus.job(job_id, timeout=150)
+        distinct = _distinct(events)
+        kinds = [e["type"] for e in distinct]
+        assert kinds.count("TrainCompleted") == 1 and kinds.count("TrainStarted") == 1, kinds
+        assert kinds.count("JobAccepted") == 1  # a repeated acceptance carries the same event id
+        assert len({e["model_id"] for e in distinct if e.get("model_id")}) == 1
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+near_valid = st.fixed_dictionaries(
+    {"type": st.sampled_from(["TrainRequested", "EvaluateRequested", "GenerateRequested", "CancelRequested"])},
+    optional={"model_name": json_values | st.text(max_size=20), "dataset": json_values, "prompt": json_values,
+              "hyperparameters": json_values, "max_tokens": json_values, "job_id": json_values,
+              "request_id": json_values, "tokenizer": json_values},
+)
+messages = st.lists(
+    st.tuples(st.sampled_from(["train.requested", "evaluate.requested", "generate.requested", "job.control"]),
+              st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode())
+              | near_valid.map(lambda v: json.dumps(v).encode())),
+    min_size=40, max_size=40,
+)
+
+
+@hsettings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(batch=messages)
+def test_random_messages_on_every_request_topic_end_as_dead_letters_or_jobs(batch, bus, worker):
+    import asyncio
+
+    asyncio.run(_fuzz(batch, bus, worker))
+
+
+async def _fuzz(batch, bus: Bus, worker) -> None:
+    marker = uuid.uuid4().hex
+    for topic, raw in batch:
+        await bus.produce(topic, raw)
+    # A last, valid request behind them all: when it is served, everything before it was consumed.
+    job_id = f"after-fuzz-{marker[:8]}"
+    await bus.produce("train.requested", train_request(job_id, "after-fuzz"), key=job_id)
+    assert (await bus.job(job_id, timeout=240))[-1]["type"] == "TrainCompleted"
+    assert worker.alive(), worker.tail()
+    letters = await bus.read("dead.letter", lambda seen: True, timeout=5)
+    assert letters, "undecodable messages are kept as dead letters"
+    assert all(letter["error"] and letter["topic"].startswith(bus.prefix) for letter in letters)
