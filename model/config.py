@@ -144,7 +144,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # also at the end, on early stop and on cancel
     log_every: int = 10
     compile: str = "auto"  # torch.compile: "auto" compiles on CUDA only (on a small CPU it costs more than it saves)
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on the CPU
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA; on a CPU with bf16 support, bf16 matrix products
 
     def __post_init__(self) -> None:
         _check_types(self)

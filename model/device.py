@@ -33,11 +33,21 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN has fast bf16 matrix products here (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast where it pays (CUDA with bf16 support, or when asked for); a no-op context otherwise."""
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if use_bf16:
+    """bf16 autocast on accelerators (by default where supported); a no-op context on the CPU, where bf16
+    element-wise kernels are slower than float32 ones (see bf16_matmuls instead)."""
+    if device.type == "cpu" or precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16" or (device.type != "cuda" or torch.cuda.is_bf16_supported()):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def bf16_matmuls(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training on this device should run its matrix products in bf16 and the rest in float32."""
+    return device.type == "cpu" and (precision == "bf16" or (precision == "auto" and cpu_supports_bf16()))

@@ -17,7 +17,7 @@ import torch
 
 from model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from model.data import BatchSampler, check_split
-from model.device import autocast, pick_device
+from model.device import autocast, bf16_matmuls, pick_device
 from model.gpt import GPT
 from model.optim import build_optimizers, lr_multiplier, set_lr
 from model.tokenizers import Tokenizer
@@ -118,6 +118,7 @@ class Trainer:
         self.bad_evals = 0  # validations in a row without improvement
         if resume is not None:
             self._restore(resume)
+        self.model.use_bf16_matmuls(bf16_matmuls(self.device, train_config.precision))
         compile_ = train_config.compile == "always" or (train_config.compile == "auto" and self.device.type == "cuda")
         self.forward = torch.compile(self.model) if compile_ else self.model
 

@@ -106,3 +106,19 @@ def test_left_padding_does_not_change_the_logits(model_config, positions):
     with torch.inference_mode():
         logits, _ = model(padded, cache=cache)
     assert torch.allclose(logits[:, 4:], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_decode_matches_the_full_forward(model_config, positions, qk_norm):
+    """decode(), the one-token fast path, computes the same network as forward()."""
+    torch.manual_seed(0)
+    model = GPT(model_config(25, positions=positions, qk_norm=qk_norm, activation="relu2")).eval()
+    idx = torch.randint(0, 25, (2, 12))
+    full, _ = model(idx)
+    cache = model.new_cache(2)
+    cache.reset()
+    with torch.inference_mode():
+        steps = [model(idx[:, :5], cache=cache)[0]]
+        steps += [model.decode(idx[:, t:t + 1], cache)[:, None] for t in range(5, 12)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
