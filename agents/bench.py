@@ -37,7 +37,7 @@ from infra.broker import EmbeddedBroker
 from infra.db import create_engine, sessionmaker
 from infra.db.__main__ import migrate
 from infra.db.tables import JobEventRow
-from infra.kafka import ensure_topics
+from infra.kafka import ensure_topics, stop_consumer
 from infra.settings import Settings, load_settings
 
 CORPUS = "\n".join(f"Line {i}: the pipeline carries requests to the agents and facts back to the clients."
@@ -138,7 +138,7 @@ class Facts:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-        await self.consumer.stop()
+        await stop_consumer(self.consumer)
 
 
 async def _send(producer: AIOKafkaProducer, topic: str, message: dict, key: str) -> float:

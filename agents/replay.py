@@ -19,7 +19,7 @@ from agents.projection import Recorded, apply_batch
 from events import DecodeError, Topics, decode_event
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import PROJECTION_TABLES, Base, JobEventRow
-from infra.kafka import bootstrap_servers
+from infra.kafka import bootstrap_servers, stop_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ async def read_topic(settings: Settings) -> list[Recorded]:
                     remaining.discard(tp)
         return out
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def last_seq_in_log(settings: Settings, job_id: str, after: tuple[int, int] | None = None) -> int:
@@ -96,7 +96,7 @@ async def last_seq_in_log(settings: Settings, job_id: str, after: tuple[int, int
                         continue
         return highest
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def read_table(url: str) -> list[Recorded]:

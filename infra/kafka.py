@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -58,3 +58,14 @@ def create_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
     )
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka 0.14 can raise CancelledError out of `stop()` for a consumer without a group
+    (it awaits a helper task it has just cancelled); that must not look like this task being cancelled."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -20,6 +20,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from events import TERMINAL_TYPES
+from infra.kafka import stop_consumer
 
 
 def free_port() -> int:
@@ -94,8 +95,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def child_processes(pid: int) -> list[int]:
-    """PIDs whose parent is `pid` (from /proc)."""
+def child_processes(pid: int, match: str = "spawn_main") -> list[int]:
+    """PIDs whose parent is `pid` and whose command line contains `match` (from /proc). The default picks the
+    job processes that multiprocessing spawns, not its resource tracker."""
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -103,7 +105,7 @@ def child_processes(pid: int) -> list[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and match.encode() in (entry / "cmdline").read_bytes():
                 children.append(int(entry.name))
     return children
 
@@ -144,7 +146,7 @@ class Bus:
                     return seen
             raise AssertionError(f"timed out on {topic}; saw {[m.get('type') for m in seen]}")
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def job(self, job_id: str, timeout: float = 90) -> list[dict]:
         """A job's facts from the log, until its terminal one."""

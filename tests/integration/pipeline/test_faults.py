@@ -72,10 +72,11 @@ async def test_kill_9_of_a_training_worker_resumes_on_another_and_completes_once
         # The child notices its parent's death and stops (it must not train on as an orphan).
         wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 15, "the orphan child to exit")
 
+        await _wait_for(own_bus, job_id, lambda s: any(e["type"] == "TrainStarted" and e["attempt"] > 1 for e in s),
+                        120)
+        resume_s = time.monotonic() - killed_at
         events = await own_bus.job(job_id, timeout=180)
         resumed = [e for e in events if e["type"] == "TrainStarted" and e["attempt"] > 1]
-        assert resumed, [e["type"] for e in events]
-        resume_s = time.monotonic() - killed_at
         survivor = next(name for name in workers if name != started["worker"])
         assert resumed[0]["worker"] == survivor
         assert resumed[0]["resumed_from_step"] >= 50
@@ -85,7 +86,8 @@ async def test_kill_9_of_a_training_worker_resumes_on_another_and_completes_once
         assert [e["type"] for e in distinct].count("TrainCompleted") == 1
         assert distinct[-1]["type"] == "TrainCompleted" and distinct[-1]["final_step"] == 600
         seqs = [e["seq"] for e in distinct]
-        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "one job's facts keep their order"
+        trail = [(e["seq"], e["type"], e["producer"]) for e in distinct]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"one job's facts keep their order: {trail}"
         recorded = await asyncio.wait_for(_poll(lambda: _recorded(settings, job_id),
                                                 lambda rows: rows and rows[-1][2] == "TrainCompleted"), 30)
         assert [row[2] for row in recorded].count("TrainCompleted") == 1
