@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SERVICES_ENV := .lfz/services.env
 WITH_SERVICES := set -a; . $(SERVICES_ENV); set +a;
+CHROMIUM := /usr/bin/chromium
+NPM_STAMP := node_modules/.installed-stamp
 
-.PHONY: install services services-down migrate test test-unit demo bench soak clean
+.PHONY: install services services-down migrate browser-deps test test-unit demo bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +29,19 @@ services-down:
 migrate: services
 	$(WITH_SERVICES) $(PY) -m infra.db migrate
 
-test: install services migrate
+# The dashboard's browser tests (tests/browser): Debian's Chromium, since Playwright cannot download a browser
+# here, and the charting library the gateway serves at /vendor/uplot, pinned in package-lock.json.
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+browser-deps: $(CHROMIUM) $(NPM_STAMP)
+
+test: install services migrate browser-deps
 	$(WITH_SERVICES) $(PY) -m pytest -q
 
 test-unit: install

@@ -64,6 +64,8 @@ def all_routes() -> list[BaseRoute]:
     ]
     if system.STATIC_DIR.is_dir():
         routes.append(Mount("/static", StaticFiles(directory=system.STATIC_DIR), name="static"))
+    if system.UPLOT_DIR.is_dir():  # without `npm ci` the dashboard still loads and says the charts need it
+        routes.append(Mount("/vendor/uplot", StaticFiles(directory=system.UPLOT_DIR), name="uplot"))
     return routes
 
 

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import error_response
 
-# Open to everyone: the health check, the dashboard and the API's own description.
+# Open to everyone: the health check, the dashboard (its page, files and charting library) and the API's description.
 PUBLIC_PATHS = frozenset({"/", "/health", "/api/v1/health", "/docs", "/openapi.json", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PREFIXES = ("/static/", "/vendor/")
 
 
 def owner_of(api_key: str) -> str:

@@ -143,6 +143,8 @@ class Client:
         with connect_sse(self.http, "POST", f"/api/v1/models/{model_id}/generate", json=body) as source:
             _raise_for(source.response)
             for sse in source.iter_sse():
+                if not sse.data:
+                    continue  # a keep-alive comment (httpx-sse hands those on with the last event's id)
                 event = json.loads(sse.data)
                 if sse.event == "error":
                     error = event["error"]
@@ -177,8 +179,8 @@ class Client:
                                  timeout=httpx.Timeout(self.http.timeout.connect, read=None)) as source:
                     _raise_for(source.response)
                     for sse in source.iter_sse():
-                        if not sse.id:
-                            continue
+                        if not sse.id or not sse.data:
+                            continue  # keep-alive comments come through with the last event's id
                         event = json.loads(sse.data)
                         last = int(sse.id)
                         failures = 0
@@ -198,7 +200,8 @@ class Client:
                          timeout=httpx.Timeout(self.http.timeout.connect, read=None)) as source:
             _raise_for(source.response)
             for sse in source.iter_sse():
-                yield json.loads(sse.data)
+                if sse.data:  # not a keep-alive comment
+                    yield json.loads(sse.data)
 
     def wait_for_job(self, job_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
         """Follow the job to its end, then return its final state."""

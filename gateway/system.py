@@ -17,6 +17,8 @@ from gateway.openapi import operation
 from gateway.views import ComponentState, ErrorDetail, Health
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The dashboard's charting library, installed by `npm ci` (package.json at the repository root), served as is.
+UPLOT_DIR = Path(__file__).resolve().parent.parent / "node_modules" / "uplot" / "dist"
 CHECK_TIMEOUT_S = 3.0
 
 PLACEHOLDER = """<!doctype html>

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import httpx
 import openai
 import pytest
 
@@ -72,3 +73,16 @@ def _round_trip(base_url: str) -> None:
             client.get_model("missing")
         assert error.value.status == 404
         assert client.delete_model(created["model_id"])["status"] == "deleted"
+
+
+def test_follow_job_skips_keep_alive_comments_between_events():
+    """httpx-sse hands a keep-alive comment on as an event with no data and the previous event's id."""
+    body = (b'id: 1\nevent: JobAccepted\ndata: {"seq":1,"type":"JobAccepted"}\n\n'
+            b": keep-alive\n\n"
+            b'id: 2\nevent: TrainCompleted\ndata: {"seq":2,"type":"TrainCompleted"}\n\n')
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    with Client("http://gateway", transport=httpx.MockTransport(answer)) as client:
+        assert [e["seq"] for e in client.follow_job("j1")] == [1, 2]
