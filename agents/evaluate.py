@@ -6,7 +6,7 @@ import faust
 
 from agents import artifacts
 from agents.intake import decode
-from agents.models import ModelUnavailable, find_trained_model, serving_checkpoint
+from agents.models import ModelUnavailable, serving_checkpoint, wait_for_trained_model
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.scheduler import Scheduler
@@ -31,8 +31,7 @@ async def accept(runtime: Runtime, command: EvaluateRequested) -> None:
                  producer=runtime.producer_name)
     request = command.model_dump(mode="json", exclude={"held_out"})
     try:
-        async with runtime.sessions() as session:
-            model = await find_trained_model(session, command.owner, command.model_id, command.model_name)
+        model = await wait_for_trained_model(runtime.sessions, command.owner, command.model_id, command.model_name)
     except ModelUnavailable as error:
         await job.emit(JobAccepted, event_id=f"{command.job_id}-accepted", model_id=command.model_id,
                        model_name=command.model_name, request=request)

@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from agents.intake import decode
-from agents.models import ModelUnavailable, find_trained_model, serving_checkpoint
+from agents.models import ModelUnavailable, serving_checkpoint, wait_for_trained_model
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.serving import ModelCache
@@ -66,7 +66,7 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
     try:
         settings = runtime.settings
         params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
-        model = await _find_model(runtime, command)
+        model = await wait_for_trained_model(runtime.sessions, command.owner, command.model_id, command.model_name)
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
@@ -83,20 +83,6 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
             await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
                            model_name=command.model_name, request=request)
         await job.emit(GenerationFailed, model_id=model_id, reason=f"internal error: {type(error).__name__}: {error}")
-
-
-async def _find_model(runtime: Runtime, command: GenerateRequested, patience_s: float = 3.0):
-    """The model to serve. A model that finished training a moment ago may not be in the database yet (the
-    projector runs a little behind the log), so a miss is retried for a few seconds before it is an error."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            async with runtime.sessions() as session:
-                return await find_trained_model(session, command.owner, command.model_id, command.model_name)
-        except ModelUnavailable:
-            if time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def _generate(job: JobLog, generator: Generator, command: GenerateRequested, params: SamplingParams,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.tables import Model
 
@@ -42,3 +45,18 @@ def serving_checkpoint(model: Model) -> str:
     key = model.best_checkpoint or model.latest_checkpoint
     assert key is not None
     return key
+
+
+async def wait_for_trained_model(sessions: async_sessionmaker[AsyncSession], owner: str | None,
+                                 model_id: str | None, model_name: str | None, patience_s: float = 3.0) -> Model:
+    """`find_trained_model`, retried for a few seconds: a model that finished training a moment ago may not be in
+    the database yet (the projector runs a little behind the log), so a miss is only final after a short wait."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            async with sessions() as session:
+                return await find_trained_model(session, owner, model_id, model_name)
+        except ModelUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import select
 
@@ -33,6 +34,17 @@ class ReplayReport:
     undecodable: int = 0
 
 
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions, from the cluster (a consumer that subscribed to nothing does not know them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if d["topic"] == topic for p in d["partitions"])
+
+
 async def read_topic(settings: Settings) -> list[Recorded]:
     """Every fact on the job-events topic up to its end now, partition by partition (order within a job holds)."""
     topic = Topics(settings.topic_prefix).job_events
@@ -40,7 +52,7 @@ async def read_topic(settings: Settings) -> list[Recorded]:
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
         if not partitions:
             return []
         consumer.assign(partitions)
@@ -76,9 +88,9 @@ async def last_seq_in_log(settings: Settings, job_id: str, after: tuple[int, int
                                 group_id=None)
     await consumer.start()
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        partitions = await _partitions(settings, topic)
         if not partitions:
-            return 0
+            raise RuntimeError(f"topic {topic} has no partitions in the cluster's metadata")
         if after is not None:
             tp, start = TopicPartition(topic, after[0]), after[1]
         else:
