@@ -1,5 +1,6 @@
 """The dashboard in headless Chromium against a running system: an agents worker and two gateways (auth off, and
-auth on with one key) on the real servers of `make services`, on topics of this session's own.
+auth on with one key) on the real servers of `make services`, on topics of their own. All of it lives for one test
+module and stops before the next module starts.
 
 Chromium is Debian's (`make browser-deps` installs it and uPlot); Playwright drives it and never downloads one.
 Each page records console errors and uncaught exceptions: a test ends by asserting there were none (apart from
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, expect, sync_playwright
 
 from gateway.client import Client
 from infra.db.__main__ import migrate
@@ -30,6 +31,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 API_KEY = "key-browser-0123456789"
 
+expect.set_options(timeout=15_000)  # a busy two-core machine can take longer than the default 5 s to open a page
+
 # A small English text made here: enough for the tiny preset to learn something visible.
 CORPUS = "\n".join([
     "The model reads the text one character at a time and learns what comes next.",
@@ -39,7 +42,7 @@ CORPUS = "\n".join([
 ] * 40) + "\n"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:  # noqa: F811
     migrate(settings.resolved_database_url, quiet=True)  # idempotent: brings the shared database to head
     env = {k: v for k, v in os.environ.items() if k != "LFZ_API_KEYS"}
@@ -51,19 +54,19 @@ def stack_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> d
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(stack_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
     process = start_worker("worker", stack_env, log_dir)
     yield process
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway_url(stack_env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
     """A gateway without auth."""
     process, url = start_gateway("gateway", stack_env, log_dir)
@@ -71,7 +74,7 @@ def gateway_url(stack_env: dict[str, str], log_dir: Path, worker: Process) -> It
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def auth_gateway_url(stack_env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
     """A gateway that needs `API_KEY`."""
     process, url = start_gateway("gateway-auth", {**stack_env, "LFZ_API_KEYS": API_KEY}, log_dir)
@@ -79,7 +82,7 @@ def auth_gateway_url(stack_env: dict[str, str], log_dir: Path, worker: Process) 
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def trained_model(gateway_url: str) -> dict:
     """A model trained through the API, for the pages that need a finished one."""
     with Client(gateway_url) as client:
@@ -92,9 +95,10 @@ def trained_model(gateway_url: str) -> dict:
     return {**created, "name": model["name"]}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(stack_env: dict[str, str]) -> Iterator[Browser]:
-    # After the stack's set-up: the migration runs `asyncio.run`, which cannot start while Playwright's loop runs.
+    # Module-scoped, so that it stops before the tests that follow: while Playwright's sync API is running, its
+    # event loop is the thread's, and neither `asyncio.run` (the migration) nor an async test can start another.
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (Debian's chromium package)", pytrace=False)
     with sync_playwright() as playwright:

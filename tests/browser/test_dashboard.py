@@ -77,7 +77,8 @@ def job_id_from(page: Page) -> str:
 
 def model_row_state(page: Page, name: str) -> dict | None:
     return page.evaluate("""(name) => {
-      const row = [...document.querySelectorAll('#models-table tr[data-model-id]')].find(r => r.textContent.includes(name));
+      const rows = [...document.querySelectorAll('#models-table tr[data-model-id]')];
+      const row = rows.find(r => r.textContent.includes(name));
       return row ? {status: row.dataset.status, progress: Number(row.querySelector('[data-progress]').dataset.progress)}
                  : null;
     }""", name)
@@ -215,7 +216,16 @@ def test_playground_streams_tokens_with_ttft_and_speed(dashboard: Dashboard, gat
     expect(page.locator("#stat-server-ttft")).to_have_text(re.compile(r" ms$"))
     assert page.locator("#completion").inner_text().strip()
     dashboard.shot("07-playground")
-    dashboard.assert_no_console_errors()
+
+    # A sampling value the API refuses: the message goes beside that control, and the last completion stays.
+    page.get_by_label("Temperature").fill("9")
+    page.get_by_role("button", name="Generate").click()
+    temperature = page.locator(".field[data-for='temperature'] .field-error")
+    expect(temperature).to_contain_text("temperature")
+    expect(page.get_by_label("Temperature")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#stat-tokens")).to_have_text("300")
+    assert page.locator("#completion").inner_text().strip()
+    dashboard.assert_no_console_errors(422)
 
 
 def test_api_errors_appear_beside_the_field_they_name(dashboard: Dashboard, gateway_url: str):

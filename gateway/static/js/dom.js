@@ -62,10 +62,12 @@ export function fmtTime(iso) {
 export function progressBar(fraction, label = "") {
   const value = Math.max(0, Math.min(1, Number(fraction) || 0));
   const percent = Math.round(value * 1000) / 10;
-  return h("div", {
+  const attrs = {
     class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
     "aria-valuenow": String(percent), "aria-label": label || "progress", "data-progress": String(value),
-  }, h("div", { class: "progress-fill", style: `width: ${percent}%` }), h("span", { class: "progress-text" }, `${percent}%`));
+  };
+  return h("div", attrs, h("div", { class: "progress-fill", style: `width: ${percent}%` }),
+    h("span", { class: "progress-text" }, `${percent}%`));
 }
 
 export function statusBadge(status) {

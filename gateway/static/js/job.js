@@ -3,7 +3,7 @@
 // Everything is drawn from the job's event stream, which replays the log from the start and then follows live:
 // opening the page mid-way or after the end draws the same curves as watching from the beginning.
 
-import { ApiError, followJob, get, post } from "./api.js";
+import { ApiError, TERMINAL_TYPES, followJob, get, post } from "./api.js";
 import { TrainingCharts } from "./charts.js";
 import {
   clear, errorText, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, progressBar, shortId, statusBadge,
@@ -16,7 +16,15 @@ const TITLES = { train: "Training job", evaluate: "Evaluation job", generate: "G
 const LOG_LIMIT = 2000; // rows kept in the raw log table; the stream itself is never cut
 const ENVELOPE = new Set(["event_id", "job_id", "seq", "time", "producer", "owner", "kind", "type", "schema_version"]);
 
-function stat(label, key) {
+// What the summary shows, by kind of job: [label, key of `values` in showStatus].
+const STATS = {
+  train: [["Step", "step"], ["Train loss", "loss"], ["Validation loss", "val_loss"], ["Tokens/s", "tokens_per_s"],
+          ["Elapsed", "elapsed"], ["ETA", "eta"], ["Parameters", "parameters"], ["Device", "device"]],
+  generate: [["Tokens/s", "tokens_per_s"], ["Submitted", "created"], ["Finished", "finished"], ["Took", "took"]],
+  other: [["Submitted", "created"], ["Finished", "finished"], ["Took", "took"]],
+};
+
+function stat([label, key]) {
   return h("div", { class: "stat" }, h("dt", {}, label), h("dd", { "data-stat": key }, "–"));
 }
 
@@ -51,10 +59,7 @@ class JobView {
   constructor(view, job) {
     this.job = job;
     this.disposers = [];
-    this.summary = h("dl", { class: "stats" },
-      stat("Step", "step"), stat("Train loss", "loss"), stat("Validation loss", "val_loss"),
-      stat("Tokens/s", "tokens_per_s"), stat("Elapsed", "elapsed"), stat("ETA", "eta"),
-      stat("Parameters", "parameters"), stat("Device", "device"));
+    this.summary = h("dl", { class: "stats" }, (STATS[job.kind] || STATS.other).map(stat));
     this.badge = h("span", { id: "job-status" });
     this.progress = h("div", { id: "job-progress" });
     this.cancelButton = h("button", { class: "secondary", type: "button", onclick: () => this.cancel() }, "Cancel job");
@@ -75,14 +80,17 @@ class JobView {
   }
 
   header() {
-    const model = this.job.model_id
-      ? h("p", { class: "muted" }, "Model ", h("strong", { id: "job-model" }, this.job.model_name || shortId(this.job.model_id)),
-        this.job.kind !== "generate" ? h("span", { id: "playground-link", hidden: true }, " · ",
-          h("a", { href: `#/playground?model=${encodeURIComponent(this.job.model_id)}` }, "Open in the playground")) : null)
+    const { job } = this;
+    const playground = h("span", { id: "playground-link", hidden: true }, " · ",
+      h("a", { href: `#/playground?model=${encodeURIComponent(job.model_id)}` }, "Open in the playground"));
+    const model = job.model_id
+      ? h("p", { class: "muted" }, "Model ", h("strong", { id: "job-model" }, job.model_name || shortId(job.model_id)),
+        job.kind === "train" ? playground : null)
       : null;
+    const title = h("h1", {}, `${TITLES[job.kind] || "Job"} `, h("span", { class: "mono" }, shortId(job.id)), " ",
+      this.badge);
     return h("div", { class: "page-head" },
-      h("div", {}, h("h1", {}, `${TITLES[this.job.kind] || "Job"} `, h("span", { class: "mono" }, shortId(this.job.id)), " ", this.badge),
-        model),
+      h("div", {}, title, model),
       h("div", { class: "actions" }, this.streamNote, this.cancelButton));
   }
 
@@ -96,7 +104,8 @@ class JobView {
     this.charts = new TrainingCharts(this.lossChart, this.rateChart);
     this.disposers.push(() => this.charts.dispose());
     this.checkpoints = h("tbody");
-    this.evaluation = h("div", { id: "latest-evaluation" }, h("p", { class: "muted" }, "Available once training completes."));
+    this.evaluation = h("div", { id: "latest-evaluation" },
+      h("p", { class: "muted" }, "Available once training completes."));
     this.evaluateForm = this.evaluationForm();
     return [
       h("section", { class: "card charts" },
@@ -111,7 +120,8 @@ class JobView {
   }
 
   evaluationCard() {
-    this.evaluation = h("div", { id: "latest-evaluation" }, h("p", { class: "muted" }, "The report appears when the job ends."));
+    this.evaluation = h("div", { id: "latest-evaluation" },
+      h("p", { class: "muted" }, "The report appears when the job ends."));
     return h("section", { class: "card", id: "evaluation" }, h("h2", {}, "Evaluation report"), this.evaluation);
   }
 
@@ -199,7 +209,11 @@ class JobView {
   apply(event) {
     this.log(event);
     const job = this.job;
+    if (TERMINAL_TYPES.has(event.type)) job.finished_at = event.time;
     switch (event.type) {
+      case "JobAccepted":
+        job.created_at = job.created_at || event.time;
+        break;
       case "TrainStarted":
         Object.assign(job, { status: "running", max_iters: event.max_iters, num_parameters: event.num_parameters,
                              device: event.device });
@@ -275,6 +289,9 @@ class JobView {
       loss: fmtNumber(job.loss, 4), val_loss: fmtNumber(job.val_loss, 4), tokens_per_s: fmtNumber(job.tokens_per_s, 0),
       elapsed: fmtDuration(job.elapsed_s), eta: finished ? "–" : fmtDuration(job.eta_s),
       parameters: fmtNumber(job.num_parameters), device: job.device || "–",
+      created: fmtTime(job.created_at), finished: fmtTime(job.finished_at),
+      took: job.finished_at && job.created_at
+        ? fmtDuration((new Date(job.finished_at) - new Date(job.created_at)) / 1000) : "–",
     };
     for (const [key, text] of Object.entries(values)) {
       const cell = this.summary.querySelector(`[data-stat="${key}"]`);

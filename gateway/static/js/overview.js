@@ -147,7 +147,8 @@ function jobRow(job) {
     h("td", {}, job.kind),
     h("td", {}, job.model_name || shortId(job.model_id) || "–"),
     h("td", {}, statusBadge(job.status)),
-    h("td", { class: "progress-cell" }, job.kind === "train" ? progressBar(job.progress, `job ${shortId(job.id)}`) : null),
+    h("td", { class: "progress-cell" },
+      job.kind === "train" ? progressBar(job.progress, `job ${shortId(job.id)}`) : null),
     h("td", { class: "num" }, job.kind === "train" ? stepText(job) : "–"),
     h("td", { class: "num" }, fmtNumber(job.loss)),
     h("td", { class: "num" }, etaText(job)),
@@ -189,12 +190,13 @@ export async function overview(view, { feed }) {
   const jobsBox = h("section", { class: "card", id: "jobs" });
   const filter = h("select", { id: "job-kind", "aria-label": "Show jobs of kind",
     onchange: (e) => { kindFilter = e.target.value; render(); } },
-    ["", "train", "evaluate", "generate"].map((k) => h("option", { value: k, selected: k === kindFilter }, k || "all kinds")));
+    ["", "train", "evaluate", "generate"].map((kind) =>
+      h("option", { value: kind, selected: kind === kindFilter }, kind || "all kinds")));
 
   function render() {
     clear(modelsBox, h("h2", {}, "Models"),
-      table(["Name", "Status", "Progress", "Step", "Loss", "ETA", ""], board.sortedModels().map((m) => modelRow(m, board)),
-        "No models yet: train one.", "models-table"));
+      table(["Name", "Status", "Progress", "Step", "Loss", "ETA", ""],
+        board.sortedModels().map((m) => modelRow(m, board)), "No models yet: train one.", "models-table"));
     clear(jobsBox, h("div", { class: "card-head" }, h("h2", {}, "Jobs"), filter),
       table(["Job", "Kind", "Model", "Status", "Progress", "Step", "Loss", "ETA", "Updated"],
         board.sortedJobs().map(jobRow), "No jobs yet.", "jobs-table"));

@@ -23,12 +23,15 @@ export async function playgroundPage(view, context, params) {
   }
   if (!models.length) {
     clear(view, h("h1", {}, "Playground"),
-      h("p", {}, "No trained model yet. ", h("a", { href: "#/train" }, "Train one"), " and come back when it completes."));
+      h("p", {}, "No trained model yet. ", h("a", { href: "#/train" }, "Train one"),
+        " and come back when it completes."));
     return () => {};
   }
   const model = h("select", { name: "model", "data-field": "model_id" },
-    models.map((m) => h("option", { value: m.id, selected: m.id === params.get("model") }, `${m.name} (${m.tokenizer || "?"})`)));
-  const prompt = h("textarea", { name: "prompt", rows: "4", "data-field": "prompt", placeholder: "Begin the text here" });
+    models.map((m) => h("option", { value: m.id, selected: m.id === params.get("model") },
+      `${m.name} (${m.tokenizer || "?"})`)));
+  const prompt = h("textarea", { name: "prompt", rows: "4", "data-field": "prompt",
+                                 placeholder: "Begin the text here" });
   const temperature = number("temperature", { min: "0", max: "5", step: "0.05", value: "0.8" });
   const topK = number("top_k", { min: "1", step: "1", placeholder: "off" });
   const topP = number("top_p", { min: "0.01", max: "1", step: "0.01", value: "1" });
@@ -41,7 +44,8 @@ export async function playgroundPage(view, context, params) {
   const promptEcho = h("span", { class: "prompt-echo" });
   const completion = h("span", { class: "completion", id: "completion", "data-chunks": "0" });
   const output = h("pre", { class: "generated output-box", id: "generation-output" }, promptEcho, completion);
-  const stat = (label, key) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", { "data-stat": key, id: `stat-${key}` }, "–"));
+  const stat = (label, key) => h("div", { class: "stat" }, h("dt", {}, label),
+    h("dd", { "data-stat": key, id: `stat-${key}` }, "–"));
   const stats = h("dl", { class: "stats" }, stat("Time to first token", "ttft"), stat("Tokens/s", "tps"),
     stat("Tokens", "tokens"), stat("Finish", "finish"), stat("Server TTFT", "server-ttft"),
     stat("Server tokens/s", "server-tps"));
@@ -67,19 +71,27 @@ export async function playgroundPage(view, context, params) {
       stop: stop.value.split("\n").filter((s) => s !== ""),
     };
     if (!body.stop.length) delete body.stop;
-    promptEcho.textContent = prompt.value;
-    completion.textContent = "";
-    completion.dataset.chunks = "0";
-    output.dataset.state = "streaming";
-    for (const key of ["ttft", "tps", "tokens", "finish", "server-ttft", "server-tps"]) setStat(key, "–");
+    // The last completion stays until the gateway has accepted this request (a refused one leaves it be).
+    const begin = () => {
+      promptEcho.textContent = body.prompt;
+      completion.textContent = "";
+      completion.dataset.chunks = "0";
+      output.dataset.state = "streaming";
+      for (const key of ["ttft", "tps", "tokens", "finish", "server-ttft", "server-tps"]) setStat(key, "–");
+    };
     generate.disabled = true;
     abort.hidden = false;
     const started = performance.now();
+    let begun = false;
     let first = null;
     let tokens = 0;
     try {
       const path = `/api/v1/models/${encodeURIComponent(model.value)}/generate`;
       for await (const { event: type, data } of postEventStream(path, body, controller.signal)) {
+        if (!begun) {
+          begun = true;
+          begin();
+        }
         if (type === "error") throw Object.assign(new Error(data.error.message), data.error);
         if (type === "TokensGenerated" && data.sequence === 0) {
           const now = performance.now();
@@ -107,7 +119,7 @@ export async function playgroundPage(view, context, params) {
       }
       output.dataset.state = "done";
     } catch (error) {
-      output.dataset.state = error.name === "AbortError" ? "stopped" : "failed";
+      if (begun) output.dataset.state = error.name === "AbortError" ? "stopped" : "failed";
       if (error.name !== "AbortError") showError(form, error);
     } finally {
       generate.disabled = false;

@@ -53,7 +53,8 @@ export function trainPage(view) {
   const preset = h("select", { name: "preset", "data-field": "hyperparameters.preset" },
     PRESETS.map(([value, label]) => h("option", { value }, label)));
   const overrides = HYPERPARAMETERS.map(([key, label, attrs]) => [key, label,
-    h("input", { type: "number", name: key, "data-field": `hyperparameters.${key}`, placeholder: "preset", ...attrs })]);
+    h("input", { type: "number", name: key, "data-field": `hyperparameters.${key}`, placeholder: "preset",
+                 ...attrs })]);
   const submit = h("button", { type: "submit" }, "Start training");
   const status = h("p", { class: "muted", id: "train-status" });
 
