@@ -7,7 +7,7 @@ import logging
 
 import faust
 
-from agents.intake import decode
+from agents.intake import command_agent
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.scheduler import Scheduler
@@ -17,17 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
-    topic = app.topic(runtime.topics.job_control, value_serializer="raw", key_serializer="raw")
-
-    @app.agent(topic, name=f"{runtime.topics.prefix}control")
-    async def cancel_jobs(stream: faust.StreamT) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            command = await decode(runtime, event, (CancelRequested,))
-            if isinstance(command, CancelRequested):
-                await cancel(runtime, command)
-                scheduler.kick()
-
+    command_agent(app, runtime, runtime.topics.job_control, CancelRequested, "control",
+                  lambda command: cancel(runtime, command), then=scheduler.kick)
 
 async def cancel(runtime: Runtime, command: CancelRequested) -> None:
     state = await runtime.queue.request_cancel(command.job_id, command.reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from agents import artifacts
-from agents.intake import decode
+from agents.intake import command_agent
 from agents.models import ModelUnavailable, serving_checkpoint, wait_for_trained_model
 from agents.publisher import JobLog
 from agents.runtime import Runtime
@@ -14,17 +14,8 @@ from events import EvaluateRequested, EvaluationFailed, JobAccepted
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
-    topic = app.topic(runtime.topics.evaluate_requested, value_serializer="raw", key_serializer="raw")
-
-    @app.agent(topic, name=f"{runtime.topics.prefix}evaluate")
-    async def accept_evaluation(stream: faust.StreamT) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            command = await decode(runtime, event, (EvaluateRequested,))
-            if isinstance(command, EvaluateRequested):
-                await accept(runtime, command)
-                scheduler.kick()
-
+    command_agent(app, runtime, runtime.topics.evaluate_requested, EvaluateRequested, "evaluate",
+                  lambda command: accept(runtime, command), then=scheduler.kick)
 
 async def accept(runtime: Runtime, command: EvaluateRequested) -> None:
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="evaluate", owner=command.owner,

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents.intake import decode
+from agents.intake import TRANSIENT, command_agent
 from agents.models import ModelUnavailable, serving_checkpoint, wait_for_trained_model
 from agents.publisher import JobLog
 from agents.runtime import Runtime
@@ -33,17 +33,10 @@ class GenerationRejected(Exception):
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    topic = app.topic(runtime.topics.generate_requested, value_serializer="raw", key_serializer="raw")
     cache = ModelCache(runtime.astore, runtime.settings.model_cache_size)
-
-    @app.agent(topic, name=f"{runtime.topics.prefix}generate", concurrency=runtime.settings.generate_concurrency)
-    async def generate_text(stream: faust.StreamT) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            command = await decode(runtime, event, (GenerateRequested,))
-            if isinstance(command, GenerateRequested):
-                await serve(runtime, cache, command)
-
+    command_agent(app, runtime, runtime.topics.generate_requested, GenerateRequested, "generate",
+                  lambda command: serve(runtime, cache, command),
+                  concurrency=runtime.settings.generate_concurrency)
 
 def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_prompt_chars: int) -> SamplingParams:
     if command.max_tokens > max_new_tokens_limit:
@@ -77,6 +70,8 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
             await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
                            model_name=command.model_name, request=request)
         await job.emit(GenerationFailed, model_id=model_id, reason=error.reason, field=error.field)
+    except TRANSIENT:
+        raise  # the agent waits for the server and serves the request again
     except Exception as error:  # one bad request must not stop the agent
         log.exception("generation %s failed", command.request_id)
         if job.last_seq == 0:

@@ -1,20 +1,74 @@
 """Where requests enter the agents: raw bytes become typed commands, or dead letters that say what was wrong.
 
 A bad message never stops an agent. It is kept on the dead-letter topic with its error and coordinates, and when
-it carried a usable job id, that job also gets a failed event so that whoever waits for it learns why.
+it carried a usable job id, that job also gets a failed event so that whoever waits for it learns why. A handler
+that meets a server which is down waits and tries the same command again, so no request is lost to an outage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import faust
 from faust.types import EventT
+from urllib3.exceptions import HTTPError as ObjectStoreConnectionError
 
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, dead_letter, decode_command, id_from_position
+from infra.db import DATABASE_DOWN
+from infra.objectstore import ObjectStoreUnavailable
 
 log = logging.getLogger(__name__)
+C = TypeVar("C", bound=Command)
+TRANSIENT = (*DATABASE_DOWN, ObjectStoreUnavailable, ObjectStoreConnectionError)
+
+
+def command_agent(app: faust.App, runtime: Runtime, topic: str, command_type: type[C], name: str,
+                  handle: Callable[[C], Awaitable[None]], *, concurrency: int = 1,
+                  then: Callable[[], None] | None = None) -> None:
+    """Declare the agent that decodes `command_type` from `topic` and hands each command to `handle`."""
+
+    async def consume(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            command = await decode(runtime, event, (command_type,))
+            if command is not None:
+                await handle_safely(runtime, event, command, handle)  # type: ignore[arg-type]
+                if then is not None:
+                    then()
+
+    consume.__name__ = consume.__qualname__ = name.replace("-", "_")
+    channel = app.topic(topic, value_serializer="raw", key_serializer="raw")
+    app.agent(channel, name=f"{runtime.topics.prefix}{name}", concurrency=concurrency)(consume)
+
+
+async def handle_safely(runtime: Runtime, event: EventT, command: Command,
+                        handle: Callable[[Command], Awaitable[None]], max_delay_s: float = 5.0) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await handle(command)
+            return
+        except TRANSIENT as exc:
+            log.warning("%s %s waits for a server (retrying in %.1fs): %s", command.type,  # type: ignore[attr-defined]
+                        getattr(command, "job_id", ""), delay, str(exc).splitlines()[0] if str(exc) else exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+        except Exception as exc:  # a bug met by one command must not stop the agent
+            log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
+            await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}",
+                                                      job_id=getattr(command, "job_id", None),
+                                                      kind=_kind_of(command)))
+            return
+
+
+def _kind_of(command: Command) -> str | None:
+    return {"TrainRequested": "train", "EvaluateRequested": "evaluate",
+            "GenerateRequested": "generate"}.get(command.type)  # type: ignore[attr-defined]
 
 
 async def decode(runtime: Runtime, event: EventT, expected: tuple[type[Command], ...]) -> Command | None:
@@ -24,14 +78,20 @@ async def decode(runtime: Runtime, event: EventT, expected: tuple[type[Command],
     try:
         return decode_command(raw, expected, default_id=default_id)
     except DecodeError as error:
-        log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
-        await runtime.publisher.dead_letter(
-            dead_letter(raw, error, producer=runtime.producer_name, topic=message.topic,
-                        partition=message.partition, offset=message.offset, key=message.key)
-        )
-        failed = FAILED_TYPE_FOR_KIND.get(error.kind or "")
-        if error.job_id and failed is not None:
-            job = JobLog(runtime.publisher, job_id=error.job_id, kind=error.kind or "train", owner=None,
-                         producer=runtime.producer_name)
-            await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)
+        await _reject(runtime, event, error)
         return None
+
+
+async def _reject(runtime: Runtime, event: EventT, error: DecodeError) -> None:
+    message = event.message
+    raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+    log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+    await runtime.publisher.dead_letter(
+        dead_letter(raw, error, producer=runtime.producer_name, topic=message.topic,
+                    partition=message.partition, offset=message.offset, key=message.key)
+    )
+    failed = FAILED_TYPE_FOR_KIND.get(error.kind or "")
+    if error.job_id and failed is not None:
+        job = JobLog(runtime.publisher, job_id=error.job_id, kind=error.kind or "train", owner=None,
+                     producer=runtime.producer_name)
+        await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)

@@ -12,15 +12,13 @@ from collections.abc import Sequence
 
 import faust
 from faust.types import EventT
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from agents.projection import Recorded, apply_batch
 from agents.runtime import Runtime
 from events import DecodeError, dead_letter, decode_event
+from infra.db import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
-# Errors that mean "the database is not there right now", as opposed to a fact the projection cannot apply.
-DATABASE_DOWN = (OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

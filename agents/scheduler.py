@@ -15,7 +15,7 @@ from datetime import datetime
 from agents.queue import Claim
 from agents.runs import Run
 from agents.runtime import Runtime
-from agents.record import DATABASE_DOWN
+from infra.db import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 
 from agents import artifacts
-from agents.intake import decode
+from agents.intake import command_agent
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.scheduler import Scheduler
@@ -36,17 +36,8 @@ def model_id_for(command: TrainRequested) -> str:
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
-    topic = app.topic(runtime.topics.train_requested, value_serializer="raw", key_serializer="raw")
-
-    @app.agent(topic, name=f"{runtime.topics.prefix}train")
-    async def accept_training(stream: faust.StreamT) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            command = await decode(runtime, event, (TrainRequested,))
-            if isinstance(command, TrainRequested):
-                await accept(runtime, command)
-                scheduler.kick()
-
+    command_agent(app, runtime, runtime.topics.train_requested, TrainRequested, "train",
+                  lambda command: accept(runtime, command), then=scheduler.kick)
 
 async def accept(runtime: Runtime, command: TrainRequested) -> None:
     model_id = model_id_for(command)

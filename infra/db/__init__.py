@@ -1,5 +1,5 @@
 """The database: tables, engine and migrations."""
 
-from infra.db.session import create_engine, sessionmaker
+from infra.db.session import DATABASE_DOWN, create_engine, sessionmaker
 
-__all__ = ["create_engine", "sessionmaker"]
+__all__ = ["DATABASE_DOWN", "create_engine", "sessionmaker"]

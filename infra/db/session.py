@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+# Errors that mean "the database is not there right now", as opposed to a statement it refuses.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError,
+)
 
 
 def create_engine(url: str) -> AsyncEngine:
