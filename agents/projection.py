@@ -48,43 +48,47 @@ class Recorded:
 
 async def apply(session: AsyncSession, recorded: Recorded) -> bool:
     """Record one fact and apply it; False when it had been recorded before. The caller commits."""
-    event = recorded.event
-    if not await _insert_log_row(session, recorded):
-        return False
-    if event.kind in JOB_KINDS:
-        await _apply_to_job(session, event)
-    handler = _HANDLERS.get(type(event))
-    if handler is not None:
-        await handler(session, event)
-    return True
+    return await apply_batch(session, [recorded]) == 1
 
 
 async def apply_batch(session: AsyncSession, batch: list[Recorded]) -> int:
+    """Record a batch of facts (one statement for their log rows) and apply the new ones, in order."""
+    new = await _insert_log_rows(session, batch)
     applied = 0
     for recorded in batch:
-        applied += await apply(session, recorded)
+        event = recorded.event
+        if event.event_id not in new:
+            continue
+        new.discard(event.event_id)  # the same fact twice in one batch is applied once
+        if event.kind in JOB_KINDS:
+            await _apply_to_job(session, event)
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            await handler(session, event)
+        applied += 1
     return applied
 
 
-async def _insert_log_row(session: AsyncSession, recorded: Recorded) -> bool:
-    event = recorded.event
-    values = dict(
-        event_id=event.event_id,
-        job_id=event.job_id,
-        seq=event.seq,
-        type=event.type,  # type: ignore[attr-defined]
-        owner=event.owner,
-        time=event.time,
-        data=event.model_dump(mode="json"),
-        kafka_partition=recorded.partition,
-        kafka_offset=recorded.offset,
-        recorded_at=utc_now(),
-    )
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(JobEventRow).values(**values).on_conflict_do_nothing(index_elements=["event_id"])
-    result = await session.execute(statement.returning(JobEventRow.position))
-    return result.first() is not None
+async def _insert_log_rows(session: AsyncSession, batch: list[Recorded]) -> set[str]:
+    """Insert the facts' log rows; the event ids that were not there before."""
+    if not batch:
+        return set()
+    now = utc_now()
+    rows, seen = [], set()
+    for recorded in batch:
+        event = recorded.event
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        rows.append(dict(
+            event_id=event.event_id, job_id=event.job_id, seq=event.seq, type=event.type,  # type: ignore[attr-defined]
+            owner=event.owner, time=event.time, data=event.model_dump(mode="json"),
+            kafka_partition=recorded.partition, kafka_offset=recorded.offset, recorded_at=now,
+        ))
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(JobEventRow).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+    result = await session.execute(statement.returning(JobEventRow.event_id))
+    return set(result.scalars().all())
 
 
 async def _apply_to_job(session: AsyncSession, event: JobEvent) -> None:
