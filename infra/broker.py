@@ -103,6 +103,9 @@ class EmbeddedBroker:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env={k: v for k, v in os.environ.items() if k not in _TANSU_ENV},
+                # A session of its own: a Ctrl-C at the terminal reaches the owner alone, which stops the broker
+                # after the processes that still need it (`lfz up` stops the agents first).
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
             if _wait_ready(process, self.host, port, self.startup_timeout):
