@@ -47,6 +47,8 @@ test: install services migrate browser-deps
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
+# The whole product on this machine in about two minutes (embedded broker, SQLite and a folder under .lfz/; no
+# Docker): train, evaluate and sample through the real event pipeline. Report and plot in lfz-demo-output/.
 demo: install
 	$(VENV)/bin/lfz demo
 

@@ -1,0 +1,156 @@
+"""`lfz datasets ...` and `lfz models ...`: what the gateway holds, uploaded, listed, shown and deleted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gateway.client import ApiError, Client
+from infra.cli.connection import JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from infra.cli.errors import EXIT_USAGE, CliError
+from infra.cli.render import Output, number, when
+
+datasets = typer.Typer(help="Upload training text and list what is uploaded.", no_args_is_help=True)
+models = typer.Typer(help="List, show and delete models.", no_args_is_help=True)
+
+LimitOption = Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many rows.")]
+RECORD_WAIT_S = 120.0
+
+
+def upload(api: Client, out: Output, *, path: Path | None = None, text: str | None = None,
+           name: str | None = None) -> dict[str, Any]:
+    """Upload a dataset and wait until the agents have recorded it, so that a model can be trained on it at once.
+
+    The gateway answers `stored` when the record agent has not caught up yet (a stack that is still starting)."""
+    view = api.upload_dataset(text, path=path, name=name)
+    if view.get("status") != "stored":
+        return view
+    out.note("waiting for the agents to record the upload (are they still starting?) ...")
+    deadline = time.monotonic() + RECORD_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            return api.get_dataset(view["id"])
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        time.sleep(0.5)
+    raise CliError(f"the upload {view['id']} was stored but no agents worker recorded it within "
+                   f"{RECORD_WAIT_S:.0f}s: is a worker running?")
+
+
+@datasets.command("upload")
+def upload_dataset(
+    file: Annotated[Path, typer.Argument(help="A UTF-8 text file.", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Defaults to the file's name.")] = None,
+    url: UrlOption = "http://127.0.0.1:8000",
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a text file; train on it later with its id."""
+    out = Output()
+    read_text_file(file)  # a clear message for a missing or binary file before anything is sent
+    with gateway(url) as api:
+        view = upload(api, out, path=file, name=name or file.name)
+    if as_json:
+        out.json(view)
+        return
+    out.line(f"uploaded {view['name']!r} as dataset {view['id']} ({view['characters']:,} characters)")
+
+
+@datasets.command("list")
+def list_datasets(url: UrlOption = "http://127.0.0.1:8000", limit: LimitOption = 50,
+                  as_json: JsonOption = False) -> None:
+    """The uploaded datasets, newest first."""
+    out = Output()
+    with gateway(url) as api:
+        listing = api.list_datasets(limit=limit)
+    if as_json:
+        out.json(listing)
+        return
+    rows = [[d["id"], d["name"], d["characters"], when(d.get("created_at"))] for d in listing["items"]]
+    out.table(["id", "name", "characters", "created"], rows, right=["characters"])
+    _more(out, listing)
+
+
+def _more(out: Output, listing: dict[str, Any]) -> None:
+    shown = len(listing["items"])
+    if listing["total"] > shown + listing["offset"]:
+        out.note(f"{shown} of {listing['total']} shown; --limit shows more")
+
+
+def model_row(m: dict[str, Any]) -> list[Any]:
+    val_loss = (m.get("metrics") or {}).get("val_loss")
+    steps = f"{m.get('step') or 0}/{m['max_iters']}" if m.get("max_iters") else str(m.get("step") or 0)
+    return [m["id"], m["name"], m["status"], f"{100 * (m.get('progress') or 0):.0f}%", steps,
+            number(m.get("num_parameters")), number(val_loss), when(m.get("created_at"))]
+
+
+@models.command("list")
+def list_models(
+    status: Annotated[Optional[str], typer.Option(
+        "--status", help="pending, training, completed, failed, cancelled or deleted.")] = None,
+    url: UrlOption = "http://127.0.0.1:8000", limit: LimitOption = 50, as_json: JsonOption = False,
+) -> None:
+    """The models, newest first."""
+    out = Output()
+    with gateway(url) as api:
+        listing = api.list_models(status=status, limit=limit)
+    if as_json:
+        out.json(listing)
+        return
+    out.table(["id", "name", "status", "progress", "steps", "parameters", "val loss", "created"],
+              [model_row(m) for m in listing["items"]], right=["progress", "steps", "parameters", "val loss"])
+    _more(out, listing)
+
+
+@models.command("show")
+def show_model(
+    model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
+    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+) -> None:
+    """Everything about one model: status, configuration, metrics, checkpoints, latest evaluation."""
+    out = Output()
+    with gateway(url) as api:
+        detail = resolve_model(api, model)
+    if as_json:
+        out.json(detail)
+        return
+    metrics = detail.get("metrics") or {}
+    evaluation = detail.get("latest_evaluation") or {}
+    held = (evaluation.get("report") or {}).get("held_out") or {}
+    best = next((c["step"] for c in detail.get("checkpoints", []) if c.get("is_best")), None)
+    out.fields([
+        ("id", detail["id"]), ("name", detail["name"]), ("status", detail["status"]),
+        ("progress", f"{100 * (detail.get('progress') or 0):.0f}% (step {detail.get('step') or 0} of "
+                     f"{detail.get('max_iters') or '-'})"),
+        ("error", detail.get("error")),
+        ("tokenizer", f"{detail.get('tokenizer') or '-'} (vocabulary {number(detail.get('vocab_size'))})"),
+        ("parameters", number(detail.get("num_parameters"))),
+        ("hyperparameters", detail.get("hyperparameters")),
+        ("validation loss", number(metrics.get("val_loss"))),
+        ("perplexity", number(metrics.get("perplexity"))),
+        ("checkpoints", f"{len(detail.get('checkpoints', []))} (best at step {best if best is not None else '-'})"),
+        ("held-out perplexity", number(held.get("perplexity")) if held else "- (`lfz evaluate` measures it)"),
+        ("train job", detail.get("train_job_id")),
+        ("created", when(detail.get("created_at"))), ("trained", when(detail.get("trained_at"))),
+    ], title=f"model {detail['name']}")
+
+
+@models.command("delete")
+def delete_model(
+    model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+) -> None:
+    """Delete a model (its training stops; its checkpoints are removed)."""
+    out = Output()
+    with gateway(url) as api:
+        detail = resolve_model(api, model)
+        if not yes:
+            if not out.out.is_terminal:
+                raise CliError("refusing to delete without confirmation: add --yes", EXIT_USAGE)
+            typer.confirm(f"delete model {detail['name']} ({detail['id']})?", abort=True)
+        api.delete_model(detail["id"])
+    out.line(f"deleted model {detail['name']} ({detail['id']})")

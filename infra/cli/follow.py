@@ -1,0 +1,184 @@
+"""Following a job while it runs: a progress bar for training (step, loss, tokens/s, ETA) on a terminal, a line
+every few seconds otherwise, one line for each other event, and the outcome at the end.
+
+Ctrl-C stops the following, never the job: `follow_job` turns it into `Stopped`, whose message says how to cancel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gateway.client import ApiError, Client
+from infra.cli.errors import JobFailed, Stopped
+from infra.cli.render import Output, duration, number
+
+FAILURES = ("TrainFailed", "EvaluationFailed", "GenerationFailed", "JobCancelled")
+PLAIN_PROGRESS_EVERY_S = 5.0
+FINISHED = ("completed", "failed", "cancelled")
+RECORD_WAIT_S = 30.0
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One line saying what an event means."""
+    kind, e = event.get("type", "?"), event
+    if kind == "JobAccepted":
+        return f"accepted: {e.get('kind')} job" + (f" for model {e['model_name']}" if e.get("model_name") else "")
+    if kind == "TrainStarted":
+        resumed = f", resumed from step {e['resumed_from_step']}" if e.get("resumed_from_step") else ""
+        return (f"training started on {e.get('device')}: {e.get('num_parameters', 0):,} parameters, "
+                f"{e.get('max_iters')} steps, attempt {e.get('attempt', 1)}{resumed}")
+    if kind == "TrainProgress":
+        return (f"step {e['step']}/{e['max_iters']}  loss {e['loss']:.4f}  {e.get('tokens_per_s', 0):,.0f} tok/s  "
+                f"eta {duration(e.get('eta_s'))}")
+    if kind == "ValidationCompleted":
+        return f"step {e['step']}: validation loss {e['val_loss']:.4f} (best {e['best_val_loss']:.4f})"
+    if kind == "CheckpointSaved":
+        return f"checkpoint at step {e['step']}" + (" (best so far)" if e.get("is_best") else "")
+    if kind == "TrainCompleted":
+        return (f"training completed at step {e['final_step']} in {duration(e.get('wall_s'))}: validation loss "
+                f"{number(e.get('val_loss'))}, perplexity {number(e.get('perplexity'))}")
+    if kind == "EvaluationCompleted":
+        held = (e.get("report") or {}).get("held_out") or {}
+        return (f"evaluation completed: held-out loss {number(held.get('loss'))}, perplexity "
+                f"{number(held.get('perplexity'))}, {number(held.get('bits_per_character'))} bits per character")
+    if kind == "TokensGenerated":
+        return f"tokens {e.get('index')}+: {e.get('text', '')!r}"
+    if kind == "GenerationCompleted":
+        return (f"generation completed: {e.get('completion_tokens')} tokens, "
+                f"{number(e.get('tokens_per_s'))} tokens/s")
+    if kind == "DatasetUploaded":
+        return f"dataset {e.get('name')!r} uploaded ({e.get('characters', 0):,} characters)"
+    if kind == "ModelDeleted":
+        return f"model {e.get('model_id')} deleted"
+    if kind == "JobCancelled":
+        return f"cancelled: {e.get('reason')}"
+    if kind in FAILURES:
+        where = f" [{e['field']}]" if e.get("field") else ""
+        return f"failed: {e.get('reason')}{where}"
+    return kind
+
+
+def check_outcome(final: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
+    """The terminal event when the job succeeded; JobFailed saying why otherwise."""
+    if final is None:
+        raise JobFailed(f"the event stream of job {job_id} ended before the job did; `lfz jobs show {job_id}`")
+    if final.get("type") == "JobCancelled":
+        raise JobFailed(f"job {job_id} was cancelled: {final.get('reason')}")
+    if final.get("type") in FAILURES:
+        raise JobFailed(f"job {job_id} failed: {final.get('reason')}")
+    return final
+
+
+class Follower:
+    """Shows the events of one job as they come; keeps the loss curve and the terminal event."""
+
+    def __init__(self, out: Output, job_id: str, clock: Callable[[], float] = time.monotonic, show: bool = True):
+        self.out, self.job_id, self.clock, self.show = out, job_id, clock, show
+        self.final: dict[str, Any] | None = None
+        self.started: dict[str, Any] | None = None
+        self.losses: list[tuple[int, float]] = []
+        self.val_losses: list[tuple[int, float]] = []
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last_line = float("-inf")
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _say(self, text: str, style: str | None = None) -> None:
+        if not self.show:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, style=style, markup=False, highlight=False)
+        else:
+            self.out.line(text, style)
+
+    def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "TrainStarted":
+            self.started = event
+            self._say(describe(event))
+            if self.out.rich and self.show:
+                self._open_bar(event)
+        elif kind == "TrainProgress":
+            self.losses.append((event["step"], event["loss"]))
+            self._progress_update(event)
+        elif kind == "ValidationCompleted":
+            self.val_losses.append((event["step"], event["val_loss"]))
+            self._say(describe(event), "cyan")
+        elif kind == "CheckpointSaved":
+            pass  # many and dull; `lfz events` lists them
+        elif kind == "TokensGenerated":
+            pass
+        else:
+            failed = kind in FAILURES
+            if kind in ("TrainCompleted", *FAILURES) and self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+            self._say(describe(event), "bold red" if failed else ("bold green" if kind != "JobAccepted" else None))
+        if event.get("type") in ("TrainCompleted", "EvaluationCompleted", "GenerationCompleted", "DatasetUploaded",
+                                 "ModelDeleted", *FAILURES):
+            self.final = event
+
+    def _open_bar(self, started: dict[str, Any]) -> None:
+        if self._progress is not None:  # a later attempt of the same job (a worker handed it back)
+            self._progress.stop()
+        self._progress = Progress(
+            TextColumn("[bold]training"), BarColumn(),
+            TextColumn("{task.completed:>.0f}/{task.total:.0f}"),
+            TextColumn("loss [bold]{task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+            TextColumn("eta {task.fields[eta]}"), TimeElapsedColumn(),
+            console=self.out.out, transient=False, refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("training", total=started.get("max_iters") or 1,
+                                             completed=started.get("resumed_from_step") or 0,
+                                             loss="-", speed="-", eta="-")
+        self._progress.start()
+
+    def _progress_update(self, event: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=event["step"], total=event["max_iters"],
+                                  loss=f"{event['loss']:.4f}", speed=f"{event.get('tokens_per_s', 0):,.0f}",
+                                  eta=duration(event.get("eta_s")))
+            return
+        now = self.clock()
+        if now - self._last_line >= PLAIN_PROGRESS_EVERY_S or event["step"] >= event["max_iters"]:
+            self._last_line = now
+            self._say(describe(event))
+
+
+def follow_job(api: Client, out: Output, job_id: str, after: int = 0, show: bool = True) -> Follower:
+    """Show the job's events until its terminal one (or only wait for it, without `show`); returns the follower
+    (curve, final event).
+
+    The live stream can be a moment ahead of the database: once the job has ended, this waits (briefly) for the
+    job's row to say so, so that the next command (generate with the new model) finds it trained."""
+    follower = Follower(out, job_id, show=show)
+    try:
+        with follower:
+            for event in api.follow_job(job_id, after=after):
+                follower.handle(event)
+        deadline = time.monotonic() + RECORD_WAIT_S
+        while follower.final is not None and time.monotonic() < deadline:
+            try:
+                if api.get_job(job_id)["status"] in FINISHED:
+                    break
+            except ApiError as error:
+                if error.status == 404:  # uploads and deletions have a log but no job row
+                    break
+                raise
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        raise Stopped(f"stopped following; the job goes on - `lfz jobs cancel {job_id}` stops it") from None
+    return follower

@@ -1,0 +1,287 @@
+"""The process supervisor behind `lfz up` and `lfz demo`: the whole system as child processes, stopped together.
+
+Start order: the embedded broker (only when no Kafka URL is set), the migrations (in this process), the agents
+workers, the gateway; `start()` returns once the gateway's /health answers 200. Each worker and the gateway run in a
+session of their own, so a Ctrl-C at the terminal reaches this process alone and the shutdown keeps its order: every
+child gets SIGTERM (a worker then hands its running jobs back to the queue: their training children checkpoint and
+exit), and whatever is left of a child's process group after `stop_timeout_s` is killed. Linux's parent-death signal
+covers the case where this process itself is killed.
+
+A child that exits on its own is not restarted: `check()` raises `StackError` naming it and its log, and the
+caller stops the rest (a crash loop would only hide the cause).
+"""
+
+from __future__ import annotations
+
+import _thread
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+from infra.broker import BrokerStartError, EmbeddedBroker
+from infra.cli.errors import CliError
+from infra.settings import Settings
+
+_PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class StackError(CliError):
+    """The stack could not start, or one of its processes stopped on its own."""
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the child's whole process group: the child and anything it started (training children)."""
+        try:
+            os.killpg(self.popen.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _own_session_dying_with_parent() -> None:
+    """In the child before exec: a session of its own (no terminal signals), and SIGTERM when we die."""
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: stop() still runs on every clean exit
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+class Stack:
+    """`with Stack(settings, port=8000) as stack: ... stack.url ...`; `start()` and `stop()` for longer control."""
+
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+                 say: Callable[[str], None] = lambda _: None, startup_timeout_s: float = 120.0,
+                 stop_timeout_s: float = 30.0):
+        self.settings = settings
+        self.host, self.port, self.workers = host, port, workers
+        self.say = say
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.data_dir = settings.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.broker: EmbeddedBroker | None = None
+        self.children: list[Child] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> str:
+        if port_in_use(self.host, self.port):
+            raise StackError(f"port {self.port} on {self.host} is in use - is `lfz up` running already? "
+                             f"Use it with --url {self.url}, or pick another --port")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            env = self._child_env()
+            self._migrate()
+            for index in range(1, self.workers + 1):
+                name = f"worker-{index}" if self.workers > 1 else "worker"
+                self._spawn(name, ["-m", "agents", "worker"], env)
+            self._spawn("gateway", ["-m", "gateway", "--host", self.host, "--port", str(self.port)], env)
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _child_env(self) -> dict[str, str]:
+        env = {**os.environ, "LFZ_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        if not self.settings.kafka_url:
+            self.broker = EmbeddedBroker(self.log_dir)
+            try:
+                env["LFZ_KAFKA_URL"] = self.broker.start()
+            except BrokerStartError as error:
+                raise StackError(str(error)) from None
+            self.say(f"broker: embedded Tansu at {self.broker.bootstrap}")
+        else:
+            self.say(f"broker: {self.settings.kafka_url}")
+        return env
+
+    def _migrate(self) -> None:
+        from infra.db.__main__ import migrate
+
+        url = self.settings.model_copy(update={"data_dir": self.data_dir}).resolved_database_url
+        try:
+            migrate(url, quiet=True)
+        except Exception as error:  # a database that is down or refuses us: one line, not alembic's traceback
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StackError(f"could not migrate the database at {url.split('@')[-1]}: {first}") from None
+        self.say(f"database: {url.split('@')[-1]} (migrated)")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab")
+        log.write(f"--- lfz: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        popen = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, preexec_fn=_own_session_dying_with_parent)
+        child = Child(name, popen, log_path, log)
+        self.children.append(child)
+        return child
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        last = "no answer yet"
+        with httpx.Client(timeout=3.0) as http:
+            while time.monotonic() < deadline:
+                self.check()
+                try:
+                    response = http.get(f"{self.url}/health")
+                    if response.status_code == 200:
+                        return
+                    last = response.json().get("error", {}).get("message", f"HTTP {response.status_code}")
+                except (httpx.HTTPError, ValueError) as error:
+                    last = type(error).__name__
+                time.sleep(0.2)
+        raise StackError(f"the gateway did not become healthy within {self.startup_timeout_s:.0f}s ({last}); "
+                         f"read {self.log_dir / 'gateway.log'}")
+
+    def check(self) -> None:
+        """Raise StackError when a process of the stack has exited (or the embedded broker has)."""
+        for child in self.children:
+            code = child.popen.poll()
+            if code is not None:
+                raise StackError(f"the {child.name} exited unexpectedly (exit code {code}); read its log: "
+                                 f"{child.log_path}")
+        if self.broker is not None and not self.broker.running:
+            raise StackError(f"the embedded broker exited unexpectedly; its log: {self.broker.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM to every child, a kill for what remains after the timeout, then the broker. Idempotent."""
+        running = [c for c in self.children if c.alive()]
+        if running:
+            self.say("stopping: " + ", ".join(c.name for c in running))
+        for child in running:
+            try:
+                child.popen.send_signal(signal.SIGTERM)  # the process alone: a worker suspends its own children
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.stop_timeout_s
+        for child in running:
+            try:
+                child.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop within {self.stop_timeout_s:.0f}s: killing it")
+        for child in self.children:
+            child.signal_group(signal.SIGKILL)  # stragglers: a training child of a killed worker, for one
+            child.popen.wait()
+            child.log.close()
+        self.children = []
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class Watchdog:
+    """Checks a running stack from a thread. When a process of it dies, it interrupts the main thread (which may be
+    blocked reading an event stream that will never end) and keeps the StackError for the caller to raise:
+
+        with Watchdog(stack) as watchdog:
+            try: ...
+            except KeyboardInterrupt: raise watchdog.failure or ...
+    """
+
+    def __init__(self, stack: Stack, interval_s: float = 1.0):
+        self.stack = stack
+        self.interval_s = interval_s
+        self.failure: StackError | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lfz-watchdog", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval_s):
+            try:
+                self.stack.check()
+            except StackError as error:
+                self.failure = error
+                _thread.interrupt_main()
+                return
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the block the way Ctrl-C does (as KeyboardInterrupt), so one path cleans up. SIGINT is
+    set too: a shell starts background commands with it ignored, and `kill -INT` must still stop the stack."""
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """While stopping: a second Ctrl-C or SIGTERM must not cut the shutdown short and leave processes behind."""
+    signums = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

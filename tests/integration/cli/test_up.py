@@ -1,0 +1,165 @@
+"""`lfz up` as a person runs it, on the embedded defaults: it starts everything, and Ctrl-C (or a child that dies)
+stops everything, leaving no process behind, the training child included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.client import ApiError, Client
+from tests.integration.cli.conftest import corpus, embedded_env
+from tests.integration.stack import free_port, wait_until
+
+
+def children_of(pid: int) -> list[int]:
+    """Every process whose parent is `pid`, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def training_step(api: Client, job_id: str) -> int:
+    try:
+        return api.get_job(job_id)["step"] or 0
+    except ApiError as error:
+        if error.status == 404:  # not recorded yet: the worker is still starting
+            return 0
+        raise
+
+
+class Up:
+    def __init__(self, tmp_path: Path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "lfz-up.log"
+        self.data_dir = tmp_path / "data"
+        self.log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "up", "--port", str(self.port), *args],
+                                      env=embedded_env(self.data_dir), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self) -> bool:
+        """It said it is up, and the gateway agrees."""
+        assert self.popen.poll() is None, f"lfz up exited early:\n{self.output()}"
+        if f"lfz is up at {self.url}" not in self.output():
+            return False
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self.log.close()
+
+
+def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
+    up = Up(tmp_path)
+    try:
+        wait_until(up.ready, 120, "lfz up to say it is up")
+        with Client(up.url) as api:
+            submitted = api.create_model("long", text=corpus(), hyperparameters={"preset": "tiny",
+                                                                                   "max_iters": 1_000_000})
+            job_id = submitted["job_id"]
+            wait_until(lambda: training_step(api, job_id) > 0, 120, "the training to report progress")
+        started = descendants(up.popen.pid)
+        lines = {pid: command_line(pid) for pid in started}
+        assert any("tansu" in line and "broker" in line for line in lines.values()), lines
+        assert any("agents worker" in line for line in lines.values()), lines
+        assert any("-m gateway" in line for line in lines.values()), lines
+        assert any("multiprocessing.spawn" in line for line in lines.values()), lines  # the training child
+
+        up.popen.send_signal(signal.SIGINT)
+        assert up.popen.wait(90) == 0, up.output()
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid in started if running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, {pid: command_line(pid) for pid in left}
+        assert "stopped" in up.output()
+        # The worker got SIGTERM first and handed the running job back: the next `lfz up` resumes it.
+        with sqlite3.connect(up.data_dir / "lfz.db") as db:
+            state = db.execute("SELECT state FROM job_queue WHERE job_id = ?", (job_id,)).fetchone()
+        assert state == ("queued",)
+    finally:
+        up.close()
+
+
+def test_a_child_that_dies_stops_the_stack_with_a_message(tmp_path):
+    up = Up(tmp_path, "--workers", "2")
+    try:
+        wait_until(up.ready, 120, "lfz up to say it is up")
+        children = {pid: command_line(pid) for pid in children_of(up.popen.pid)}
+        workers = [pid for pid, line in children.items() if "agents worker" in line]
+        assert len(workers) == 2, children
+        started = descendants(up.popen.pid)
+        os.kill(workers[1], signal.SIGKILL)  # a worker that `lfz up` started, as the OOM killer would
+        assert up.popen.wait(90) == 1, up.output()
+        output = up.output()
+        assert "error: the worker-" in output and "exited unexpectedly (exit code -9)" in output
+        assert "Traceback" not in output
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid in started if running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, {pid: command_line(pid) for pid in left}
+    finally:
+        up.close()
+
+
+def test_a_second_up_on_the_same_port_says_so(tmp_path):
+    up = Up(tmp_path)
+    try:
+        wait_until(up.ready, 120, "lfz up to say it is up")
+        again = subprocess.run([sys.executable, "-m", "infra.cli.main", "up", "--port", str(up.port)],
+                               env=embedded_env(tmp_path / "other"), capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1
+        assert again.stderr.strip().endswith(f"error: port {up.port} on 127.0.0.1 is in use - is `lfz up` running "
+                                             f"already? Use it with --url {up.url}, or pick another --port")
+    finally:
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.popen.wait(90) == 0
+        up.close()
