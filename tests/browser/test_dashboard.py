@@ -43,6 +43,22 @@ def wait_for_points(page: Page, at_least: int, timeout: float = 60_000) -> int:
     return points(page)
 
 
+def wait_until_drawn(page: Page) -> tuple[int, int]:
+    """Wait until the log has reached the job's end and both charts hold a point per logged event; returns the
+    numbers of TrainProgress and ValidationCompleted events."""
+    page.wait_for_function("""() => {
+      const rows = [...document.querySelectorAll('#event-log tr[data-type]')];
+      const count = (type) => rows.filter(r => r.dataset.type === type).length;
+      const loss = document.querySelector('#loss-chart'), rate = document.querySelector('#lr-chart');
+      return rows.length && rows[rows.length - 1].dataset.type === 'TrainCompleted' && loss && rate
+        && Number(loss.dataset.points) === count('TrainProgress') + count('ValidationCompleted')
+        && Number(rate.dataset.points) === count('TrainProgress');
+    }""")
+    log = page.locator("#event-log")
+    return (log.locator("tr[data-type='TrainProgress']").count(),
+            log.locator("tr[data-type='ValidationCompleted']").count())
+
+
 def nav(page: Page, section: str) -> None:
     page.get_by_role("navigation", name="Sections").get_by_role("link", name=section, exact=True).click()
 
@@ -123,15 +139,10 @@ def test_training_from_the_form_draws_progress_and_loss_as_they_arrive(dashboard
     progress = [s["progress"] for s in seen]
     assert len(set(progress)) >= 3 and progress == sorted(progress)
     expect(page.locator("#job-progress [data-progress]")).to_have_attribute("data-progress", "1")
-    progress_events = page.locator("#event-log tr[data-type='TrainProgress']").count()
-    validations = page.locator("#event-log tr[data-type='ValidationCompleted']").count()
+    progress_events, validations = wait_until_drawn(page)
     assert progress_events >= 10 and validations >= 1
-    wait_for_points(page, progress_events + validations)
-    assert points(page) == progress_events + validations
-    assert points(page, "#lr-chart") == progress_events
     assert page.locator("#loss-chart canvas").count() == 1 and page.locator("#lr-chart canvas").count() == 1
     expect(page.locator("#checkpoints tbody tr").first).to_be_visible()
-    expect(page.locator("#event-log tr[data-type]").last).to_have_attribute("data-type", "TrainCompleted")
     dashboard.shot("04-job-completed")
 
     # The overview tab followed the job from its first fact to its last, without a reload.
@@ -148,8 +159,7 @@ def test_training_from_the_form_draws_progress_and_loss_as_they_arrive(dashboard
     # Opened again after the end, the job page redraws every point from the replayed log.
     watcher.locator("#models-table").get_by_role("link", name=name).click()
     assert job_id_from(watcher) == job_id
-    wait_for_points(watcher, progress_events + validations)
-    assert points(watcher) == progress_events + validations
+    assert wait_until_drawn(watcher) == (progress_events, validations)
     dashboard.assert_no_console_errors()
 
 
@@ -159,10 +169,8 @@ def test_finished_job_redraws_its_curves_and_runs_an_evaluation(dashboard: Dashb
     open_dashboard(page, gateway_url)
     page.goto(f"{gateway_url}/#/jobs/{trained_model['job_id']}")
     expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "completed")
-    progress_events = page.locator("#event-log tr[data-type='TrainProgress']")
-    expect(progress_events.first).to_be_attached()
-    wait_for_points(page, progress_events.count())
-    assert points(page, "#lr-chart") == progress_events.count()
+    progress_events, validations = wait_until_drawn(page)
+    assert progress_events >= 10 and validations >= 1
 
     form = page.locator("#evaluate-form")
     expect(form).to_be_visible()
@@ -286,7 +294,7 @@ def test_with_auth_on_the_key_is_asked_for_once_and_used_everywhere(dashboard: D
     job_id_from(page)
     expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "completed",
                                                                         timeout=TRAINING_TIMEOUT_MS)
-    assert points(page) > 0
+    assert wait_until_drawn(page)[0] > 0
     expect(page.locator("#loss-chart canvas")).to_have_count(1)  # the charting library needs no key either
     nav(page, "Models & jobs")
     expect(page.locator("#models-table tr", has_text=name)).to_have_attribute("data-status", "completed")
@@ -301,6 +309,6 @@ def test_without_uplot_the_page_says_charts_need_npm_ci(dashboard: Dashboard, ga
     page.goto(f"{gateway_url}/#/jobs/{trained_model['job_id']}")
     expect(page.locator(".chart-missing")).to_contain_text("npm ci")
     expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "completed")
-    assert points(page) > 0  # the data is all there; only the drawing is missing
+    assert wait_until_drawn(page)[0] > 0  # the data is all there; only the drawing is missing
     dashboard.shot("12-job-without-uplot")
     dashboard.assert_no_console_errors(404)

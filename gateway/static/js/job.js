@@ -67,14 +67,14 @@ class JobView {
     this.failure = h("div");
     this.logBody = h("tbody");
     this.logCount = h("span", { class: "muted small" });
+    this.logWrap = h("div", { class: "log-wrap" }, h("table", { class: "log" },
+      h("thead", {}, h("tr", {}, ["#", "Time", "Type", "Details"].map((t) => h("th", {}, t)))), this.logBody));
     const sections = [this.header(), this.stateCard()];
     if (job.kind === "train") sections.push(...this.trainingCards());
     if (job.kind === "evaluate") sections.push(this.evaluationCard());
     if (job.kind === "generate") sections.push(this.outputCard());
     sections.push(h("section", { class: "card", id: "event-log" },
-      h("div", { class: "card-head" }, h("h2", {}, "Event log"), this.logCount),
-      h("div", { class: "log-wrap" }, h("table", { class: "log" },
-        h("thead", {}, h("tr", {}, ["#", "Time", "Type", "Details"].map((t) => h("th", {}, t)))), this.logBody))));
+      h("div", { class: "card-head" }, h("h2", {}, "Event log"), this.logCount), this.logWrap));
     clear(view, sections);
     this.showStatus();
   }
@@ -237,7 +237,7 @@ class JobView {
       case "TrainCompleted":
         Object.assign(job, { status: "completed", progress: 1, step: event.final_step, eta_s: 0,
                              loss: event.train_loss ?? job.loss, val_loss: event.val_loss ?? job.val_loss,
-                             elapsed_s: event.wall_s });
+                             tokens_per_s: event.tokens_per_s ?? job.tokens_per_s, elapsed_s: event.wall_s });
         break;
       case "EvaluationCompleted":
         job.status = "completed";
@@ -267,11 +267,14 @@ class JobView {
   }
 
   log(event) {
+    const box = this.logWrap;
+    const following = box.scrollTop + box.clientHeight >= box.scrollHeight - 8; // at the newest: stay there
     this.logBody.append(h("tr", { "data-type": event.type },
       h("td", { class: "num" }, String(event.seq)), h("td", {}, fmtTime(event.time)),
       h("td", {}, h("span", { class: "event-type" }, event.type)), h("td", { class: "mono details" }, details(event))));
     while (this.logBody.rows.length > LOG_LIMIT) this.logBody.deleteRow(0);
     this.logCount.textContent = `${event.seq} events`;
+    if (following) box.scrollTop = box.scrollHeight;
   }
 
   scheduleStatus() {
