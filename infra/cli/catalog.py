@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from gateway.client import ApiError, Client
-from infra.cli.connection import JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
 from infra.cli.errors import EXIT_USAGE, CliError
 from infra.cli.render import Output, number, when
 
@@ -45,7 +45,7 @@ def upload(api: Client, out: Output, *, path: Path | None = None, text: str | No
 def upload_dataset(
     file: Annotated[Path, typer.Argument(help="A UTF-8 text file.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", help="Defaults to the file's name.")] = None,
-    url: UrlOption = "http://127.0.0.1:8000",
+    url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
     """Upload a text file; train on it later with its id."""
@@ -60,7 +60,7 @@ def upload_dataset(
 
 
 @datasets.command("list")
-def list_datasets(url: UrlOption = "http://127.0.0.1:8000", limit: LimitOption = 50,
+def list_datasets(url: UrlOption = DEFAULT_URL, limit: LimitOption = 50,
                   as_json: JsonOption = False) -> None:
     """The uploaded datasets, newest first."""
     out = Output()
@@ -91,7 +91,7 @@ def model_row(m: dict[str, Any]) -> list[Any]:
 def list_models(
     status: Annotated[Optional[str], typer.Option(
         "--status", help="pending, training, completed, failed, cancelled or deleted.")] = None,
-    url: UrlOption = "http://127.0.0.1:8000", limit: LimitOption = 50, as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, limit: LimitOption = 50, as_json: JsonOption = False,
 ) -> None:
     """The models, newest first."""
     out = Output()
@@ -108,7 +108,7 @@ def list_models(
 @models.command("show")
 def show_model(
     model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
-    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
     """Everything about one model: status, configuration, metrics, checkpoints, latest evaluation."""
     out = Output()
@@ -142,7 +142,7 @@ def show_model(
 def delete_model(
     model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    url: UrlOption = "http://127.0.0.1:8000",
+    url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Delete a model (its training stops; its checkpoints are removed)."""
     out = Output()

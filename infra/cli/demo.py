@@ -55,11 +55,19 @@ class DemoRun:
     samples: int
     started: float = field(default_factory=time.monotonic)
     job_id: str | None = None  # the job running now: training, then evaluation
+    phases: dict[str, float] = field(default_factory=dict)  # seconds each step took, for the report
+
+    def lap(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.phases[phase] = round(now - since, 2)
+        return now
 
 
 def run_demo(api: Client, out: Output, run: DemoRun, out_dir: Path) -> dict[str, Any]:
     """Upload, train (live), evaluate, sample; returns the report, written to `out_dir` with its plot."""
+    mark = time.monotonic()
     dataset = upload(api, out, text=run.corpus, name=run.source.split(" ")[0][:200])
+    mark = run.lap("upload_s", mark)
     out.line(f"corpus: {len(run.corpus):,} characters from {run.source}")
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     submitted = api.create_model(name, dataset_id=dataset["id"], tokenizer=run.tokenizer,
@@ -68,11 +76,13 @@ def run_demo(api: Client, out: Output, run: DemoRun, out_dir: Path) -> dict[str,
     out.line(f"model {name}: training job {run.job_id}")
     follower = follow_job(api, out, run.job_id)
     trained = check_outcome(follower.final, run.job_id)
+    mark = run.lap("training_s", mark)  # from the request to the recorded end: queueing and the child's start too
 
     out.line("evaluating on the validation split (text the model never trained on) ...")
     prompts = prompts_from(run.corpus, max(run.samples, 1))
     run.job_id = api.evaluate(model_id, prompts=prompts[:1], max_new_tokens=EVALUATION_TOKENS)["job_id"]
     evaluation = check_outcome(follow_job(api, out, run.job_id).final, run.job_id)
+    mark = run.lap("evaluation_s", mark)
     samples = []
     for index, prompt in enumerate(prompts[:run.samples]):
         out.line(f"\nsample {index + 1} of {run.samples}", "bold")
@@ -82,6 +92,7 @@ def run_demo(api: Client, out: Output, run: DemoRun, out_dir: Path) -> dict[str,
                         "tokens": done["completion_tokens"], "tokens_per_s": done.get("tokens_per_s"),
                         "ttft_ms": done.get("ttft_ms")})
 
+    run.lap("samples_s", mark)
     train, validation = curves(api.job_log(trained["job_id"]))
     report = build_report(run, api.get_model(model_id), trained, evaluation["report"], samples)
     paths = write_outputs(out_dir, report, train, validation,
@@ -105,6 +116,7 @@ def build_report(run: DemoRun, model: dict[str, Any], trained: dict[str, Any], e
         "samples": samples,
         "generation_tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
         "wall_s": time.monotonic() - run.started,
+        "phases_s": run.phases,
     }
 
 
@@ -155,6 +167,7 @@ def demo(
         with stop_signals_interrupt():
             out.note("starting the stack: broker, agents worker, gateway ...")
             stack.start()
+            run.lap("stack_start_s", run.started)
             out.note(f"stack up at {stack.url} in {duration(time.monotonic() - run.started)} (logs in {stack.log_dir})")
             with Watchdog(stack) as watchdog, gateway(stack.url, timeout_s=600.0) as api:
                 try:

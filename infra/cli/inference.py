@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from gateway.client import ApiError, Client
-from infra.cli.connection import JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
 from infra.cli.errors import JobFailed, Stopped
 from infra.cli.follow import check_outcome, follow_job
 from infra.cli.render import Output, number
@@ -63,7 +63,7 @@ def evaluate(
         "--held-out", help="Text the model did not train on (default: the validation split of its training data).")]
     = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=1024, help="New tokens per prompt.")] = 64,
-    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
     """Measure a model: held-out loss, perplexity, bits per character, and generation statistics."""
     out = Output()
@@ -95,7 +95,7 @@ def generate(
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=1)] = None,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Same seed, same text.")] = None,
-    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
     """Continue a prompt with a trained model (the completion goes to stdout)."""
     out = Output()

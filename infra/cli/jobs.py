@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from infra.cli.catalog import upload
-from infra.cli.connection import JsonOption, UrlOption, gateway, read_text_file
+from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
 from infra.cli.errors import Stopped
 from infra.cli.follow import check_outcome, describe, follow_job
 from infra.cli.overrides import hyperparameters
@@ -37,7 +37,7 @@ def train(
     preset: PresetOption = None, max_iters: MaxItersOption = None, tokenizer: TokenizerOption = "char",
     sets: SetOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show the training live until it ends.")] = False,
-    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
     """Upload a text file and train a new model on it."""
     out = Output()
@@ -56,7 +56,7 @@ def train(
             out.line(job_id)
             out.note(f"follow it: lfz events {job_id} --follow")
             return
-        final = check_outcome(follow_job(api, out, job_id).final, job_id)
+        final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
         if as_json:
             out.json(final)
 
@@ -72,14 +72,16 @@ def list_jobs(
     kind: Annotated[Optional[str], typer.Option("--kind", help="train, evaluate or generate.")] = None,
     status: Annotated[Optional[str], typer.Option(
         "--status", help="accepted, running, completed, failed or cancelled.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Only this model's jobs (its id).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only this model's jobs (its id or name).")]
+    = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
-    url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
     """The jobs, newest first."""
     out = Output()
     with gateway(url) as api:
-        listing = api.list_jobs(kind=kind, status=status, model_id=model, limit=limit)
+        model_id = resolve_model(api, model)["id"] if model else None
+        listing = api.list_jobs(kind=kind, status=status, model_id=model_id, limit=limit)
     if as_json:
         out.json(listing)
         return
@@ -88,7 +90,7 @@ def list_jobs(
 
 
 @jobs.command("show")
-def show_job(job: JobArgument, url: UrlOption = "http://127.0.0.1:8000", as_json: JsonOption = False) -> None:
+def show_job(job: JobArgument, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
     """One job's state: status, progress, losses, timing, result or error."""
     out = Output()
     with gateway(url) as api:
@@ -112,7 +114,7 @@ def show_job(job: JobArgument, url: UrlOption = "http://127.0.0.1:8000", as_json
 
 
 @jobs.command("cancel")
-def cancel_job(job: JobArgument, url: UrlOption = "http://127.0.0.1:8000") -> None:
+def cancel_job(job: JobArgument, url: UrlOption = DEFAULT_URL) -> None:
     """Stop a job: a queued one never starts, a running one stops within seconds."""
     out = Output()
     with gateway(url) as api:
@@ -125,7 +127,7 @@ def events(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing new events until the job ends.")]
     = False,
     after: Annotated[int, typer.Option("--after", min=0, help="Only events after this sequence number.")] = 0,
-    url: UrlOption = "http://127.0.0.1:8000",
+    url: UrlOption = DEFAULT_URL,
     as_json: Annotated[bool, typer.Option("--json", help="The events as JSON (one per line with --follow).")]
     = False,
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from infra.cli.connection import DEFAULT_URL
 from infra.cli.errors import EXIT_USAGE, CliError
 from infra.cli.render import Output
 from infra.cli.stack import Stack, shielded, stop_signals_interrupt
@@ -28,6 +29,8 @@ def run_stack(stack: Stack, out: Output) -> None:
         with stop_signals_interrupt():
             url = stack.start()
             out.line(f"lfz is up at {url}")
+            target = "" if url == DEFAULT_URL else f" (first: export LFZ_URL={url})"
+            out.note(f"try: lfz train --data FILE --follow, lfz models list{target}")
             out.note(f"logs in {stack.log_dir}; Ctrl-C stops everything")
             while True:
                 time.sleep(0.5)

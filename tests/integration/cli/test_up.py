@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -59,6 +60,14 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
+def left_running(pids: set[int], timeout: float = 10.0) -> dict[int, str]:
+    """Those of `pids` still running after `timeout` (a grandchild may take a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {pid: command_line(pid) for pid in left}
+
+
 def training_step(api: Client, job_id: str) -> int:
     try:
         return api.get_job(job_id)["step"] or 0
@@ -69,14 +78,15 @@ def training_step(api: Client, job_id: str) -> int:
 
 
 class Up:
-    def __init__(self, tmp_path: Path, *args: str):
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / "lfz-up.log"
         self.data_dir = tmp_path / "data"
         self.log = open(self.log_path, "wb")
         self.popen = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "up", "--port", str(self.port), *args],
-                                      env=embedded_env(self.data_dir), stdout=self.log, stderr=subprocess.STDOUT)
+                                      env=env or embedded_env(self.data_dir), stdout=self.log,
+                                      stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -116,10 +126,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
 
         up.popen.send_signal(signal.SIGINT)
         assert up.popen.wait(90) == 0, up.output()
-        deadline = time.monotonic() + 10
-        while (left := [pid for pid in started if running(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not left, {pid: command_line(pid) for pid in left}
+        assert not left_running(started)
         assert "stopped" in up.output()
         # The worker got SIGTERM first and handed the running job back: the next `lfz up` resumes it.
         with sqlite3.connect(up.data_dir / "lfz.db") as db:
@@ -142,10 +149,7 @@ def test_a_child_that_dies_stops_the_stack_with_a_message(tmp_path):
         output = up.output()
         assert "error: the worker-" in output and "exited unexpectedly (exit code -9)" in output
         assert "Traceback" not in output
-        deadline = time.monotonic() + 10
-        while (left := [pid for pid in started if running(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not left, {pid: command_line(pid) for pid in left}
+        assert not left_running(started)
     finally:
         up.close()
 
@@ -162,4 +166,23 @@ def test_a_second_up_on_the_same_port_says_so(tmp_path):
     finally:
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(90) == 0
+        up.close()
+
+
+def test_up_with_server_urls_starts_only_the_agents_and_the_gateway(settings, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LFZ_API_KEYS"}
+    env.update(LFZ_TOPIC_PREFIX=f"lfz.test.up{uuid.uuid4().hex[:10]}.", LFZ_DATA_DIR=str(tmp_path / "data"))
+    up = Up(tmp_path, env=env)
+    try:
+        wait_until(up.ready, 120, "lfz up to say it is up")
+        assert f"broker: {settings.kafka_url}" in up.output()
+        started = descendants(up.popen.pid)
+        lines = [command_line(pid) for pid in started]
+        assert not any("tansu" in line for line in lines), lines
+        assert sum("agents worker" in line for line in lines) == 1 and any("-m gateway" in line for line in lines)
+        assert not (tmp_path / "data" / "lfz.db").exists()  # the database is the server's
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.popen.wait(90) == 0, up.output()
+        assert not left_running(started)
+    finally:
         up.close()
