@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -28,7 +30,7 @@ from model.evaluate import sequence_nats
 from model.generate import Generator, SamplingParams
 from model.gpt import GPT
 from model.tokenizers import train_tokenizer
-from model.trainer import Callbacks, Trainer
+from model.trainer import Callbacks, StepInfo, Trainer, ValInfo
 
 # Printable ASCII minus a few: a 65-symbol alphabet, the size of Shakespeare's, for runs without --data.
 _DEFAULT_ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))[:64]
@@ -67,14 +69,30 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         text = f.read()
     tokenizer = train_tokenizer(args.tokenizer, text)
     train_ids, val_ids = prepare_corpus(text, tokenizer, train_cfg.val_fraction)
-    log = (lambda s: print(f"step {s.step} loss {s.loss:.4f} lr {s.lr:.2e} {s.tokens_per_s:.0f} tok/s",
-                           file=sys.stderr)) if args.verbose else None
-    val_log = (lambda v: print(f"step {v.step} val {v.val_loss:.4f}", file=sys.stderr)) if args.verbose else None
+    steps: list[StepInfo] = []
+    validated: set[int] = set()
+
+    def on_step(info: StepInfo) -> None:
+        steps.append(info)
+        if args.verbose:
+            print(f"step {info.step} loss {info.loss:.4f} lr {info.lr:.2e} {info.tokens_per_s:.0f} tok/s",
+                  file=sys.stderr)
+
+    def on_validation(info: ValInfo) -> None:
+        validated.add(info.step)
+        if args.verbose:
+            print(f"step {info.step} val {info.val_loss:.4f}", file=sys.stderr)
+
+    load_before = os.getloadavg()
     trainer = Trainer(model_cfg.with_vocab(tokenizer.vocab_size), train_cfg, train_ids, val_ids,
-                      Callbacks(on_step=log, on_validation=val_log), device=device, tokenizer=tokenizer)
+                      Callbacks(on_step=on_step, on_validation=on_validation), device=device, tokenizer=tokenizer)
     result = trainer.run()
     nats, count = sequence_nats(trainer.model, val_ids)
     wall = time.perf_counter() - start
+    # ms per iteration over each reporting interval without a validation in it: the machine is shared, so the
+    # fastest intervals show the cost of a step on a quiet machine, the median a typical one.
+    intervals = sorted(1000 * (b.elapsed_s - a.elapsed_s) / (b.step - a.step) for a, b in zip(steps, steps[1:])
+                       if not any(a.step <= v < b.step for v in validated))
     return {
         "benchmark": "train",
         "data": args.data,
@@ -90,6 +108,10 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         "train_s": result.wall_s,
         "ms_per_iter": 1000 * result.wall_s / max(result.step, 1),
         "tokens_per_s": result.tokens_per_s,
+        "ms_per_iter_median": statistics.median(intervals) if intervals else None,
+        "ms_per_iter_best": intervals[0] if intervals else None,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "hyperparameters": {**vars(model_cfg), **vars(train_cfg)},
         **_environment(device, threads),
     }

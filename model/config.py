@@ -92,13 +92,14 @@ class ModelConfig:
     activation: str = "gelu"  # "relu2" is ReLU squared
     mlp_ratio: int = 4
     qk_norm: bool = False  # normalise queries and keys per head before attention
+    qk_gain: float = 1.0  # multiplies the attention logits (q.k / sqrt(head_size)); with qk_norm they are bounded
     tie_embeddings: bool = True  # output head shares the token embedding matrix
     bias: bool = False
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _positive(self, "context_length", "d_model", "num_heads", "num_blocks", "mlp_ratio", "rope_base")
+        _positive(self, "context_length", "d_model", "num_heads", "num_blocks", "mlp_ratio", "rope_base", "qk_gain")
         if self.vocab_size is not None and self.vocab_size <= 0:
             raise ConfigError("vocab_size", f"must be positive, got {self.vocab_size}")
         if self.d_model % self.num_heads:
@@ -136,6 +137,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     muon_lr: float = 0.02  # peak rate of the orthogonalised updates of the hidden matrices (optimizer="muon")
     muon_momentum: float = 0.95
+    muon_steps: int = 5  # Newton-Schulz iterations per update: fewer are cheaper and rougher
     eval_every: int = 250
     eval_iters: int = 20
     early_stopping_patience: int = 0  # stop after this many validations without improvement; 0 turns it off
@@ -149,7 +151,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         _positive(self, "batch_size", "learning_rate", "max_iters", "grad_accum", "eval_every", "eval_iters",
-                  "checkpoint_every", "log_every", "muon_lr")
+                  "checkpoint_every", "log_every", "muon_lr", "muon_steps")
         for name in ("warmup", "weight_decay", "grad_clip", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must not be negative, got {getattr(self, name)}")
@@ -172,9 +174,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The documented defaults of the first service.
     "classic": dict(batch_size=4, context_length=16, d_model=64, num_blocks=8, num_heads=4, learning_rate=1e-3,
                     dropout=0.1, max_iters=5000),
-    # The nanoGPT "baby GPT on a CPU" shape, tuned to learn the most in 2000 steps (docs/benchmarks.md).
+    # The nanoGPT "baby GPT on a CPU" shape; ReLU^2 and QK-norm learn the most in its 2000 steps at no extra
+    # time (docs/benchmarks.md, "Model").
     "cpu-baby": dict(batch_size=12, context_length=64, d_model=128, num_blocks=4, num_heads=4, learning_rate=1e-3,
-                     dropout=0.0, max_iters=2000),
+                     dropout=0.0, max_iters=2000, activation="relu2", qk_norm=True),
     # For a GPU: nanoGPT's Shakespeare character model.
     "small": dict(batch_size=64, context_length=256, d_model=384, num_blocks=6, num_heads=6, learning_rate=1e-3,
                   dropout=0.2, max_iters=5000, eval_every=250, eval_iters=200),

@@ -28,24 +28,27 @@ def lr_multiplier(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
 
 
-def orthogonalize(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately replace the singular values of each matrix of G (..., m, n) by 1 (quintic Newton-Schulz)."""
+def orthogonalize(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Approximately replace the singular values of each matrix of G (..., m, n) by 1 (quintic Newton-Schulz).
+    The iteration tolerates bf16 (`dtype`), which doubles its speed where bf16 products are fast."""
     a, b, c = 3.4445, -4.7750, 2.0315  # coefficients chosen to push singular values towards 1 quickly
-    X = G / (G.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    X = (G / (G.norm(dim=(-2, -1), keepdim=True) + 1e-7)).to(dtype)  # spectral norm <= Frobenius norm <= 1
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT  # iterate on the wide orientation: X @ X^T is the smaller product
     for _ in range(steps):
         A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
-    return X.mT if tall else X
+    return (X.mT if tall else X).to(G.dtype)
 
 
 class Muon(torch.optim.Optimizer):
     """Momentum (Nesterov) followed by orthogonalisation; matrices of one shape are processed as a batch."""
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
+                 steps: int = 5, bf16: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, steps=steps))
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -66,7 +69,7 @@ class Muon(torch.optim.Optimizer):
                 buf.mul_(group["momentum"]).add_(grads)
                 for b, new in zip(bufs, buf):
                     b.copy_(new)
-                update = orthogonalize(grads.add_(buf, alpha=group["momentum"]))
+                update = orthogonalize(grads.add_(buf, alpha=group["momentum"]), group["steps"], self.dtype)
                 # Scale so that the update's RMS does not shrink for tall matrices.
                 update *= max(1.0, shape[0] / shape[1]) ** 0.5
                 lr, wd = group["lr"], group["weight_decay"]
@@ -76,7 +79,8 @@ class Muon(torch.optim.Optimizer):
                     p.add_(u, alpha=-lr)
 
 
-def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                     bf16: bool = False) -> list[torch.optim.Optimizer]:
     """One or two optimisers; every param group remembers its peak rate as `peak_lr` for the schedule."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     muon: list[torch.Tensor] = []
@@ -92,7 +96,8 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
         torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
     ]
     if muon:
-        opts.append(Muon(muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay))
+        opts.append(Muon(muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay,
+                         steps=cfg.muon_steps, bf16=bf16))
     for opt in opts:
         for g in opt.param_groups:
             g["peak_lr"] = g["lr"]

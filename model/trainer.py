@@ -109,7 +109,9 @@ class Trainer:
 
         torch.manual_seed(train_config.seed)
         self.model = GPT(model_config).to(self.device)
-        self.optimizers = build_optimizers(self.model, train_config, self.device)
+        bf16 = bf16_matmuls(self.device, train_config.precision)
+        self.optimizers = build_optimizers(self.model, train_config, self.device,
+                                           bf16=bf16 or self.device.type == "cuda")
         self.sampler = BatchSampler(train_ids, train_config.batch_size, model_config.context_length,
                                     train_config.seed, self.device)
         self.step = 0
@@ -118,7 +120,7 @@ class Trainer:
         self.bad_evals = 0  # validations in a row without improvement
         if resume is not None:
             self._restore(resume)
-        self.model.use_bf16_matmuls(bf16_matmuls(self.device, train_config.precision))
+        self.bf16 = bf16
         compile_ = train_config.compile == "always" or (train_config.compile == "auto" and self.device.type == "cuda")
         self.forward = torch.compile(self.model) if compile_ else self.model
 
@@ -194,6 +196,13 @@ class Trainer:
             hook(CheckpointInfo(self.step, self.state(train_loss), is_best, reason))
 
     def run(self) -> TrainResult:
+        self.model.use_bf16_matmuls(self.bf16)
+        try:
+            return self._run()
+        finally:
+            self.model.use_bf16_matmuls(False)  # the trained model is handed out in plain float32
+
+    def _run(self) -> TrainResult:
         cfg, model = self.cfg, self.model
         should_stop = self._hook("should_stop")
         on_step = self._hook("on_step")
