@@ -30,7 +30,7 @@ from infra.cli.stack import Stack, Watchdog, free_port, shielded, stop_signals_i
 from infra.settings import load_settings
 
 DEMO_PRESET = "cpu-baby"
-DEMO_MAX_ITERS = 1500  # with the stack's start and the evaluation, about two minutes on two CPU cores
+DEMO_MAX_ITERS = 2000  # with the stack's start, the evaluation and the samples: about two minutes on two CPU cores
 SAMPLE_TOKENS = 200
 EVALUATION_TOKENS = 64
 DEFAULT_OUT = Path("lfz-demo-output")

@@ -50,7 +50,10 @@ def up(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Agents workers (one consumer group).")]
     = 1,
 ) -> None:
-    """Start the whole system here: broker (embedded unless LFZ_KAFKA_URL is set), migrations, agents, gateway."""
+    """Start the whole system here: broker (embedded unless LFZ_KAFKA_URL is set), migrations, agents, gateway.
+
+    Runs until Ctrl-C or SIGTERM, then stops every process it started (running jobs go back to the queue). A process
+    of the stack that dies stops the rest, with an error naming its log. State lives under LFZ_DATA_DIR (.lfz)."""
     out = Output()
     settings = load_settings()
     run_stack(Stack(settings, host=host, port=port, workers=workers, say=out.note), out)

@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # a traceback with locals could print an API key
+    rich_markup_mode="markdown",  # help paragraphs wrap as prose; `code` shows as code
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -132,6 +132,15 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         with sqlite3.connect(up.data_dir / "lfz.db") as db:
             state = db.execute("SELECT state FROM job_queue WHERE job_id = ?", (job_id,)).fetchone()
         assert state == ("queued",)
+
+        # With everything stopped, the database can be rebuilt from the log it keeps.
+        replayed = subprocess.run([sys.executable, "-m", "infra.cli.main", "replay", "--from", "database", "--yes"],
+                                  env=embedded_env(up.data_dir), capture_output=True, text=True, timeout=120)
+        assert replayed.returncode == 0, replayed.stderr
+        applied, read = (int(n) for n in replayed.stdout.split()[1:4:2])
+        assert 3 < applied <= read, replayed.stdout
+        with sqlite3.connect(up.data_dir / "lfz.db") as db:
+            assert db.execute("SELECT model_name FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("long",)
     finally:
         up.close()
 
