@@ -131,7 +131,8 @@ def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
     weights = "random (seed 0)"
     if args.train_iters and args.data:
         train_ids, val_ids = prepare_corpus(text, tokenizer, train_cfg.val_fraction)
-        trainer = Trainer(model_cfg, replace(train_cfg, max_iters=args.train_iters), train_ids, val_ids, device=device, tokenizer=tokenizer)
+        trainer = Trainer(model_cfg, replace(train_cfg, max_iters=args.train_iters), train_ids, val_ids,
+                          device=device, tokenizer=tokenizer)
         trainer.run()
         model, weights = trainer.model, f"trained {args.train_iters} iterations on {args.data}"
     else:

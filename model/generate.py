@@ -180,7 +180,7 @@ class Generator:
         probs = F.softmax(logits, dim=-1)
         # An exponential race: argmax(p_i / E_i) with E_i ~ Exp(1) draws i with probability p_i, in a few
         # elementwise kernels (torch.multinomial costs several times more per token on a CPU).
-        race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+        race = torch.empty_like(probs).exponential_(1.0, generator=generator).clamp_min_(1e-30)  # never 0 / 0
         return (probs / race).argmax(dim=-1)
 
     def _advance(self, row: _Row, token: int, params: SamplingParams, now: float) -> str:

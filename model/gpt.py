@@ -238,8 +238,9 @@ class GPT(nn.Module):
         layers = [((b.ln1.weight, b.ln1.bias), b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
                    b.attn.proj.bias, (b.ln2.weight, b.ln2.bias), b.mlp.fc.weight, b.mlp.fc.bias,
                    b.mlp.proj.weight, b.mlp.proj.bias, b.mlp.activate) for b in self.blocks]
-        return c.d_model, c.num_heads, c.head_size, c.qk_norm, c.qk_gain / math.sqrt(c.head_size), layers, (self.ln_f.weight, self.ln_f.bias), \
-            self.head.weight
+        scale = c.qk_gain / math.sqrt(c.head_size)
+        ln_f = (self.ln_f.weight, self.ln_f.bias)
+        return c.d_model, c.num_heads, c.head_size, c.qk_norm, scale, layers, ln_f, self.head.weight
 
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
         c = self.config

@@ -203,3 +203,12 @@ def test_sampling_params_validation_names_the_field(field, value):
     with pytest.raises(ConfigError) as err:
         SamplingParams(**{field: value})
     assert err.value.field == field
+
+
+def test_sampling_follows_the_distribution(model_config, char_tokenizer):
+    gen = Generator(_random_model(model_config, char_tokenizer.vocab_size), char_tokenizer)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    draws = gen._sample(probs.log().repeat(20000, 1), SamplingParams(temperature=1.0), None,
+                        torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=4) / 20000
+    assert torch.allclose(frequencies, probs, atol=0.015)
