@@ -3,9 +3,22 @@
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 LFZ_DIR="$REPO_ROOT/.lfz"
-SERVICES_DIR="$LFZ_DIR/services"
-SERVICES_ENV="$LFZ_DIR/services.env"
 KAFKA_HOME="$REPO_ROOT/infra/kafka"
+
+# Where the servers keep data, logs and pid files. SERVICES_DIR pointing elsewhere (with ports of its own) makes a
+# private set, for a test that must stop and start its servers without touching the ones others use: its settings
+# are written beside it, never over the checkout's .lfz/services.env.
+SERVICES_DIR="$(realpath -m "${SERVICES_DIR:-$LFZ_DIR/services}")"
+if [[ "$SERVICES_DIR" == "$LFZ_DIR/services" ]]; then
+    SERVICES_PRIVATE=0
+    SERVICES_ENV="$LFZ_DIR/services.env"
+    # Names folders outside the checkout (see pg_root) that belong to it.
+    SERVICES_HASH="$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
+else
+    SERVICES_PRIVATE=1
+    SERVICES_ENV="$SERVICES_DIR/services.env"
+    SERVICES_HASH="$(printf '%s' "$SERVICES_DIR" | sha256sum | cut -c1-12)"
+fi
 
 # Pinned versions (Kafka and Log4j are pinned in infra/kafka/pom.xml; PostgreSQL is Debian's package).
 VERSITYGW_MODULE="github.com/versity/versitygw/cmd/versitygw"
@@ -121,11 +134,11 @@ take_lock() {
 }
 
 # PostgreSQL refuses to run as root: it runs as the `postgres` system user, who must be able to reach its data
-# folder. Under .lfz/services/ when every parent folder lets that user through, else a per-checkout folder in
-# /var/tmp named after a hash of this checkout's path.
+# folder. Under $SERVICES_DIR when every parent folder lets that user through, else a folder in /var/tmp named
+# after a hash of this checkout's path (of SERVICES_DIR's, for a private set).
 pg_root() {
     local fallback
-    fallback="/var/tmp/lfz-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)/postgres"
+    fallback="/var/tmp/lfz-$SERVICES_HASH/postgres"
     if [[ -d "$SERVICES_DIR/postgres" ]]; then
         echo "$SERVICES_DIR/postgres"
     elif [[ -d "$fallback" ]]; then
@@ -145,4 +158,17 @@ pg_bindir() {
             return 0
         fi
     done
+}
+
+# The services named on a command line (kafka, postgres, s3), all three when none is; an unknown name is an error.
+chosen_services() {
+    (($#)) || set -- kafka postgres s3
+    local name
+    for name in "$@"; do
+        case "$name" in
+        kafka | postgres | s3) ;;
+        *) die "unknown service '$name': expected kafka, postgres or s3" ;;
+        esac
+    done
+    echo "$*"
 }

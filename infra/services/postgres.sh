@@ -28,7 +28,7 @@ pg_paths() {
     PG_LOG="$PG_ROOT/postgres.log"
     # A Unix socket path has at most 107 bytes: a checkout deep in the tree gets its socket folder in /var/tmp.
     if ((${#PG_RUN} + 20 > 107)); then
-        PG_RUN="/var/tmp/lfz-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)/run"
+        PG_RUN="/var/tmp/lfz-$SERVICES_HASH/run"
     fi
 }
 
@@ -122,4 +122,12 @@ pg_stop() {
     fi
     say "PostgreSQL: stopping (pid $pid)"
     as_postgres "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 -s || stop_pid "$pid" 30
+}
+
+# Delete a stopped private cluster: its data folder, and the /var/tmp folder named after it when it used one.
+pg_purge() {
+    [[ -n "$(pg_bindir)" ]] || return 0
+    pg_paths
+    rm -rf "$PG_ROOT" "$PG_RUN"
+    rmdir "/var/tmp/lfz-$SERVICES_HASH" 2>/dev/null || true
 }
