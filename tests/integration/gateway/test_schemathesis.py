@@ -1,4 +1,5 @@
-"""Schemathesis over /openapi.json, with and without auth: no request it generates gets a 5xx.
+"""Schemathesis over /openapi.json, with and without auth: no request it generates gets a 5xx, and no response
+leaks a traceback or a secret (the `no_leaked_secrets` check of `leaks.py`, loaded as a schemathesis hooks file).
 
 These gateways use topics and a database of their own with no agent behind them (so generated commands train
 nothing and no model is ever trained), and short waits, so that a request that would wait answers quickly."""
@@ -6,6 +7,7 @@ nothing and no model is ever trained), and short waits, so that a request that w
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -18,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from infra.db.__main__ import migrate
 from infra.settings import Settings
+from tests.integration.gateway import leaks
 from tests.integration.gateway.conftest import KEYS, Process, _start_gateway
 
 
@@ -58,13 +61,29 @@ def fuzz_gateways(stack_env: dict[str, str], log_dir: Path, own_database: str) -
             process.stop()
 
 
+def run_schemathesis(url: str, secrets: dict[str, str], *options: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The schemathesis CLI over the gateway's OpenAPI document, with the leak check loaded from its hooks file."""
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": leaks.__file__, **secrets}
+    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
+               "--checks", "not_a_server_error,no_leaked_secrets", "--request-timeout", "10",
+               "--generation-deterministic", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=540, cwd=cwd, env=env)
+
+
 @pytest.mark.parametrize("which, headers", [("fuzz-open", []), ("fuzz-auth", ["-H", f"Authorization: Bearer {KEYS[0]}"])])
-def test_no_server_errors(fuzz_gateways: dict[str, str], which: str, headers: list[str], tmp_path: Path):
-    url = fuzz_gateways[which]
-    command = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-        "--max-examples", "25", "--request-timeout", "10", "--exclude-path-regex", "^/api/v1/events$",
-        "--generation-deterministic", *headers,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=540, cwd=tmp_path)
+def test_no_server_errors_and_no_leaks(fuzz_gateways: dict[str, str], which: str, headers: list[str],
+                                      settings: Settings, own_database: str, tmp_path: Path):
+    secrets = leaks.secrets_env(KEYS, settings.s3_secret_key, own_database)
+    result = run_schemathesis(fuzz_gateways[which], secrets, "--max-examples", "25",
+                              "--exclude-path-regex", "^/api/v1/events$", *headers, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_the_leak_check_is_loaded_and_fails_on_a_leak(fuzz_gateways: dict[str, str], tmp_path: Path):
+    """Told that a word every /health answer holds is an API key, the run must fail, and on the leak check: proof
+    that the CLI loaded the hooks file and that the check can fail."""
+    secrets = leaks.secrets_env(['"components"'], "", "")
+    result = run_schemathesis(fuzz_gateways["fuzz-open"], secrets, "--max-examples", "2", "--include-path", "/health",
+                              cwd=tmp_path)
+    assert result.returncode != 0 and "no_leaked_secrets" in result.stdout, result.stdout[-3000:]
+    assert "the response leaks an API key" in result.stdout, result.stdout[-3000:]
