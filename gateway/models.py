@@ -1,8 +1,8 @@
 """Models: create one (which starts its training), read, list, delete, and continue training.
 
 The gateway names the new model and its job, publishes `TrainRequested`, and reads everything back from the
-projection. Hyperparameters are validated here with the model library's own resolver, so a typo is a 422 that
-names the field instead of a failed job later.
+projection. Hyperparameters and tokenizer options are validated here with the model library's own checks, so a
+typo is a 422 that names the field instead of a failed job later.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from gateway.views import (
 )
 from infra.db.tables import Model
 from model.config import ALIASES, ConfigError, resolve_hyperparameters
+from model.tokenizers import tokenizer_options
 
 BUSY = ("pending", "training")
 
@@ -43,6 +44,14 @@ def check_hyperparameters(hp: dict[str, Any]) -> None:
         resolve_hyperparameters(hp)
     except ConfigError as error:
         raise invalid(f"hyperparameters.{error.field}", error.message) from None
+
+
+def check_tokenizer_options(kind: str, options: dict[str, int]) -> None:
+    try:
+        tokenizer_options(kind, options)
+    except ConfigError as error:
+        field = "tokenizer" if error.field == "tokenizer" else f"tokenizer_options.{error.field}"
+        raise invalid(field, error.message) from None
 
 
 def merge_hyperparameters(original: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +87,7 @@ async def create_model(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     body = await json_body(request, CreateModelBody)
     check_hyperparameters(body.hyperparameters)
+    check_tokenizer_options(body.tokenizer, body.tokenizer_options)
     async with gateway.sessions() as session:
         if await queries.model_named(session, owner_of(request), body.name) is not None:
             raise ApiError(409, "name_taken", f"name: a model named {body.name!r} exists already", "name")

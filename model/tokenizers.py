@@ -161,40 +161,54 @@ class BPETokenizer(Tokenizer):
         return json.dumps({"kind": "bpe", "version": FORMAT_VERSION, "hf": json.loads(self.hf.to_str())})
 
 
-def _option(options: dict, name: str, default: int, minimum: int) -> int:
-    value = options.pop(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
-    return value
+# Each kind's options: name -> (default, smallest allowed). A vocabulary past MAX_OPTION would not suit a small GPT,
+# and the bound keeps a typo (or a hostile request) from reaching the BPE trainer as an integer it cannot hold.
+OPTIONS: dict[str, dict[str, tuple[int, int]]] = {
+    "char": {},
+    "word": {"max_vocab": (5000, len(SPECIALS)), "min_frequency": (2, 1)},
+    "bpe": {"vocab_size": (1024, 256 + len(SPECIALS))},
+}
+MAX_OPTION = 1 << 20
+
+
+def tokenizer_options(kind: str, options: dict) -> dict[str, int]:
+    """A `kind` tokenizer's options with the defaults filled in. Needs no text, so a service can check a request
+    before it trains anything; raises ConfigError naming the unknown kind or the bad option."""
+    if kind not in OPTIONS:
+        raise ConfigError("tokenizer", f"unknown tokenizer {kind!r}; known: {', '.join(OPTIONS)}")
+    known = OPTIONS[kind]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise ConfigError(str(unknown[0]), f"unknown option for the {kind} tokenizer")
+    resolved = {}
+    for name, (default, minimum) in known.items():
+        value = options.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_OPTION:
+            raise ConfigError(name, f"must be an integer from {minimum} to {MAX_OPTION}, got {value!r}")
+        resolved[name] = value
+    return resolved
 
 
 def train_tokenizer(kind: str, text: str, **options) -> Tokenizer:
     """Build a tokenizer from the training text. Options: word: max_vocab, min_frequency; bpe: vocab_size."""
+    resolved = tokenizer_options(kind, options)
     plain = "".join(_SPECIAL_RE.split(text)[::2])  # the text without its special tokens
     if kind == "char":
-        tok: Tokenizer = PieceTokenizer("char", sorted(set(plain)))
-    elif kind == "word":
-        max_vocab = _option(options, "max_vocab", 5000, len(SPECIALS))
-        min_frequency = _option(options, "min_frequency", 2, 1)
+        return PieceTokenizer("char", sorted(set(plain)))
+    if kind == "word":
+        max_vocab, min_frequency = resolved["max_vocab"], resolved["min_frequency"]
         chars = sorted(set(plain))
         counts = Counter(w for w in _WORD_RE.findall(plain) if len(w) > 1)
         ranked = sorted((w for w, n in counts.items() if n >= min_frequency), key=lambda w: (-counts[w], w))
-        tok = PieceTokenizer("word", chars, ranked[: max(0, max_vocab - len(SPECIALS) - len(chars))])
-    elif kind == "bpe":
-        vocab_size = _option(options, "vocab_size", 1024, 256 + len(SPECIALS))
-        hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        lines = plain.splitlines(keepends=True)
-        hf.train_from_iterator(("".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000)), trainer)
-        tok = BPETokenizer(hf)
-    else:
-        raise ConfigError("tokenizer", f"unknown tokenizer {kind!r}; known: char, word, bpe")
-    if options:
-        raise ConfigError(next(iter(options)), f"unknown option for the {kind} tokenizer")
-    return tok
+        return PieceTokenizer("word", chars, ranked[: max(0, max_vocab - len(SPECIALS) - len(chars))])
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=resolved["vocab_size"], special_tokens=list(SPECIALS),
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    lines = plain.splitlines(keepends=True)
+    hf.train_from_iterator(("".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000)), trainer)
+    return BPETokenizer(hf)
 
 
 def tokenizer_from_json(s: str) -> Tokenizer:

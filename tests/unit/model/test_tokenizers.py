@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
 from model.config import ConfigError
-from model.tokenizers import EOT, PAD, UNK, _byte_alphabet, tokenizer_from_json, train_tokenizer
+from model.tokenizers import (
+    EOT,
+    MAX_OPTION,
+    PAD,
+    UNK,
+    _byte_alphabet,
+    tokenizer_from_json,
+    tokenizer_options,
+    train_tokenizer,
+)
 
 TRAINING_TEXT = (
     "Hello, world! The quick brown fox jumps over the lazy dog.\n"
@@ -140,6 +149,27 @@ def test_unknown_kind_and_options_are_config_errors():
     with pytest.raises(ConfigError) as err:
         train_tokenizer("char", "abc", vocab_size=10)
     assert err.value.field == "vocab_size"
+
+
+@pytest.mark.parametrize("kind, options, field", [
+    ("bpe", {"vocab_size": -4}, "vocab_size"),
+    ("bpe", {"vocab_size": 0}, "vocab_size"),
+    ("bpe", {"vocab_size": 10**30}, "vocab_size"),
+    ("word", {"max_vocab": True}, "max_vocab"),
+    ("word", {"min_frequency": 0}, "min_frequency"),
+    ("char", {"max_vocab": 10}, "max_vocab"),
+    ("morse", {}, "tokenizer"),
+])
+def test_options_are_checked_without_any_text(kind, options, field):
+    with pytest.raises(ConfigError) as err:
+        tokenizer_options(kind, options)
+    assert err.value.field == field
+
+
+def test_options_get_their_defaults():
+    assert tokenizer_options("bpe", {}) == {"vocab_size": 1024}
+    assert tokenizer_options("word", {"max_vocab": MAX_OPTION}) == {"max_vocab": MAX_OPTION, "min_frequency": 2}
+    assert tokenizer_options("char", {}) == {}
 
 
 def test_empty_training_text_still_gives_a_tokenizer():
