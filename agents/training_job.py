@@ -139,8 +139,11 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
                           train_ids, val_ids, callbacks=callbacks, device=pick_device(), resume=state,
                           tokenizer=tokenizer)
     except ConfigError as error:
-        raise JobError(f"{error.field}: {error.message}; the dataset holds {len(text)} characters "
-                       f"({len(train_ids) + len(val_ids)} tokens)", error.field) from None
+        size = f"{len(text)} characters ({len(train_ids) + len(val_ids)} tokens)"
+        if error.field == "dataset":
+            raise JobError(f"dataset: the text is too short to train on ({error.message}); it holds {size}",
+                           "dataset") from None
+        raise JobError(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
     callbacks.first_step = trainer.step
     config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
     store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(), "application/json")

@@ -1,0 +1,206 @@
+"""Hostile and bad values through a running gateway and agents worker on the real servers.
+
+Each gets a clear answer: a 4xx whose `error.field` names what is wrong, or a job that fails and says why. Never a
+5xx, a crash or a hang. Bodies are sent as raw JSON text where Python's json would write what a client might not
+(`NaN`, `Infinity`, a lone surrogate escape, an integer past 64 bits).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gateway.client import Client
+
+CORPUS = "".join(f"the {w} dog ran to the {v} door.\n" for w in ("red", "big", "old") for v in ("blue", "flat")) * 10
+TINY = {"preset": "tiny", "max_iters": 20}
+MAX_BODY = 2 * 1024 * 1024  # the default LFZ_MAX_BODY_BYTES of the session's gateways
+MAX_DATASET = 20 * 1024 * 1024  # the default LFZ_MAX_DATASET_BYTES
+UNSEEN = "漢字🙂Жξ\u202e\ufeff\u0000∑"  # nothing of CORPUS: each is an unknown character to its char tokenizer
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def model_id(open_url: str, worker: object) -> str:
+    """A trained model of the open gateway, for the routes that check a body only once they have found the model."""
+    with Client(open_url) as client:
+        created = client.create_model(name("bad-input"), text=CORPUS, hyperparameters=TINY)
+        assert client.wait_for_job(created["job_id"], timeout_s=180)["status"] == "completed"
+        return created["model_id"]
+
+
+@pytest.fixture(scope="module")
+def http(open_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=open_url, timeout=60) as client:
+        yield client
+
+
+def assert_refused(response: httpx.Response, status: int, field: str | None, needle: str = "") -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error.get("field") == field, error
+    assert needle in error["message"], error
+
+
+def test_an_oversized_body_is_413_whether_its_length_is_declared_or_streamed(http: httpx.Client):
+    body = b'{"name": "big", "dataset": {"text": "' + b"a" * MAX_BODY + b'"}}'
+    declared = http.post("/api/v1/models", content=body, headers={"content-type": "application/json"})
+    assert_refused(declared, 413, None, f"limit of {MAX_BODY} bytes")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the gateway has to count as the body arrives
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start:start + 64 * 1024]
+
+    streamed = http.post("/api/v1/models", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+    assert_refused(streamed, 413, None, f"limit of {MAX_BODY} bytes")
+    upload = http.post("/api/v1/datasets", files={"file": ("big.txt", b"a" * (MAX_DATASET + 1))})
+    assert_refused(upload, 413, None, f"limit of {MAX_DATASET} bytes")
+
+
+def _train(hyperparameters: str, tokenizer: str = '"char"', options: str = "{}") -> str:
+    return (f'{{"name": "never-trained", "dataset": {{"text": "abc abc"}}, "tokenizer": {tokenizer}, '
+            f'"tokenizer_options": {options}, "hyperparameters": {hyperparameters}}}')
+
+
+TRAIN_CASES = [
+    *[(_train(f'{{"preset": "tiny", "{f}": {v}}}'), f"hyperparameters.{f}", "must be positive")
+      for f in ("d_model", "batch_size", "max_iters", "context_length", "num_heads", "num_blocks", "eval_iters")
+      for v in (0, -8)],
+    *[(_train(f'{{"preset": "tiny", "learning_rate": {v}}}'), "hyperparameters.learning_rate", "must be finite")
+      for v in ("NaN", "Infinity", "-Infinity", "1e999")],
+    (_train('{"preset": "tiny", "LEARNING_RATE": NaN}'), "hyperparameters.LEARNING_RATE", "must be finite"),
+    (_train('{"preset": "tiny", "learning_rate": 0}'), "hyperparameters.learning_rate", "must be positive"),
+    (_train("{}", '"bpe"', '{"vocab_size": -4}'), "tokenizer_options.vocab_size", "must be an integer"),
+    (_train("{}", '"bpe"', '{"vocab_size": 100000000000000000000000000000}'), "tokenizer_options.vocab_size",
+     "must be an integer"),
+    (_train("{}", '"word"', '{"max_vocab": 0}'), "tokenizer_options.max_vocab", "must be an integer"),
+    (_train("{}", '"char"', '{"vocab_size": 300}'), "tokenizer_options.vocab_size", "unknown option"),
+]
+
+
+@pytest.mark.parametrize("body, field, needle", TRAIN_CASES)
+def test_a_bad_training_value_is_422_naming_it(http: httpx.Client, body: str, field: str, needle: str):
+    response = http.post("/api/v1/models", content=body.encode(), headers={"content-type": "application/json"})
+    assert_refused(response, 422, field, needle)
+
+
+USE_CASES = [
+    ("generate", '{"prompt": "the", "max_length": 100000000000000000000000000}', "max_length", "at most"),
+    ("generate", '{"prompt": "the", "max_length": 1e400}', "max_length", "finite"),
+    ("generate", '{"prompt": "the", "max_length": 0}', "max_length", "greater than or equal to 1"),
+    ("generate", '{"prompt": "the", "max_tokens": -3}', "max_tokens", "greater than or equal to 1"),  # the alias
+    ("generate", '{"prompt": "the", "num_sequences": 0}', "num_sequences", "greater than or equal to 1"),
+    ("generate", '{"prompt": "the", "num_sequences": -1}', "num_sequences", "greater than or equal to 1"),
+    ("generate", '{"prompt": "the", "num_sequences": 1000}', "num_sequences", "less than or equal to 8"),
+    ("generate", '{"prompt": "the", "top_k": 0}', "top_k", "greater than or equal to 1"),
+    ("generate", '{"prompt": "the", "temperature": NaN}', "temperature", "finite"),
+    ("generate", '{"prompt": "the", "top_p": Infinity}', "top_p", "finite"),
+    ("generate", '{"prompt": "\\udc80 lone surrogate"}', "prompt", "string"),
+    ("evaluate", '{"prompts": ["the"], "max_new_tokens": 0}', "max_new_tokens", "greater than or equal to 1"),
+    ("evaluate", '{"prompts": ["the"], "max_new_tokens": 10000000000}', "max_new_tokens", "less than or equal"),
+    ("train", '{"hyperparameters": {"max_iters": 0}}', "hyperparameters.max_iters", "must be positive"),
+    ("train", '{"hyperparameters": {"learning_rate": NaN}}', "hyperparameters.learning_rate", "must be finite"),
+]
+
+
+@pytest.mark.parametrize("action, body, field, needle", USE_CASES)
+def test_a_bad_value_for_a_trained_model_is_422_naming_it(http: httpx.Client, model_id: str, action: str,
+                                                           body: str, field: str, needle: str):
+    response = http.post(f"/api/v1/models/{model_id}/{action}", content=body.encode(),
+                         headers={"content-type": "application/json"})
+    assert_refused(response, 422, field, needle)
+
+
+OPENAI_CASES = [
+    ("completions", '"prompt": "the", "max_tokens": 100000000000000000000000000', "max_tokens", "at most"),
+    ("completions", '"prompt": "the", "max_tokens": 0', "max_tokens", "greater than or equal to 1"),
+    ("completions", '"prompt": "the", "n": 0', "n", "greater than or equal to 1"),
+    ("chat/completions", '"messages": [{"role": "user", "content": "the"}], "max_tokens": -1', "max_tokens",
+     "greater than or equal to 1"),
+    ("chat/completions", '"messages": [{"role": "user", "content": "the"}], "temperature": NaN', "temperature",
+     "finite"),
+]
+
+
+@pytest.mark.parametrize("route, fields, field, needle", OPENAI_CASES)
+def test_a_bad_value_on_the_openai_routes_is_422_naming_it(http: httpx.Client, model_id: str, route: str,
+                                                            fields: str, field: str, needle: str):
+    body = f'{{"model": "{model_id}", {fields}}}'
+    response = http.post(f"/v1/{route}", content=body.encode(), headers={"content-type": "application/json"})
+    assert_refused(response, 422, field, needle)
+
+
+@pytest.mark.parametrize("path, field", [
+    ("/api/v1/models?limit=0", "limit"), ("/api/v1/jobs?limit=-1", "limit"), ("/api/v1/datasets?offset=-1", "offset"),
+    ("/api/v1/models?limit=99999999999999999999999", "limit"),
+])
+def test_a_bad_page_size_is_422_naming_it(http: httpx.Client, path: str, field: str):
+    assert_refused(http.get(path), 422, field)
+
+
+def test_a_dataset_of_one_character_fails_its_job_saying_it_is_too_short(open_url: str, worker: object):
+    with Client(open_url) as client:
+        dataset = client.upload_dataset("x", name="one character")
+        assert dataset["characters"] == 1
+        jobs = [client.create_model(name("one-char"), dataset_id=dataset["id"], hyperparameters=TINY),
+                client.create_model(name("one-char"), text="x", hyperparameters=TINY)]
+        for created in jobs:
+            job = client.wait_for_job(created["job_id"], timeout_s=120)
+            assert job["status"] == "failed" and job["error_field"] == "dataset", job
+            assert "too short to train on" in job["error"] and "1 characters" in job["error"], job
+            model = client.get_model(created["model_id"])
+            assert model["status"] == "failed" and "too short" in model["error"]
+
+
+def _random_bytes(size: int) -> bytes:
+    return random.Random(7).randbytes(size)
+
+
+@pytest.mark.parametrize("data, needle", [
+    (_random_bytes(4096), "not UTF-8 text"),
+    (b"\x89PNG\r\n\x1a\n" + _random_bytes(256), "not UTF-8 text"),
+    (gzip.compress(CORPUS.encode(), mtime=0), "not UTF-8 text"),
+    ("the dog ran".encode("utf-16"), "not UTF-8 text"),
+    (b"ELF header\x00\x00\x00 then text that decodes", "binary file"),
+])
+def test_a_binary_file_is_refused_as_a_dataset(http: httpx.Client, data: bytes, needle: str):
+    before = http.get("/api/v1/datasets").json()["total"]
+    assert_refused(http.post("/api/v1/datasets", files={"file": ("data.bin", data)}), 422, "file", needle)
+    raw = http.post("/api/v1/datasets", content=data, headers={"content-type": "application/octet-stream"})
+    assert_refused(raw, 400, None, "not valid JSON")
+    assert http.get("/api/v1/datasets").json()["total"] == before  # nothing was stored
+
+
+def test_a_prompt_of_characters_the_tokenizer_never_saw_generates(http: httpx.Client, model_id: str):
+    """The char tokenizer documents that a character it never saw is read as <|unk|>: one token each."""
+    prompt = UNSEEN * 20
+    answer = http.post(f"/api/v1/models/{model_id}/generate",
+                       json={"prompt": prompt, "max_length": 8, "temperature": 0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prompt_tokens"] == len(prompt) and isinstance(answer.json()["text"], str)
+    with http.stream("POST", f"/api/v1/models/{model_id}/generate",
+                     json={"prompt": prompt, "max_length": 8, "stream": True}) as stream:
+        assert stream.status_code == 200
+        types = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
+    assert types[0] == "JobAccepted" and types[-1] == "GenerationCompleted", types
+    specials = http.post(f"/api/v1/models/{model_id}/generate",
+                         json={"prompt": "<|endoftext|><|pad|><|unk|>", "max_length": 4})
+    assert specials.status_code == 200 and specials.json()["prompt_tokens"] == 3, specials.text
+    openai_style = http.post("/v1/completions", json={"model": model_id, "prompt": UNSEEN, "max_tokens": 4})
+    assert openai_style.status_code == 200 and openai_style.json()["usage"]["prompt_tokens"] == len(UNSEEN)
+
+
+def test_a_prompt_past_the_limit_is_422_naming_it(http: httpx.Client, model_id: str):
+    body = json.dumps({"prompt": UNSEEN * 1000, "max_length": 1})  # 10 000 characters; the limit is 8192
+    response = http.post(f"/api/v1/models/{model_id}/generate", content=body.encode())
+    assert_refused(response, 422, "prompt", "longer than the limit")
