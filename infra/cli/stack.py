@@ -1,11 +1,12 @@
-"""The process supervisor behind `lfz up` and `lfz demo`: the whole system as child processes, stopped together.
+"""The process supervisor behind `lfz up`, `lfz demo` and the benchmarks: the system as child processes, stopped
+together.
 
 Start order: the embedded broker (only when no Kafka URL is set), the migrations (in this process), the agents
-workers, the gateway; `start()` returns once the gateway's /health answers 200. Each worker and the gateway run in a
-session of their own, so a Ctrl-C at the terminal reaches this process alone and the shutdown keeps its order: every
-child gets SIGTERM (a worker then hands its running jobs back to the queue: their training children checkpoint and
-exit), and whatever is left of a child's process group after `stop_timeout_s` is killed. Linux's parent-death signal
-covers the case where this process itself is killed.
+workers, the gateway (unless `gateway=False`); `start()` returns once the gateway's /health answers 200. Each worker
+and the gateway run in a session of their own, so a Ctrl-C at the terminal reaches this process alone and the
+shutdown keeps its order: every child gets SIGTERM (a worker then hands its running jobs back to the queue: their
+training children checkpoint and exit), and whatever is left of a child's process group after `stop_timeout_s` is
+killed. Linux's parent-death signal covers the case where this process itself is killed.
 
 A child that exits on its own is not restarted: `check()` raises `StackError` naming it and its log, and the
 caller stops the rest (a crash loop would only hide the cause).
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +95,14 @@ class Stack:
     """`with Stack(settings, port=8000) as stack: ... stack.url ...`; `start()` and `stop()` for longer control."""
 
     def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+                 gateway: bool = True, env: Mapping[str, str] | None = None,
                  say: Callable[[str], None] = lambda _: None, startup_timeout_s: float = 120.0,
                  stop_timeout_s: float = 30.0):
         self.settings = settings
-        self.host, self.port, self.workers = host, port, workers
+        self.host, self.port, self.workers, self.gateway = host, port, workers, gateway
+        # The children's environment: this process's, unless the caller decides every LFZ_* itself (the benchmarks
+        # run on a topic prefix and a data folder of their own, whatever the shell says).
+        self.env = None if env is None else dict(env)
         self.say = say
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -111,7 +116,7 @@ class Stack:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
-        if port_in_use(self.host, self.port):
+        if self.gateway and port_in_use(self.host, self.port):
             raise StackError(f"port {self.port} on {self.host} is in use - is `lfz up` running already? "
                              f"Use it with --url {self.url}, or pick another --port")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -121,15 +126,17 @@ class Stack:
             for index in range(1, self.workers + 1):
                 name = f"worker-{index}" if self.workers > 1 else "worker"
                 self._spawn(name, ["-m", "agents", "worker"], env)
-            self._spawn("gateway", ["-m", "gateway", "--host", self.host, "--port", str(self.port)], env)
-            self._wait_healthy()
+            if self.gateway:
+                self._spawn("gateway", ["-m", "gateway", "--host", self.host, "--port", str(self.port)], env)
+                self._wait_healthy()
         except BaseException:
             self.stop()
             raise
         return self.url
 
     def _child_env(self) -> dict[str, str]:
-        env = {**os.environ, "LFZ_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        base = os.environ if self.env is None else self.env
+        env = {**base, "LFZ_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
         if not self.settings.kafka_url:
             self.broker = EmbeddedBroker(self.log_dir)
             try:
