@@ -1,14 +1,16 @@
 """`python -m agents.bench`: the pipeline's speed, measured through Kafka with real agents workers.
 
-It starts what it measures: the embedded broker (or the Kafka of LFZ_KAFKA_URL), a database (SQLite in a temporary
-folder, or LFZ_DATABASE_URL), an object store (a temporary folder, or LFZ_OBJECT_STORE_URL) and `--workers`
-agents workers, all on a topic prefix of its own. Then:
+It starts what it measures (infra.bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database of
+LFZ_DATABASE_URL or SQLite in a temporary folder, the object store of LFZ_OBJECT_STORE_URL or a temporary folder,
+and `--workers` agents workers, all on a topic prefix of its own. Then:
 
 * generate: end-to-end latency from producing a GenerateRequested to the first TokensGenerated and to the
   GenerationCompleted, one request at a time (p50/p95) and `--concurrency` at once (p50/p95/p99);
 * projection: facts per second that the record agent writes to the database (synthetic TrainProgress facts);
-* training: `--train-jobs` concurrent training jobs across the workers: throughput and how evenly they were shared;
-* memory: resident memory of each worker process at the end.
+* training: `--train-jobs` concurrent training jobs across the workers: throughput, and how evenly the workers
+  shared them (jobs per worker, Jain's index: 1.0 is an even split);
+* processes: peak and last resident memory and CPU seconds of each worker (and its training children) and of the
+  broker when it runs on this machine, over the whole run.
 """
 
 from __future__ import annotations
@@ -18,100 +20,53 @@ import asyncio
 import json
 import os
 import platform
-import statistics
-import subprocess
+import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
 from events import TERMINAL_TYPES, Topics, TrainProgress
-from infra.broker import EmbeddedBroker
+from infra.bench.measure import ProcessMonitor, jain_index, percentiles
+from infra.bench.stack import BenchStack, describe_servers
 from infra.db import create_engine, sessionmaker
-from infra.db.__main__ import migrate
-from infra.db.tables import JobEventRow
+from infra.db.tables import JobEventRow, Model
 from infra.kafka import ensure_topics, stop_consumer
-from infra.settings import Settings, load_settings
+from infra.settings import load_settings
 
 CORPUS = "\n".join(f"Line {i}: the pipeline carries requests to the agents and facts back to the clients."
                    for i in range(400))
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]  # noqa: E731
-    return {"p50": pick(50), "p95": pick(95), "p99": pick(99), "mean": statistics.fmean(values), "n": len(values)}
+@dataclass
+class Run:
+    """One benchmark run: its arguments, the stack it measures and that stack's topics."""
 
+    args: argparse.Namespace
+    stack: BenchStack
+    topics: Topics = field(init=False)
 
-class Stack:
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="lfz-bench-"))
-        self.broker: EmbeddedBroker | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-        base = load_settings()
-        overrides: dict[str, Any] = {"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.", "data_dir": self.tmp}
-        if not base.kafka_url:
-            self.broker = EmbeddedBroker(self.tmp)
-            overrides["kafka_url"] = self.broker.start()
-        if not base.database_url:
-            overrides["database_url"] = f"sqlite+aiosqlite:///{self.tmp / 'lfz.db'}"
-        if not base.object_store_url:
-            overrides["object_store_url"] = (self.tmp / "objects").as_uri()
-        self.settings: Settings = base.model_copy(update=overrides)
-        self.topics = Topics(self.settings.topic_prefix)
-
-    def env(self) -> dict[str, str]:
-        s = self.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LFZ_")}
-        env.update(LFZ_KAFKA_URL=s.kafka_url, LFZ_DATABASE_URL=s.resolved_database_url,
-                   LFZ_OBJECT_STORE_URL=s.resolved_object_store_url, LFZ_S3_ACCESS_KEY=s.s3_access_key,
-                   LFZ_S3_SECRET_KEY=s.s3_secret_key, LFZ_BUCKET=s.bucket, LFZ_TOPIC_PREFIX=s.topic_prefix,
-                   LFZ_DATA_DIR=str(self.tmp), LFZ_LOG_LEVEL="WARNING", LFZ_GENERATE_CONCURRENCY="8")
-        return env
-
-    async def start(self) -> None:
-        await asyncio.to_thread(migrate, self.settings.resolved_database_url, True)
-        await ensure_topics(self.settings)
-        for i in range(self.args.workers):
-            log = open(self.tmp / f"worker-{i}.log", "wb")
-            self.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "agents", "worker"], env={**self.env(), "LFZ_WORKER_ID": f"bench-{i}"},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-
-    def stop(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in self.workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        if self.broker is not None:
-            self.broker.stop()
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.stack.settings.topic_prefix)
 
 
 class Facts:
     """One consumer of the job-events topic from the start, recording when each fact of each job arrived."""
 
-    def __init__(self, stack: Stack):
-        self.stack = stack
+    def __init__(self, run: Run):
+        self.run = run
         self.by_job: dict[str, list[tuple[float, dict]]] = {}
         self.changed = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(self.stack.topics.job_events, bootstrap_servers=self.stack.settings.kafka_bootstrap,
+        self.consumer = AIOKafkaConsumer(self.run.topics.job_events,
+                                         bootstrap_servers=self.run.stack.settings.kafka_bootstrap,
                                          group_id=None, auto_offset_reset="earliest")
         await self.consumer.start()
         self._task = asyncio.create_task(self._run())
@@ -147,9 +102,9 @@ async def _send(producer: AIOKafkaProducer, topic: str, message: dict, key: str)
     return started
 
 
-async def train_model(stack: Stack, producer: AIOKafkaProducer, facts: Facts, name: str, iters: int) -> dict:
+async def train_model(run: Run, producer: AIOKafkaProducer, facts: Facts, name: str, iters: int) -> dict:
     job_id = f"train-{uuid.uuid4().hex[:8]}"
-    await _send(producer, stack.topics.train_requested,
+    await _send(producer, run.topics.train_requested,
                 {"type": "TrainRequested", "job_id": job_id, "model_name": name, "dataset": {"text": CORPUS},
                  "hyperparameters": {"preset": "tiny", "max_iters": iters}}, job_id)
     end = (await facts.until(job_id))[-1][1]
@@ -158,9 +113,9 @@ async def train_model(stack: Stack, producer: AIOKafkaProducer, facts: Facts, na
     return end
 
 
-async def one_generation(stack: Stack, producer: AIOKafkaProducer, facts: Facts, model: str, tokens: int) -> dict:
+async def one_generation(run: Run, producer: AIOKafkaProducer, facts: Facts, model: str, tokens: int) -> dict:
     request_id = f"gen-{uuid.uuid4().hex[:10]}"
-    started = await _send(producer, stack.topics.generate_requested,
+    started = await _send(producer, run.topics.generate_requested,
                           {"type": "GenerateRequested", "request_id": request_id, "model_name": model,
                            "prompt": "Line 7: the", "max_tokens": tokens, "seed": 1}, request_id)
     arrived = await facts.until(request_id)
@@ -172,12 +127,30 @@ async def one_generation(stack: Stack, producer: AIOKafkaProducer, facts: Facts,
             "tokens": done[1].get("completion_tokens", 0)}
 
 
-async def generation(stack: Stack, producer: AIOKafkaProducer, facts: Facts, model: str) -> dict:
-    args = stack.args
-    await one_generation(stack, producer, facts, model, args.tokens)  # loads the model into the cache
-    sequential = [await one_generation(stack, producer, facts, model, args.tokens) for _ in range(args.requests)]
+async def until_recorded(run: Run, model: str, timeout_s: float = 120) -> float:
+    """Seconds until the projection has the trained model. Generation is measured from there: a request sent
+    earlier would measure the projector's lag instead (the generate agent waits only a few seconds for it)."""
+    engine = create_engine(run.stack.settings.resolved_database_url)
+    started = time.monotonic()
+    try:
+        async with sessionmaker(engine)() as session:
+            while time.monotonic() - started < timeout_s:
+                trained = await session.scalar(select(Model.trained_at).where(Model.name == model).limit(1))
+                if trained is not None:
+                    return time.monotonic() - started
+                await session.rollback()  # a fresh snapshot for the next look
+                await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    raise TimeoutError(f"the projection did not record model {model} as trained within {timeout_s:.0f}s")
+
+
+async def generation(run: Run, producer: AIOKafkaProducer, facts: Facts, model: str) -> dict:
+    args = run.args
+    await one_generation(run, producer, facts, model, args.tokens)  # loads the model into the cache
+    sequential = [await one_generation(run, producer, facts, model, args.tokens) for _ in range(args.requests)]
     started = time.perf_counter()
-    concurrent = await asyncio.gather(*(one_generation(stack, producer, facts, model, args.tokens)
+    concurrent = await asyncio.gather(*(one_generation(run, producer, facts, model, args.tokens)
                                         for _ in range(args.concurrency)))
     wall = time.perf_counter() - started
     return {
@@ -192,83 +165,80 @@ async def generation(stack: Stack, producer: AIOKafkaProducer, facts: Facts, mod
     }
 
 
-async def projection(stack: Stack, producer: AIOKafkaProducer, count: int) -> dict:
+async def projection(run: Run, producer: AIOKafkaProducer, count: int, timeout_s: float = 600) -> dict:
     job_id = f"proj-{uuid.uuid4().hex[:8]}"
-    engine = create_engine(stack.settings.resolved_database_url)
+    engine = create_engine(run.stack.settings.resolved_database_url)
     started = time.perf_counter()
     for seq in range(1, count + 1):
         fact = TrainProgress(job_id=job_id, seq=seq, producer="bench", kind="train", step=seq, max_iters=count,
                              loss=1.0, learning_rate=1e-3, tokens_per_s=1.0, elapsed_s=1.0, progress=seq / count)
-        await producer.send(stack.topics.job_events, fact.to_json(), key=job_id.encode())
+        await producer.send(run.topics.job_events, fact.to_json(), key=job_id.encode())
     await producer.flush()
     produced = time.perf_counter() - started
+    deadline = time.monotonic() + timeout_s
     async with sessionmaker(engine)() as session:
         while True:
             recorded = await session.scalar(select(func.count()).select_from(JobEventRow)
                                             .where(JobEventRow.job_id == job_id))
             if recorded >= count:
                 break
-            await asyncio.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the projection recorded {recorded} of {count} facts in {timeout_s:.0f}s")
+            await asyncio.sleep(0.05)  # polling the table: the record agent says nothing when it has written
     wall = time.perf_counter() - started
     await engine.dispose()
     return {"facts": count, "produce_s": produced, "recorded_s": wall, "facts_per_s": count / wall}
 
 
-async def training(stack: Stack, producer: AIOKafkaProducer, facts: Facts) -> dict:
-    args = stack.args
+async def training(run: Run, producer: AIOKafkaProducer, facts: Facts) -> dict:
+    args = run.args
     started = time.perf_counter()
-    ends = await asyncio.gather(*(train_model(stack, producer, facts, f"fair-{i}", args.train_iters)
+    ends = await asyncio.gather(*(train_model(run, producer, facts, f"fair-{i}", args.train_iters)
                                   for i in range(args.train_jobs)))
     wall = time.perf_counter() - started
-    workers = Counter()
-    waits = []
+    # A worker's id is host-pid (agents.runtime): name it as the stack does, and count the workers that got nothing.
+    names = {f"{socket.gethostname()}-{child.pid}": child.name for child in run.stack.children}
+    jobs = Counter({name: 0 for name in names.values()})
+    waits, durations, tokens = [], [], 0.0
     for end in ends:
         arrived = facts.by_job[end["job_id"]]
         accepted = next(t for t, f in arrived if f["type"] == "JobAccepted")
-        start_fact = next((t, f) for t, f in arrived if f["type"] == "TrainStarted")
-        workers[start_fact[1]["worker"]] += 1
-        waits.append(start_fact[0] - accepted)
-    return {"jobs": len(ends), "max_iters": args.train_iters, "wall_s": wall, "jobs_per_min": len(ends) / wall * 60,
-            "jobs_per_worker": dict(workers), "accepted_to_started_s": percentiles(waits)}
+        started_at, start_fact = next((t, f) for t, f in arrived if f["type"] == "TrainStarted")
+        jobs[names.get(start_fact["worker"], start_fact["worker"])] += 1
+        waits.append(started_at - accepted)
+        durations.append(arrived[-1][0] - accepted)
+        tokens += (end.get("tokens_per_s") or 0.0) * end["wall_s"]
+    return {"jobs": len(ends), "workers": len(names), "max_iters": args.train_iters, "wall_s": wall,
+            "jobs_per_min": len(ends) / wall * 60, "tokens_per_s": tokens / wall, "jobs_per_worker": dict(jobs),
+            "jain_index": jain_index(jobs.values()), "accepted_to_started_s": percentiles(waits),
+            "accepted_to_completed_s": percentiles(durations)}
 
 
-def memory(stack: Stack) -> dict[str, float]:
-    out = {}
-    for i, worker in enumerate(stack.workers):
-        try:
-            out[f"worker-{i}"] = psutil.Process(worker.pid).memory_info().rss / 2**20
-        except psutil.NoSuchProcess:
-            out[f"worker-{i}"] = float("nan")
-    return out
-
-
-async def run(args: argparse.Namespace) -> dict:
-    stack = Stack(args)
+async def measure(run: Run) -> dict:
+    args, stack = run.args, run.stack
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
-                              "broker": "embedded" if stack.broker else stack.settings.kafka_url,
-                              "database": stack.settings.resolved_database_url.split("://")[0],
-                              "workers": args.workers}
-    try:
-        await stack.start()
+                              "servers": describe_servers(stack.settings), "workers": args.workers}
+    await ensure_topics(stack.settings)  # before the first consumer: it would not see a topic created later
+    with ProcessMonitor(stack.processes()) as monitor:
         producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, linger_ms=1)
         await producer.start()
-        facts = Facts(stack)
+        facts = Facts(run)
         await facts.start()
         try:
             model = f"bench-{uuid.uuid4().hex[:6]}"
-            trained = await train_model(stack, producer, facts, model, args.train_iters)
-            report["model"] = {"name": model, "num_parameters": trained["num_parameters"]}
-            report["generate"] = await generation(stack, producer, facts, model)
-            report["projection"] = await projection(stack, producer, args.facts)
+            trained = await train_model(run, producer, facts, model, args.train_iters)
+            report["model"] = {"name": model, "num_parameters": trained["num_parameters"],
+                               "recorded_after_s": await until_recorded(run, model)}
+            report["generate"] = await generation(run, producer, facts, model)
+            report["projection"] = await projection(run, producer, args.facts)
             if args.train_jobs:
-                report["training"] = await training(stack, producer, facts)
-            report["memory_mb"] = memory(stack)
+                report["training"] = await training(run, producer, facts)
         finally:
             await facts.stop()
             await producer.stop()
-    finally:
-        stack.stop()
+    # Over the whole run; a worker's figures include its training children (children_*).
+    report["processes"] = monitor.report()
     return report
 
 
@@ -284,7 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-iters", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args))
+    for name in ("workers", "requests", "concurrency", "tokens", "facts", "train_iters"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.train_jobs < 0:
+        parser.error(f"--train-jobs must not be negative, got {args.train_jobs}")
+    # Started outside the event loop: the supervisor waits synchronously, and Linux's parent-death signal of the
+    # children belongs to the thread that started them, which must live as long as they do.
+    with BenchStack(load_settings(), workers=args.workers, name="bench-agents",
+                    extra_env={"LFZ_GENERATE_CONCURRENCY": "8"}) as stack:
+        report = asyncio.run(measure(Run(args, stack)))
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
