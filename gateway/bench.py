@@ -1,12 +1,15 @@
-"""`python -m gateway.bench`: how fast the gateway answers and how many live event streams one process holds.
+"""`python -m gateway.bench`: how many live event streams one gateway process holds, and how fast it answers.
 
-Two measurements:
+It starts what it measures (infra.bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database and
+object store of the settings or SQLite and a folder in a temporary folder, on a topic prefix of its own.
 
-* fan-out: a gateway process of its own (Kafka from LFZ_KAFKA_URL, or the embedded broker; SQLite and a local
-  folder otherwise), N clients on `GET /api/v1/events`, timestamped facts produced straight to Kafka; the delivery
-  latency (publish to a client's read) at increasing N, and the largest N whose p99 stays under the target.
-* generation (with `--base-url` of a running stack with an agents worker): HTTP generate latency p50/p95 and the
-  time to the first streamed token. A tiny model is trained first unless `--model` names one.
+* fan-out: one gateway process (and no worker), N followers of `GET /api/v1/events` and timestamped facts produced
+  straight to Kafka; the delivery latency (produce call to a follower reading the event's `id:` line) at each N of
+  `--clients`, the largest N whose every event arrived with p99 within `--target-ms`, and the gateway's memory and
+  CPU time. The followers run on this machine too, in `--followers-per-process`-sized processes of their own
+  (gateway.followers): their CPU time is reported beside the gateway's, since on a small machine they compete.
+* generation: a gateway and one agents worker (or the running stack at `--base-url`): HTTP generate latency
+  p50/p95 and the time to the first streamed token; a tiny model is trained first unless `--model` names one.
 """
 
 from __future__ import annotations
@@ -14,146 +17,168 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from events import Topics, TrainProgress
-from infra.kafka import ensure_topics
-from infra.settings import load_settings
+from infra.bench.measure import ProcessMonitor, percentiles
+from infra.bench.stack import BenchStack, describe_servers
+from infra.settings import Settings, load_settings
+
+FEED = "/api/v1/events"
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class FollowerProcesses:
+    """`clients` followers split over processes of at most `per_process` connections each (gateway.followers)."""
+
+    def __init__(self, url: str, clients: int, per_process: int):
+        parsed = urlparse(url)
+        sizes = [clients // math.ceil(clients / per_process)] * math.ceil(clients / per_process)
+        for i in range(clients - sum(sizes)):
+            sizes[i] += 1
+        self.popens = [subprocess.Popen(
+            [sys.executable, "-m", "gateway.followers", parsed.hostname or "127.0.0.1", str(parsed.port), FEED,
+             str(size)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for size in sizes]
+        self.processes = [psutil.Process(p.pid) for p in self.popens]
+
+    def ready(self) -> tuple[int, int]:
+        """Block until every process has opened its connections: (connected, failed)."""
+        connected = failed = 0
+        for popen in self.popens:
+            line = popen.stdout.readline().split()  # type: ignore[union-attr]
+            if not line or line[0] != "ready":
+                raise RuntimeError(f"a follower process did not get ready (exit code {popen.poll()})")
+            connected, failed = connected + int(line[1]), failed + int(line[2])
+        return connected, failed
+
+    def results(self) -> tuple[dict[str, list[float]], dict[str, int]]:
+        arrivals: dict[str, list[float]] = {}
+        errors: dict[str, int] = {}
+        for popen in self.popens:
+            popen.stdin.write("stop\n")  # type: ignore[union-attr]
+            popen.stdin.flush()  # type: ignore[union-attr]
+        for popen in self.popens:
+            out, _ = popen.communicate(timeout=60)
+            report = json.loads(out.strip().splitlines()[-1])
+            for event_id, times in report["arrivals"].items():
+                arrivals.setdefault(event_id, []).extend(times)
+            for error, count in report["errors"].items():
+                errors[error] = errors.get(error, 0) + count
+        return arrivals, errors
+
+    def kill(self) -> None:
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
 
 
-async def _start_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise RuntimeError(f"the gateway exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                if (await http.get(f"{url}/health", timeout=2)).status_code in (200, 503):
-                    return process, url
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the gateway did not start")
+async def _subscribers(http: httpx.AsyncClient) -> int:
+    """The gateway's own count of live-feed subscribers: a follower has its headers before it is subscribed."""
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith("lfz_gateway_live_subscribers "):
+            return int(float(line.split()[1]))
+    raise RuntimeError("the gateway's /metrics has no lfz_gateway_live_subscribers")
 
 
-async def _client(http: httpx.AsyncClient, sent: dict[str, float], latencies: list[float], ready: asyncio.Event,
-                  counter: list[int]) -> None:
-    async with http.stream("GET", "/api/v1/events") as response:
-        counter[0] += 1
-        if counter[0] >= counter[1]:
-            ready.set()
-        async for line in response.aiter_lines():
-            if line.startswith("id: "):
-                started = sent.get(line[4:])
-                if started is not None:
-                    latencies.append(time.perf_counter() - started)
-
-
-async def fanout_round(url: str, bootstrap: str, topics: Topics, clients: int, events: int,
-                       rate: float) -> dict[str, Any]:
+async def fanout_round(stack: BenchStack, clients: int, args: argparse.Namespace) -> dict[str, Any]:
+    gateway = psutil.Process(stack.processes()["gateway"])
+    followers = FollowerProcesses(stack.url, clients, args.followers_per_process)
     sent: dict[str, float] = {}
-    latencies: list[float] = []
-    ready = asyncio.Event()
-    counter = [0, clients]
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(30, read=None)) as http:
-        tasks = [asyncio.create_task(_client(http, sent, latencies, ready, counter)) for _ in range(clients)]
-        await asyncio.wait_for(ready.wait(), 60)
-        await asyncio.sleep(0.5)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    try:
+        connected, failed = await asyncio.to_thread(followers.ready)
+        async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while await _subscribers(http) < connected:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the gateway did not subscribe {connected} followers within 60 s")
+                await asyncio.sleep(0.1)
+        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, linger_ms=0, acks=1)
         await producer.start()
         job = f"bench{uuid.uuid4().hex[:8]}"
+        topic = Topics(stack.settings.topic_prefix).job_events
+        gateway_cpu, followers_cpu = gateway.cpu_times(), _cpu_s(followers.processes)
         try:
-            for seq in range(1, events + 1):
-                fact = TrainProgress(job_id=job, seq=seq, producer="bench", kind="train", step=seq, max_iters=events,
-                                     loss=1.0, learning_rate=1e-3, tokens_per_s=1.0, elapsed_s=0.0, progress=0.5)
-                sent[f"{job}:{seq}"] = time.perf_counter()
-                await producer.send(topics.job_events, fact.to_json(), key=job.encode())
-                await asyncio.sleep(1 / rate)
-            await asyncio.sleep(2.0)
+            started = time.monotonic()
+            for seq in range(1, args.events + 1):
+                await asyncio.sleep(max(0.0, started + (seq - 1) / args.rate - time.monotonic()))
+                fact = TrainProgress(job_id=job, seq=seq, producer="bench", kind="train", step=seq,
+                                     max_iters=args.events, loss=1.0, learning_rate=1e-3, tokens_per_s=1.0,
+                                     elapsed_s=0.0, progress=seq / args.events)
+                sent[f"{job}:{seq}"] = time.monotonic()
+                await producer.send(topic, fact.to_json(), key=job.encode())
+            await producer.flush()
+            await asyncio.sleep(args.drain_s)  # an event later than this counts as not delivered
         finally:
             await producer.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    expected = clients * events
-    ms = [x * 1000 for x in latencies]
-    return {"clients": clients, "events": events, "delivered": len(ms), "expected": expected,
-            "p50_ms": round(percentile(ms, 50), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "max_ms": round(max(ms), 1) if ms else None}
+        after = gateway.cpu_times()
+        gateway_cpu_s = after.user + after.system - gateway_cpu.user - gateway_cpu.system
+        followers_cpu_s = _cpu_s(followers.processes) - followers_cpu
+        rss_mb = gateway.memory_info().rss / 2**20  # while every follower is still connected
+        arrivals, errors = await asyncio.to_thread(followers.results)
+    finally:
+        followers.kill()
+    ms = [(t - sent[event_id]) * 1000 for event_id, times in arrivals.items() if event_id in sent for t in times]
+    delivered = len(ms)
+    expected = clients * args.events
+    stats = percentiles(ms)
+    return {"clients": clients, "connected": connected, "failed_connections": failed, "connect_errors": errors,
+            "events": args.events, "rate_per_s": args.rate, "delivered": delivered, "expected": expected,
+            "p50_ms": stats.get("p50"), "p95_ms": stats.get("p95"), "p99_ms": stats.get("p99"),
+            "max_ms": max(ms) if ms else None, "gateway_rss_mb": rss_mb, "gateway_cpu_s": gateway_cpu_s,
+            "gateway_cpu_us_per_delivery": gateway_cpu_s / delivered * 1e6 if delivered else None,
+            "follower_processes": len(followers.popens), "followers_cpu_s": followers_cpu_s,
+            "ok": bool(ms) and delivered == expected and stats["p99"] <= args.target_ms}
 
 
-async def fanout(args: argparse.Namespace) -> dict[str, Any]:
-    settings = load_settings()
-    broker = None
-    if not settings.kafka_url:
-        from infra.broker import EmbeddedBroker
-
-        broker = EmbeddedBroker(tempfile.mkdtemp(prefix="lfz-bench-"))
-        broker.start()
-        settings = settings.model_copy(update={"kafka_url": broker.url})
-    prefix = f"lfz.bench.{uuid.uuid4().hex[:8]}."
-    settings = settings.model_copy(update={"topic_prefix": prefix})
-    await ensure_topics(settings)
-    data_dir = tempfile.mkdtemp(prefix="lfz-bench-gw-")
-    env = {**os.environ, "LFZ_KAFKA_URL": settings.kafka_url, "LFZ_TOPIC_PREFIX": prefix, "LFZ_API_KEYS": "",
-           "LFZ_MAX_STREAMS_PER_KEY": "100000", "LFZ_LOG_LEVEL": "WARNING", "LFZ_DATA_DIR": data_dir,
-           "LFZ_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir}/bench.db",
-           "LFZ_OBJECT_STORE_URL": f"file://{data_dir}/objects"}
-    process, url = await _start_gateway(env)
-    rounds = []
-    try:
+def fanout(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    rounds: list[dict[str, Any]] = []
+    extra = {"LFZ_MAX_STREAMS_PER_KEY": str(max(args.clients) + 100)}  # one anonymous caller holds every stream
+    with BenchStack(settings, workers=0, gateway=True, name="bench-gateway", extra_env=extra) as stack:
+        servers = describe_servers(stack.settings)
+        idle_rss = psutil.Process(stack.processes()["gateway"]).memory_info().rss / 2**20
         for clients in args.clients:
-            result = await fanout_round(url, settings.kafka_bootstrap, Topics(prefix), clients, args.events,
-                                        args.rate)
-            result["ok"] = result["delivered"] == result["expected"] and result["p99_ms"] <= args.target_ms
+            result = asyncio.run(fanout_round(stack, clients, args))
             rounds.append(result)
-            if not args.json:
-                print(f"  {clients:5d} clients: p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
-                      f"delivered {result['delivered']}/{result['expected']}", file=sys.stderr)
+            print(f"  {clients:5d} followers: p50 {result['p50_ms'] or math.nan:7.1f} ms  "
+                  f"p99 {result['p99_ms'] or math.nan:7.1f} ms  delivered {result['delivered']}/{result['expected']}  "
+                  f"gateway {result['gateway_rss_mb']:.0f} MiB, {result['gateway_cpu_s']:.1f} cpu-s", file=sys.stderr)
             if not result["ok"]:
                 break
-    finally:
-        process.terminate()
-        process.wait(10)
-        if broker is not None:
-            broker.stop()
     held = max((r["clients"] for r in rounds if r["ok"]), default=0)
-    return {"target_p99_ms": args.target_ms, "max_clients_within_target": held, "rounds": rounds}
+    return {"servers": servers, "path": FEED, "target_p99_ms": args.target_ms, "max_clients_tried": max(args.clients),
+            "max_clients_within_target": held, "gateway_idle_rss_mb": idle_rss,
+            "followers_ran_on": f"this machine ({os.cpu_count()} cores, shared with the gateway), "
+                                f"up to {args.followers_per_process} connections per process",
+            "rounds": rounds}
 
 
-async def generation(args: argparse.Namespace) -> dict[str, Any]:
+async def generation(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as http:
         model = args.model
         if model is None:
             text = "".join(f"the {a} cat sat on the {b} mat.\n" for a in ("red", "old") for b in ("blue", "warm")) * 20
@@ -161,17 +186,15 @@ async def generation(args: argparse.Namespace) -> dict[str, Any]:
                 "name": f"bench-{uuid.uuid4().hex[:6]}", "dataset": {"text": text},
                 "hyperparameters": {"preset": "tiny", "max_iters": 50}})).json()
             model = created["model_id"]
-            for _ in range(600):
-                status = (await http.get(f"/api/v1/models/{model}")).json().get("status")
-                if status == "completed":
-                    break
+            deadline = time.monotonic() + 300
+            while (status := (await http.get(f"/api/v1/models/{model}")).json().get("status")) != "completed":
                 if status in ("failed", "cancelled"):
-                    return {"skipped": f"training the bench model ended {status}"}
+                    raise RuntimeError(f"training the bench model ended {status}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no agents worker trained the bench model within 300 s")
                 await asyncio.sleep(0.2)
-            else:
-                return {"skipped": "no agents worker trained the bench model within 120 s"}
         body = {"prompt": "the ", "max_length": args.tokens, "temperature": 0}
-        await http.post(f"/api/v1/models/{model}/generate", json=body)  # warm the agents' model cache
+        (await http.post(f"/api/v1/models/{model}/generate", json=body)).raise_for_status()  # loads the model
         latencies, ttfts = [], []
         for _ in range(args.requests):
             started = time.perf_counter()
@@ -181,46 +204,67 @@ async def generation(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.requests):
             started = time.perf_counter()
             async with http.stream("POST", f"/api/v1/models/{model}/generate", json={**body, "stream": True}) as r:
+                r.raise_for_status()
                 async for line in r.aiter_lines():
                     if line == "event: TokensGenerated":
                         ttfts.append((time.perf_counter() - started) * 1000)
                         break
     return {"model": model, "requests": args.requests, "new_tokens": args.tokens,
-            "latency_p50_ms": round(percentile(latencies, 50), 1), "latency_p95_ms": round(percentile(latencies, 95), 1),
-            "ttft_p50_ms": round(percentile(ttfts, 50), 1), "ttft_p95_ms": round(percentile(ttfts, 95), 1)}
+            "latency_ms": percentiles(latencies), "ttft_ms": percentiles(ttfts)}
+
+
+def generation_on_own_stack(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    with BenchStack(settings, workers=1, gateway=True, name="bench-generate") as stack:
+        with ProcessMonitor(stack.processes()) as monitor:
+            result = asyncio.run(generation(stack.url, args))
+        return {**result, "servers": describe_servers(stack.settings), "processes": monitor.report()}
+
+
+def _counts(raw: str) -> list[int]:
+    try:
+        counts = [int(part) for part in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {raw!r}") from None
+    if not counts or any(c < 1 for c in counts) or counts != sorted(counts):
+        raise argparse.ArgumentTypeError(f"expected increasing counts of at least 1, got {raw!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[10, 50, 100, 250, 500, 1000], help="client counts to try, increasing")
+    parser.add_argument("--clients", type=_counts, default=[10, 50, 100, 250, 500, 1000],
+                        help="follower counts to try, increasing (default 10,50,100,250,500,1000)")
     parser.add_argument("--events", type=int, default=50, help="facts published per round")
     parser.add_argument("--rate", type=float, default=20.0, help="facts per second")
+    parser.add_argument("--drain-s", type=float, default=2.0, help="wait after the last fact before counting")
     parser.add_argument("--target-ms", type=float, default=100.0, help="p99 delivery latency to stay under")
-    parser.add_argument("--base-url", help="a running gateway with agents, for the generation figures")
-    parser.add_argument("--api-key")
+    parser.add_argument("--followers-per-process", type=int, default=500, help="connections per follower process")
+    parser.add_argument("--base-url", help="measure generation on this running stack instead of starting one")
+    parser.add_argument("--api-key", help="for --base-url")
     parser.add_argument("--model", help="a trained model's id (default: train a tiny one)")
-    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=20, help="generate requests of each kind")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generate request")
     parser.add_argument("--skip-fanout", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args(argv)
+    for name in ("events", "rate", "followers_per_process", "requests", "tokens", "target_ms"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.drain_s < 0:
+        parser.error(f"--drain-s must not be negative, got {args.drain_s}")
+    settings = load_settings()
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     if not args.skip_fanout:
-        report["fanout"] = asyncio.run(fanout(args))
-    if args.base_url:
-        report["generation"] = asyncio.run(generation(args))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        fan = report.get("fanout")
-        if fan:
-            print(f"SSE fan-out: {fan['max_clients_within_target']} clients within p99 {fan['target_p99_ms']:g} ms")
-        gen = report.get("generation")
-        if gen:
-            print(f"generation: {json.dumps(gen)}")
+        report["fanout"] = fanout(settings, args)
+    if not args.skip_generation:
+        if args.base_url:
+            report["generation"] = {**asyncio.run(generation(args.base_url, args)), "base_url": args.base_url}
+        else:
+            report["generation"] = generation_on_own_stack(settings, args)
+    print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
 
