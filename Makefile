@@ -9,7 +9,7 @@ WITH_SERVICES := set -a; . $(SERVICES_ENV); set +a;
 CHROMIUM := /usr/bin/chromium
 NPM_STAMP := node_modules/.installed-stamp
 
-.PHONY: install services services-down migrate browser-deps test test-unit demo bench soak clean
+.PHONY: install services services-down migrate browser-deps test test-unit demo bench bench-embedded soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,22 @@ test-unit: install
 # Docker): train, evaluate and sample through the real event pipeline. Report and plot in lfz-demo-output/.
 demo: install
 	$(VENV)/bin/lfz demo
+
+# Every benchmark (model, pipeline, gateway), one after the other, against the servers of `make services`: one JSON
+# document, docs/benchmarks.json, and the figures section of docs/benchmarks.md. About ten minutes on two quiet cores.
+# BENCH_DATA is the training text (empty: ../shared/data/tinyshakespeare.txt when it exists, else pydoc_data.topics);
+# BENCH_ARGS goes to `python -m infra.bench` as it is (e.g. BENCH_ARGS=--quick to check that everything runs).
+BENCH_DATA ?=
+BENCH_ARGS ?=
+BENCH_CORPUS = $(if $(BENCH_DATA),--data $(BENCH_DATA))
+
+bench: install services migrate
+	$(WITH_SERVICES) $(PY) -m infra.bench $(BENCH_CORPUS) --reproduce "make bench$(if $(BENCH_DATA), BENCH_DATA=$(BENCH_DATA))" $(BENCH_ARGS)
+
+# The same on the embedded defaults each benchmark starts for itself (Tansu, SQLite, a folder): no servers needed.
+bench-embedded: install
+	$(PY) -m infra.bench --embedded $(BENCH_CORPUS) --json-out docs/benchmarks-embedded.json --section bench-embedded \
+		--reproduce "make bench-embedded$(if $(BENCH_DATA), BENCH_DATA=$(BENCH_DATA))" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .lfz
