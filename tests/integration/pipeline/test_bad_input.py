@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from agents.train import model_id_for
+from events import DatasetRef, TrainRequested
 from tests.integration.pipeline.conftest import train_request
 
 
@@ -75,3 +77,105 @@ async def test_generation_from_a_model_that_does_not_exist_fails_clearly(bus, wo
     events = await bus.job(request_id)
     assert events[-1]["type"] == "GenerationFailed"
     assert events[-1]["field"] == "model_name" and "no model" in events[-1]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("topic", "message", "failed", "field", "needle"),
+    [
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "learning_rate": float("nan")}}, "TrainFailed",
+         "hyperparameters.learning_rate", "finite"),
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "learning_rate": float("-inf")}}, "TrainFailed",
+         "hyperparameters.learning_rate", "finite"),
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "d_model": 0}}, "TrainFailed",
+         "hyperparameters.d_model", "positive"),
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "batch_size": -4}}, "TrainFailed",
+         "hyperparameters.batch_size", "positive"),
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "max_iters": 0}}, "TrainFailed",
+         "hyperparameters.max_iters", "positive"),
+        ("train.requested", {"tokenizer": "bpe", "tokenizer_options": {"vocab_size": -1}}, "TrainFailed",
+         "tokenizer_options.vocab_size", "integer"),
+        ("generate.requested", {"max_tokens": 0}, "GenerationFailed", "max_tokens", "greater than or equal"),
+        ("generate.requested", {"max_tokens": 10**30}, "GenerationFailed", "max_tokens", "less than or equal"),
+        ("generate.requested", {"num_sequences": -1}, "GenerationFailed", "num_sequences", "greater than or equal"),
+        ("generate.requested", {"temperature": float("nan")}, "GenerationFailed", "temperature", "finite"),
+        ("evaluate.requested", {"max_new_tokens": 0}, "EvaluationFailed", "max_new_tokens", "greater than or equal"),
+    ],
+)
+async def test_zero_negative_huge_and_nan_values_on_kafka_fail_the_job_naming_the_field(
+        bus, worker, topic, message, failed, field, needle):
+    """Python's json writes NaN and Infinity as the bare literals that some producers send."""
+    job_id = _id()
+    base = {
+        "train.requested": train_request(job_id, "bad-value"),
+        "generate.requested": {"type": "GenerateRequested", "request_id": job_id, "model_name": "m", "prompt": "a"},
+        "evaluate.requested": {"type": "EvaluateRequested", "job_id": job_id, "model_name": "m", "prompts": ["a"]},
+    }[topic]
+    await bus.produce(topic, {**base, **message}, key=job_id)
+    events = await bus.job(job_id, timeout=120)
+    assert events[-1]["type"] == failed, [e["type"] for e in events]
+    assert events[-1]["field"] == field and needle in events[-1]["reason"], events[-1]
+
+
+def _victim() -> str:
+    return f"victim-{uuid.uuid4().hex[:8]}"
+
+
+STEERED_KEYS = [
+    "../models/{victim}/checkpoints/best.pt",
+    "datasets/../models/{victim}/checkpoints/best.pt",
+    "datasets/../../{victim}",
+    "/datasets/{victim}",
+    "/etc/passwd",
+    "models/{victim}/checkpoints/best.pt",
+    "datasets/%2e%2e%2fmodels%2f{victim}",
+    "datasets/..%2F{victim}",
+    "datasets/\uff0e\uff0e\uff0fmodels\uff0f{victim}",  # fullwidth dots and slash
+    "datasets/\u2024\u2024/{victim}",  # one-dot leaders
+    "datasets\\..\\models\\{victim}",
+    "datasets/{victim}\x00.txt",
+    "datasets/{victim}/",
+    "datasets/",
+    "s3://lfz/models/{victim}/checkpoints/best.pt",
+    "file:///etc/passwd",
+]
+
+
+@pytest.mark.parametrize("template", STEERED_KEYS)
+async def test_an_object_key_steered_outside_datasets_is_refused_and_nothing_is_read_or_written(
+        bus, worker, object_store, template):
+    """The victim objects exist, so a key that reached the store would find them: the job would train or evaluate
+    instead of failing, and a write would change them. The jobs' own keys stay empty too."""
+    victim = _victim()
+    planted = {f"models/{victim}/checkpoints/best.pt": b"not a checkpoint", f"datasets/{victim}": b"victim text"}
+    for key, data in planted.items():
+        object_store.put_bytes(key, data)
+    try:
+        key = template.format(victim=victim)
+        train_id, evaluate_id = _id(), _id()
+        await bus.produce("train.requested", {**train_request(train_id, "steer"), "dataset": {"key": key}},
+                          key=train_id)
+        await bus.produce("evaluate.requested", {"type": "EvaluateRequested", "job_id": evaluate_id,
+                                                 "model_name": "m", "held_out": {"key": key}}, key=evaluate_id)
+        for job_id, failed, field in ((train_id, "TrainFailed", "dataset.key"),
+                                      (evaluate_id, "EvaluationFailed", "held_out.key")):
+            events = await bus.job(job_id, timeout=120)
+            assert events[-1]["type"] == failed and events[-1]["field"] == field, events[-1]
+            assert "rejected" in events[-1]["reason"], events[-1]
+        assert {k: object_store.get_bytes(k) for k in planted} == planted
+        for job_id in (train_id, evaluate_id):
+            would_be = model_id_for(TrainRequested(job_id=job_id, model_name="m", dataset=DatasetRef(text="t")))
+            assert object_store.list(f"models/{would_be}/") == []
+            assert not object_store.exists(f"datasets/{job_id}")
+            assert not object_store.exists(f"evaluations/{job_id}.json")
+    finally:
+        for key in planted:
+            object_store.delete(key)
+
+
+@pytest.mark.parametrize("model_id", ["../models/x", "a/b", "..", "-x", "x" * 65, "ab\u0301"])
+async def test_a_model_id_that_is_not_a_plain_identifier_is_refused(bus, worker, object_store, model_id):
+    job_id = _id()
+    await bus.produce("train.requested", {**train_request(job_id, "steer"), "model_id": model_id}, key=job_id)
+    events = await bus.job(job_id, timeout=120)
+    assert events[-1]["type"] == "TrainFailed" and events[-1]["field"] == "model_id", events[-1]
+    assert not object_store.exists(f"datasets/{job_id}")
