@@ -48,9 +48,15 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
         description=command.description, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters,
     )
+    if await _already_queued(runtime, job, accepted):
+        return
     try:
         spec = await _checked_spec(runtime, command, model_id)
     except Rejected as rejected:
+        # A twin delivery of this request may have been accepted meanwhile, and its model row is what failed the
+        # checks ("no checkpoint to continue from"): then this is a redelivery, not a bad request.
+        if await _already_queued(runtime, job, accepted):
+            return
         await job.emit(JobAccepted, **accepted, dataset_key=command.dataset.key)
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
@@ -61,6 +67,18 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
         await _redelivered(runtime, job, accepted)
         return
     await job.emit(JobAccepted, **accepted)
+
+
+async def _already_queued(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> bool:
+    """A request delivered again (after a rebalance, or produced twice) finds its job in the queue: it must not be
+    checked again, since the job's own model row would now make it look like a request to continue training."""
+    row = await runtime.queue.get(job.job_id)
+    if row is None or row.kind != "train":
+        return False
+    spec = row.spec
+    await _redelivered(runtime, job, {**accepted, "dataset_key": spec["dataset_key"],
+                                      "resume": spec["base_checkpoint"] is not None})
+    return True
 
 
 async def _redelivered(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tests.integration.pipeline.conftest import train_request
 from tests.integration.pipeline.test_faults import _distinct
+from tests.integration.pipeline.test_flow import projected
 from tests.integration.stack import Bus, start_worker
 
 
@@ -33,6 +34,27 @@ async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeli
     finally:
         for worker in workers:
             worker.stop()
+
+
+async def test_a_request_delivered_again_while_its_job_runs_is_not_taken_for_a_continue_request(bus, worker,
+                                                                                                settings):
+    """Regression: the second delivery found the model row of its own job and failed the job with "no checkpoint
+    to continue from yet"."""
+    job_id = f"again-{uuid.uuid4().hex[:8]}"
+    request = {**train_request(job_id, "again"), "hyperparameters": {"preset": "tiny", "max_iters": 400}}
+    await bus.produce("train.requested", request, key=job_id)
+    await projected(settings, job_id, "running", timeout=60)  # its model row exists now, with no checkpoint yet
+    # The same request again, then another job on the same partition: once that one is accepted, the worker has
+    # handled the repeat.
+    await bus.produce("train.requested", request, key=job_id)
+    later = f"later-{uuid.uuid4().hex[:8]}"
+    await bus.produce("train.requested", train_request(later, "later"), key=job_id)
+    await bus.read("job.events", lambda seen: any(e["type"] == "JobAccepted" for e in seen),
+                   where=lambda e: e.get("job_id") == later)
+    kinds = [e["type"] for e in _distinct(await bus.job(job_id, timeout=180))]
+    assert "TrainFailed" not in kinds and kinds.count("TrainCompleted") == 1, kinds
+    assert kinds.count("JobAccepted") == 1 and kinds.count("TrainStarted") == 1, kinds
+    assert (await bus.job(later, timeout=180))[-1]["type"] == "TrainCompleted"
 
 
 json_values = st.recursive(
