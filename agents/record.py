@@ -28,9 +28,18 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def record_job_events(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(200, within=0.05):
+            # `take_events` acks the events it handed out when the batch ends, however it ends: also when Faust
+            # cancels the agent mid-write (a worker stopping, a rebalance), and the offsets of facts never recorded
+            # would then be committed, losing them to the projection. One more reference on each message makes that
+            # ack not the final one; this agent drops its reference once the batch is in the database. A batch
+            # abandoned half-way is never committed, and is delivered again (applying is idempotent).
+            for event in events:
+                event.message.incref()
             batch = await _decode_batch(runtime, events)
             if batch:
                 await apply_until_recorded(runtime, batch)
+            for event in events:
+                await stream.ack(event)
 
 
 async def _decode_batch(runtime: Runtime, events: Sequence[EventT]) -> list[Recorded]:
