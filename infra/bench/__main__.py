@@ -96,8 +96,10 @@ def run_step(command: list[str], env: dict[str, str], timeout_s: float) -> dict[
             tail.append(line.rstrip())
             print(f"    {line.rstrip()}", file=sys.stderr, flush=True)
 
-    readers = [threading.Thread(target=lambda: out.append(popen.stdout.read()), daemon=True),  # type: ignore[union-attr]
-               threading.Thread(target=forward, daemon=True)]
+    def collect() -> None:
+        out.append(popen.stdout.read())  # type: ignore[union-attr]
+
+    readers = [threading.Thread(target=collect, daemon=True), threading.Thread(target=forward, daemon=True)]
     for reader in readers:
         reader.start()
     timer = threading.Timer(timeout_s, popen.terminate)
@@ -180,7 +182,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in STEPS]
     if unknown or not args.only:
-        parser.error(f"--only: unknown benchmark {', '.join(unknown) or '(none given)'}; choose from {', '.join(STEPS)}")
+        parser.error(f"--only: unknown benchmark {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(STEPS)}")
     if args.iters < 1:
         parser.error(f"--iters must be at least 1, got {args.iters}")
     if args.step_timeout <= 0:

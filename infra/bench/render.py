@@ -131,7 +131,8 @@ def _processes(document: dict[str, Any]) -> str:
 def _steps(document: dict[str, Any]) -> str:
     lines = []
     for name, step in document.get("steps", {}).items():
-        status = "ok" if step.get("exit_code") == 0 else f"failed (exit {step.get('exit_code')}): {step.get('error', '')}"
+        status = ("ok" if step.get("exit_code") == 0
+                  else f"failed (exit {step.get('exit_code')}): {step.get('error', '')}")
         lines.append([STEP_TITLES.get(name, name), f"`{' '.join(step.get('command', []))}`",
                       _duration(step.get("wall_s")), _n(step.get("peak_rss_mb"), 0), _n(step.get("cpu_s"), 1),
                       f"{_load(step.get('load_before'))} → {_load(step.get('load_after'))}", status])

@@ -163,7 +163,8 @@ def test_a_failed_benchmark_is_listed_with_its_error():
 
 
 def test_only_the_text_between_the_markers_is_replaced():
-    page = "# Benchmarks\n\nhand-written intro\n\n<!-- bench:begin -->\nold figures\n<!-- bench:end -->\n\n## Demo\nkept\n"
+    page = ("# Benchmarks\n\nhand-written intro\n\n<!-- bench:begin -->\nold figures\n<!-- bench:end -->\n\n"
+            "## Demo\nkept\n")
     once = replace_section(page, render(DOCUMENT))
     assert once.startswith("# Benchmarks\n\nhand-written intro\n\n<!-- bench:begin -->\n")
     assert once.endswith("<!-- bench:end -->\n\n## Demo\nkept\n")

@@ -71,9 +71,8 @@ def test_a_benchmark_that_prints_no_json_is_a_failure():
 
 def test_a_benchmark_past_its_time_is_stopped():
     step = runner.run_step(["python", "-c", "import time; time.sleep(60)"], dict(os.environ), timeout_s=0.5)
-    assert step["exit_code"] != 0
-    assert step["error"] == "timed out after 0s" or step["error"].startswith("timed out after")
-    assert step["wall_s"] < 30
+    assert step["exit_code"] == -15  # stopped by SIGTERM, not left to sleep its minute
+    assert step["error"].startswith("timed out after")
 
 
 def test_the_full_run_measures_at_the_targets_settings(tmp_path):
