@@ -8,7 +8,9 @@ alone: it is coordination between workers, not a projection.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -46,7 +48,12 @@ async def _partitions(settings: Settings, topic: str) -> list[int]:
 
 
 async def read_topic(settings: Settings) -> list[Recorded]:
-    """Every fact on the job-events topic up to its end now, partition by partition (order within a job holds)."""
+    """Every fact on the job-events topic up to its end now, in the order they happened.
+
+    Each partition keeps its own order (a job's facts are in one partition); the partitions are merged by the facts'
+    times, so that a fact about a model from one job (an evaluation) comes after the facts it follows from another
+    job (the training that made the model), as it did when the projector recorded them live. Reading partitions
+    one after the other instead gave a different state depending on which partition came first."""
     topic = Topics(settings.topic_prefix).job_events
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
@@ -58,7 +65,7 @@ async def read_topic(settings: Settings) -> list[Recorded]:
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
-        out: list[Recorded] = []
+        by_partition: dict[int, list[Recorded]] = {tp.partition: [] for tp in partitions}
         remaining = {tp for tp in partitions if ends[tp] > 0}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000)
@@ -67,14 +74,21 @@ async def read_topic(settings: Settings) -> list[Recorded]:
                     if message.offset >= ends[tp]:
                         continue
                     try:
-                        out.append(Recorded(decode_event(message.value), tp.partition, message.offset))
+                        by_partition[tp.partition].append(Recorded(decode_event(message.value), tp.partition,
+                                                                   message.offset))
                     except DecodeError as error:
                         log.warning("skipping undecodable fact at %s@%d: %s", tp, message.offset, error)
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
-        return out
+        return in_time_order(by_partition.values())
     finally:
         await stop_consumer(consumer)
+
+
+def in_time_order(partitions: Iterable[list[Recorded]]) -> list[Recorded]:
+    """One sequence of the partitions' facts that keeps each partition's own order, taking the earliest fact at the
+    head of any partition next."""
+    return list(heapq.merge(*partitions, key=lambda recorded: recorded.event.time))
 
 
 async def last_seq_in_log(settings: Settings, job_id: str, after: tuple[int, int] | None = None) -> int:

@@ -45,6 +45,18 @@ async def _wait_projected(url: str, count: int, job_ids: set[str]) -> None:
     raise AssertionError("the projection did not catch up with the log")
 
 
+async def _settled_log(settings, timeout: float = 180) -> list:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        facts = await read_topic(settings)
+        open_jobs = {r.event.job_id for r in facts} - {r.event.job_id for r in facts if r.event.terminal}
+        if not open_jobs:
+            return facts
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"jobs still open in the log: {sorted(open_jobs)}")
+        await asyncio.sleep(1)
+
+
 async def test_replaying_the_topic_into_empty_tables_rebuilds_the_same_state(bus, worker, settings,
                                                                             test_database_url):
     job_id = f"replay-{uuid.uuid4().hex[:8]}"
@@ -57,7 +69,9 @@ async def test_replaying_the_topic_into_empty_tables_rebuilds_the_same_state(bus
     assert (await bus.job(eval_id))[-1]["type"] == "EvaluationCompleted"
 
     session_settings = settings.model_copy(update={"topic_prefix": bus.prefix})
-    facts = await read_topic(session_settings)
+    # The session's topic also holds the jobs of earlier tests, some maybe still queued behind these: wait until
+    # every job in it has ended, so that the log is the same each time it is read below.
+    facts = await _settled_log(session_settings)
     job_ids = {recorded.event.job_id for recorded in facts}
     assert {job_id, eval_id} <= job_ids
     await _wait_projected(settings.resolved_database_url, len({r.event.event_id for r in facts}), job_ids)

@@ -102,3 +102,21 @@ async def test_replaying_the_log_rebuilds_the_same_state(sessions, tmp_path):
         assert (await session.get(Job, "j2")).error == "dataset.text: the dataset is empty"
         assert (await session.get(Dataset, "d1")).characters == 3
         assert await session.get(Job, "d1") is None  # uploads are not jobs
+
+
+def test_partitions_merge_in_time_order_keeping_each_partitions_own_order():
+    from datetime import timedelta
+
+    from agents.replay import in_time_order
+
+    start = training_log()[0].time
+    training = [fact.model_copy(update={"time": start + timedelta(seconds=i)})
+                for i, fact in enumerate(training_log("train-1", "m1"))]
+    evaluation = JobAccepted(job_id="eval-1", seq=1, producer="test", owner="o1", kind="evaluate", model_id="m1",
+                             model_name="shakespeare", tokenizer="char", hyperparameters={}, dataset_key=None,
+                             time=start + timedelta(seconds=len(training)))
+    late_first = [Recorded(evaluation, 0, 0)]  # partition 0: read first, happened last
+    on_one = [Recorded(fact, 1, offset) for offset, fact in enumerate(training)]
+    on_one[2], on_one[3] = on_one[3], on_one[2]  # a partition's own order wins over the times within it
+    merged = in_time_order([late_first, on_one])
+    assert [(r.partition, r.offset) for r in merged] == [(1, 0), (1, 1), (1, 3), (1, 2), (1, 4), (1, 5), (0, 0)]
