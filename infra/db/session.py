@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -34,7 +34,25 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    event.listen(engine.sync_engine, "handle_error", _server_going_away)
+    return engine
+
+
+# SQLSTATEs of a server that is going away or not back yet, not of a statement it refuses: class 08 (connection
+# exception) and 57P01-57P03 (shut down by an administrator, crashed, still starting). asyncpg raises these as
+# server errors, which SQLAlchemy passes on as a plain DBAPIError: without this, a PostgreSQL restart would look
+# like a bad statement, and the projector would dead-letter facts instead of waiting for the database.
+_GOING_AWAY = ("08", "57P01", "57P02", "57P03")
+
+
+def _server_going_away(context: ExceptionContext) -> OperationalError | None:
+    sqlstate = getattr(context.original_exception, "sqlstate", None) or ""
+    if isinstance(context.sqlalchemy_exception, OperationalError) or not sqlstate.startswith(_GOING_AWAY):
+        return None
+    context.is_disconnect = True  # the pool drops that connection instead of handing it out again
+    return OperationalError(context.statement, context.parameters, context.original_exception,
+                            connection_invalidated=True)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,0 +1,43 @@
+"""The database engine against the real PostgreSQL: a server that goes away reads as DATABASE_DOWN."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from infra.db import DATABASE_DOWN, create_engine
+from infra.settings import Settings
+
+
+async def test_a_query_cut_off_by_the_server_shutting_down_reads_as_the_database_going_away(settings: Settings):
+    """Regression: asyncpg's "terminating connection due to administrator command" (what every session gets when
+    PostgreSQL stops) reached the code as a plain DBAPIError, not one of DATABASE_DOWN, so the projector took a
+    database restart for facts it could not apply and dead-lettered them, and the gateway answered 500."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with engine.connect() as connection:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+            # What a fast shutdown does to each session, done to this one alone: the shared server stays up.
+            terminate = asyncio.create_task(_terminate_when_busy(settings, pid))
+            with pytest.raises(DATABASE_DOWN) as caught:
+                await connection.execute(text("SELECT pg_sleep(30)"))
+            assert await terminate
+        assert isinstance(caught.value, OperationalError) and caught.value.connection_invalidated
+        async with engine.connect() as connection:  # the pool hands out a fresh connection afterwards
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def _terminate_when_busy(settings: Settings, pid: int) -> bool:
+    admin = await asyncpg.connect(settings.resolved_database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        while await admin.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid) != "active":
+            await asyncio.sleep(0.05)
+        return await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
