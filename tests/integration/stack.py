@@ -5,12 +5,14 @@ Each runs in its own process group with its output in a log file, so a failing t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +20,12 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import select
 
 from events import TERMINAL_TYPES
+from gateway.client import ApiError, Client
+from infra.db import create_engine, sessionmaker
+from infra.db.tables import JobEventRow
 from infra.kafka import stop_consumer
 
 
@@ -69,12 +75,28 @@ def start_worker(name: str, env: dict[str, str], log_dir: Path) -> Process:
     return Process(name, ["-m", "agents", "worker"], {**env, "LFZ_WORKER_ID": name}, log_dir)
 
 
-def start_gateway(name: str, env: dict[str, str], log_dir: Path, timeout: float = 60) -> tuple[Process, str]:
-    port = free_port()
+def start_gateway(name: str, env: dict[str, str], log_dir: Path, timeout: float = 60,
+                  port: int | None = None) -> tuple[Process, str]:
+    """A gateway on `port` (a free one when None), once it answers /health."""
+    port = port or free_port()
     process = Process(name, ["-m", "gateway"], {**env, "LFZ_PORT": str(port)}, log_dir)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _healthy(url, process), timeout, f"gateway {name} to answer /health")
     return process, url
+
+
+def wait_for_job(url: str, job_id: str, timeout: float = 120) -> dict:
+    """The job as the gateway shows it, once the projection has it (a 202 may come before the job is recorded)."""
+    def shown() -> dict | None:
+        try:
+            with Client(url) as client:
+                return client.get_job(job_id)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return None
+
+    return wait_until(shown, timeout, f"job {job_id} to be recorded")
 
 
 def _healthy(url: str, process: Process) -> bool:
@@ -108,6 +130,41 @@ def child_processes(pid: int, match: str = "spawn_main") -> list[int]:
             if int(fields[1]) == pid and match.encode() in (entry / "cmdline").read_bytes():
                 children.append(int(entry.name))
     return children
+
+
+class Follower(threading.Thread):
+    """An SSE client in a thread, following one job through a gateway to its end with `Client.follow_job` (which
+    resumes with Last-Event-ID when the connection drops), noting when each event arrived (time.monotonic())."""
+
+    def __init__(self, url: str, job_id: str, retries: int = 600, retry_delay_s: float = 0.2):
+        super().__init__(name=f"follow-{job_id}", daemon=True)
+        self.url, self.job_id = url, job_id
+        self.retries, self.retry_delay_s = retries, retry_delay_s
+        self.arrivals: list[tuple[float, dict]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Client(self.url) as client:
+                for event in client.follow_job(self.job_id, retries=self.retries, retry_delay_s=self.retry_delay_s):
+                    self.arrivals.append((time.monotonic(), event))
+        except BaseException as exc:  # handed to the test by `events()`
+            self.error = exc
+
+    def saw(self, type_: str) -> bool:
+        if self.error is not None:
+            raise AssertionError(f"following {self.job_id} failed: {self.error!r}") from self.error
+        return any(event["type"] == type_ for _, event in list(self.arrivals))
+
+    def events(self, timeout: float) -> list[dict]:
+        """Every event, once the stream has reached the job's terminal one."""
+        self.join(timeout)
+        if self.error is not None:
+            raise AssertionError(f"following {self.job_id} failed: {self.error!r}") from self.error
+        if self.is_alive():
+            raise AssertionError(f"following {self.job_id}: no terminal event within {timeout}s; "
+                                 f"saw {[e['seq'] for _, e in self.arrivals]}")
+        return [event for _, event in self.arrivals]
 
 
 class Bus:
@@ -150,5 +207,39 @@ class Bus:
 
     async def job(self, job_id: str, timeout: float = 90) -> list[dict]:
         """A job's facts from the log, until its terminal one."""
-        return await self.read("job.events", lambda seen: any(e["type"] in TERMINAL_TYPES for e in seen),
-                               timeout, where=lambda e: e.get("job_id") == job_id)
+        return await self.job_until(job_id, lambda seen: any(e["type"] in TERMINAL_TYPES for e in seen), timeout)
+
+    async def job_until(self, job_id: str, until: Callable[[list[dict]], bool], timeout: float = 90) -> list[dict]:
+        """A job's facts from the log, until `until(facts)` holds."""
+        return await self.read("job.events", until, timeout, where=lambda e: e.get("job_id") == job_id)
+
+
+def distinct(events: list[dict]) -> list[dict]:
+    """Facts with repeats removed (a retried send may deliver one twice, under the same event id), in log order."""
+    seen, out = set(), []
+    for event in events:
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            out.append(event)
+    return out
+
+
+async def recorded(database_url: str, job_id: str) -> list[tuple[str, int, str]]:
+    """`(event id, seq, type)` of the job's facts in the database's job_events table, in seq order."""
+    engine = create_engine(database_url)
+    try:
+        async with sessionmaker(engine)() as session:
+            rows = await session.execute(select(JobEventRow.event_id, JobEventRow.seq, JobEventRow.type)
+                                         .where(JobEventRow.job_id == job_id).order_by(JobEventRow.seq))
+            return [tuple(row) for row in rows.all()]
+    finally:
+        await engine.dispose()
+
+
+async def poll(fetch: Callable[[], Any], predicate: Callable[[Any], bool], interval: float = 0.3) -> Any:
+    """Await `fetch()` until `predicate` holds for its value; bound it with asyncio.wait_for."""
+    while True:
+        value = await fetch()
+        if predicate(value):
+            return value
+        await asyncio.sleep(interval)

@@ -24,6 +24,17 @@ def pipeline_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     return env
 
 
+@pytest.fixture
+def own_env(pipeline_env: dict[str, str]) -> dict[str, str]:
+    """A topic prefix of this test's own, so its workers see only its jobs."""
+    return {**pipeline_env, "LFZ_TOPIC_PREFIX": f"lfz.test.f{uuid.uuid4().hex[:10]}."}
+
+
+@pytest.fixture
+def own_bus(own_env: dict[str, str], settings: Settings) -> Bus:
+    return Bus(settings.kafka_bootstrap, own_env["LFZ_TOPIC_PREFIX"])
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
