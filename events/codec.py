@@ -42,6 +42,29 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     return (f"{field}: {message}" if field else message), field
 
 
+def nul_character_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where a JSON value holds a U+0000 character: the path of the string (or of the object with such a key), else
+    None. PostgreSQL stores no U+0000 in text or JSONB, so a command carrying one would be accepted and then fail to
+    be recorded; it is refused where it enters instead."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        found = nul_character_at(item, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def nul_character_error(path: tuple[str, ...]) -> tuple[str, str | None]:
+    """`(message, field)` for `nul_character_at`'s answer."""
+    field = ".".join(path) or None
+    message = "must not contain a NUL character (U+0000)"
+    return (f"{field}: {message}" if field else f"a field name {message}"), field
+
+
 def _parse_object(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
@@ -86,6 +109,9 @@ def decode_command(
     if expected is not None and cls not in expected:
         names = ", ".join(c.__name__ for c in expected)
         raise DecodeError(f"type: {type_name} does not belong on this topic (expected {names})", "type", job_id, kind)
+    nul = nul_character_at(value)
+    if nul is not None:
+        raise DecodeError(*nul_character_error(nul), job_id, kind)
     try:
         return cls.model_validate(value)
     except ValidationError as exc:

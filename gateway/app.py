@@ -2,7 +2,7 @@
 
 The lifespan opens what every request shares (database engine, object store, Kafka producer, the live feed's
 consumer) and closes it on shutdown. Middleware, outermost first: metrics, CORS (only for configured origins),
-API keys, the body-size limit. Errors are mapped to JSON by the handlers of `gateway.errors`.
+API keys, the URL check, the body-size limit. Errors are mapped to JSON by the handlers of `gateway.errors`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gateway import datasets, evaluation, generation, jobs, models, openai_compa
 from gateway.auth import AuthMiddleware
 from gateway.context import Gateway, Publisher, StreamLimiter, process_name
 from gateway.errors import exception_handlers
-from gateway.inputs import BodyLimitMiddleware
+from gateway.inputs import BodyLimitMiddleware, UrlCheckMiddleware
 from gateway.live import LiveFeed
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.openapi import build_document
@@ -79,6 +79,7 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
     upload_limit = settings.max_dataset_bytes + 64 * 1024  # the file plus its multipart framing
     stack += [
         Middleware(AuthMiddleware, keys=settings.api_keys),
+        Middleware(UrlCheckMiddleware),
         Middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
                    limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes)}),
     ]

@@ -59,6 +59,8 @@ async def _read_upload(request: Request, limit: int) -> tuple[str, bytes, str]:
     name = form.get("name")
     name = (name if isinstance(name, str) else "") or upload.filename or "dataset"
     name = name.strip()[:200] or "dataset"
+    if "\x00" in name:  # it becomes a row of the projection, and PostgreSQL stores no U+0000
+        raise invalid("name", "must not contain a NUL character (U+0000)")
     return name, data, decode_text(data, "file")
 
 

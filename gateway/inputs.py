@@ -1,4 +1,5 @@
-"""Where request data enters: the body-size limit, and JSON bodies and query strings turned into typed models."""
+"""Where request data enters: the body-size limit, the URL check, and JSON bodies and query strings turned into
+typed models."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from events.codec import nul_character_at, nul_character_error
 from gateway.errors import ApiError, error_response, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,6 +54,22 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class UrlCheckMiddleware:
+    """400 for a path or query string holding a NUL character (`%00`): no id, name or parameter can contain one,
+    and PostgreSQL refuses it in a query, so the request is answered before anything looks it up."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            response = error_response(400, "bad_request", "the URL holds a NUL character (%00); no id, name or "
+                                                          "parameter may contain one")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 async def json_body(request: Request, model: type[M], empty_ok: bool = False) -> M:
     """The body as `model`: 400 when it is not JSON, 422 naming the field when it does not validate."""
     raw = await request.body()
@@ -67,6 +85,10 @@ async def json_body(request: Request, model: type[M], empty_ok: bool = False) ->
             raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid", f"the body must be a JSON object, got {type(value).__name__}")
+    nul = nul_character_at(value)
+    if nul is not None:
+        message, field = nul_character_error(nul)
+        raise ApiError(422, "invalid", message, field)
     try:
         return model.model_validate(value)
     except ValidationError as exc:

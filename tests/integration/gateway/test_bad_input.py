@@ -22,7 +22,7 @@ CORPUS = "".join(f"the {w} dog ran to the {v} door.\n" for w in ("red", "big", "
 TINY = {"preset": "tiny", "max_iters": 20}
 MAX_BODY = 2 * 1024 * 1024  # the default LFZ_MAX_BODY_BYTES of the session's gateways
 MAX_DATASET = 20 * 1024 * 1024  # the default LFZ_MAX_DATASET_BYTES
-UNSEEN = "漢字🙂Жξ\u202e\ufeff\u0000∑"  # nothing of CORPUS: each is an unknown character to its char tokenizer
+UNSEEN = "漢字🙂Жξ\u202e\ufeff\u0007∑"  # nothing of CORPUS: each is an unknown character to its char tokenizer
 
 
 def name(prefix: str) -> str:
@@ -204,3 +204,33 @@ def test_a_prompt_past_the_limit_is_422_naming_it(http: httpx.Client, model_id: 
     body = json.dumps({"prompt": UNSEEN * 1000, "max_length": 1})  # 10 000 characters; the limit is 8192
     response = http.post(f"/api/v1/models/{model_id}/generate", content=body.encode())
     assert_refused(response, 422, "prompt", "longer than the limit")
+
+
+@pytest.mark.parametrize("method, path, body, status, field", [
+    ("POST", "/api/v1/models/{model}/generate", {"prompt": "the\u0000dog"}, 422, "prompt"),
+    ("POST", "/api/v1/models/{model}/generate", {"prompt": "the", "stop": ["\u0000"]}, 422, "stop.0"),
+    ("POST", "/api/v1/models/{model}/evaluate", {"prompts": ["ok", "a\u0000"]}, 422, "prompts.1"),
+    ("POST", "/api/v1/models", {"name": "n", "description": "a\u0000b", "dataset": {"text": "abc"}}, 422,
+     "description"),
+    ("POST", "/api/v1/models", {"name": "n", "dataset": {"text": "abc"}, "hyperparameters": {"max\u0000": 1}}, 422,
+     "hyperparameters"),
+    ("POST", "/api/v1/datasets", {"name": "a\u0000", "text": "abc"}, 422, "name"),
+    ("POST", "/v1/completions", {"model": "x\u0000", "prompt": "the"}, 422, "model"),
+    ("GET", "/api/v1/models?name=x%00", None, 400, None),
+    ("GET", "/api/v1/models/x%00", None, 400, None),
+    ("GET", "/api/v1/datasets/x%00", None, 400, None),
+    ("GET", "/api/v1/jobs/x%00/events", None, 400, None),
+    ("POST", "/api/v1/jobs/x%00/cancel", None, 400, None),
+])
+def test_a_nul_character_is_refused_before_it_reaches_postgresql(http: httpx.Client, model_id: str, method: str,
+                                                                  path: str, body: dict | None, status: int,
+                                                                  field: str | None):
+    """PostgreSQL stores no U+0000 in text or JSONB: looked up, it was a 500; published, a fact the projection could
+    not record (a job that never showed up)."""
+    response = http.request(method, path.replace("{model}", model_id), json=body)
+    assert_refused(response, status, field, "NUL character")
+
+
+def test_a_nul_character_in_an_uploads_name_is_refused(http: httpx.Client):
+    response = http.post("/api/v1/datasets", files={"file": ("words.txt", b"some words")}, data={"name": "a\x00b"})
+    assert_refused(response, 422, "name", "NUL character")

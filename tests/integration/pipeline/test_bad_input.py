@@ -99,6 +99,10 @@ async def test_generation_from_a_model_that_does_not_exist_fails_clearly(bus, wo
         ("generate.requested", {"num_sequences": -1}, "GenerationFailed", "num_sequences", "greater than or equal"),
         ("generate.requested", {"temperature": float("nan")}, "GenerationFailed", "temperature", "finite"),
         ("evaluate.requested", {"max_new_tokens": 0}, "EvaluationFailed", "max_new_tokens", "greater than or equal"),
+        # PostgreSQL stores no U+0000: accepted, these would be facts that the projection cannot record.
+        ("generate.requested", {"prompt": "a\x00b"}, "GenerationFailed", "prompt", "NUL character"),
+        ("train.requested", {"description": "\x00"}, "TrainFailed", "description", "NUL character"),
+        ("evaluate.requested", {"prompts": ["a", "\x00"]}, "EvaluationFailed", "prompts.1", "NUL character"),
     ],
 )
 async def test_zero_negative_huge_and_nan_values_on_kafka_fail_the_job_naming_the_field(

@@ -71,6 +71,10 @@ def test_missing_job_id_is_derived_from_the_position_so_redelivery_names_the_sam
         (json.dumps({**DOCUMENTED_TRAIN, "dataset": {"key": "../etc/passwd"}}).encode(), "dataset.key", "pattern"),
         (json.dumps({**DOCUMENTED_GENERATE, "max_tokens": 0}).encode(), "max_tokens", "greater than or equal"),
         (b'{"type": "GenerateRequested", "model_name": "m", "temperature": NaN}', "temperature", "finite"),
+        (json.dumps({**DOCUMENTED_GENERATE, "prompt": "a\x00b"}).encode(), "prompt", "NUL character"),
+        (json.dumps({**DOCUMENTED_TRAIN, "hyperparameters": {"preset\x00": "tiny"}}).encode(), "hyperparameters",
+         "NUL character"),
+        (json.dumps({**DOCUMENTED_GENERATE, "stop": ["ok", "\x00"]}).encode(), "stop.1", "NUL character"),
     ],
 )
 def test_bad_messages_name_the_field(raw, field, needle):
