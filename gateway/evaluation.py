@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from events import EvaluateRequested, new_id
+from events import DatasetRef, EvaluateRequested, new_id
 from gateway import queries
-from gateway.bodies import DatasetChoice, EvaluateBody, WaitQuery
+from gateway.bodies import EvaluateBody, WaitQuery
 from gateway.context import gateway_of, owner_of
+from gateway.datasets import dataset_key
 from gateway.errors import ApiError, invalid
 from gateway.generation import usable_model
 from gateway.inputs import json_body, query
@@ -54,7 +55,7 @@ async def evaluate(request: Request) -> JSONResponse:
     if body.held_out is not None:
         held_out = await dataset_ref(request, body.held_out, "held_out")
     elif body.dataset_id is not None:
-        held_out = await dataset_ref(request, DatasetChoice(id=body.dataset_id), "dataset_id")
+        held_out = DatasetRef(key=await dataset_key(request, body.dataset_id, "dataset_id"))
     job_id = new_id()
     command = EvaluateRequested(
         job_id=job_id, model_id=row.id, model_name=row.name, held_out=held_out, prompts=body.prompts,
