@@ -1,5 +1,6 @@
 """The control agent: CancelRequested. A queued job ends at once; a running one is flagged in the queue, and its
-worker (which checks the flag every second with its lease) stops the child process and publishes JobCancelled."""
+worker (which checks the flag every second with its lease) stops the child process and publishes JobCancelled.
+A cancel that states an owner stops only that owner's jobs; one without (auth off) may stop any."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import faust
 
-from agents.intake import command_agent
+from agents.intake import Refused, command_agent
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.scheduler import Scheduler
@@ -21,6 +22,10 @@ def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
                   lambda command: cancel(runtime, command), then=scheduler.kick)
 
 async def cancel(runtime: Runtime, command: CancelRequested) -> None:
+    job = await runtime.queue.get(command.job_id)
+    if job is not None and job.kind != "unknown" and command.owner is not None and job.owner != command.owner:
+        # Answered as for a job that does not exist, as the gateway does: another tenant's job is not there.
+        raise Refused(f"job_id: no job {command.job_id} of this owner to cancel", "job_id")
     state = await runtime.queue.request_cancel(command.job_id, command.reason)
     log.info("cancel of %s requested (state %s)", command.job_id, state)
     if state != "queued":

@@ -46,6 +46,15 @@ def command_agent(app: faust.App, runtime: Runtime, topic: str, command_type: ty
     app.agent(channel, name=f"{runtime.topics.prefix}{name}", concurrency=concurrency)(consume)
 
 
+class Refused(Exception):
+    """A well-formed command that its sender may not give (it names another tenant's job): it becomes a dead
+    letter that says why, and touches nothing."""
+
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.reason, self.field = reason, field
+
+
 async def handle_safely(runtime: Runtime, event: EventT, command: Command,
                         handle: Callable[[Command], Awaitable[None]], max_delay_s: float = 5.0) -> None:
     delay = 0.2
@@ -58,6 +67,11 @@ async def handle_safely(runtime: Runtime, event: EventT, command: Command,
                         getattr(command, "job_id", ""), delay, str(exc).splitlines()[0] if str(exc) else exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+        except Refused as refused:
+            log.warning("%s refused: %s", command.type, refused.reason)  # type: ignore[attr-defined]
+            # No job id: the failed event would land in the log of the job that the sender may not touch.
+            await _reject(runtime, event, DecodeError(refused.reason, refused.field))
+            return
         except Exception as exc:  # a bug met by one command must not stop the agent
             log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
             await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}",

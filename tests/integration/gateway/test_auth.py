@@ -126,11 +126,14 @@ async def read_until(events: AsyncIterator[dict[str, Any]], done: Callable[[dict
     raise AssertionError(f"the stream ended before the awaited event; saw {[e['type'] for e in seen]}")
 
 
-async def test_another_keys_running_job_cannot_be_cancelled_or_followed(tenants: dict[str, Any]):
-    """Alice's job runs while Bob tries to cancel it and to follow its events (with a header, with `?api_key=`,
-    with his header beside her key). Both feeds of every job's events are open throughout: Bob's shows his own
-    upload, made after her job's events had reached her feed, and nothing of hers before it."""
+async def test_another_keys_running_job_cannot_be_cancelled_or_followed(
+        tenants: dict[str, Any], settings: Settings, stack_env: dict[str, str]):
+    """Alice's job runs while Bob tries to cancel it (over HTTP, and on Kafka as its stated owner) and to follow its
+    events (with a header, with `?api_key=`, with his header beside her key). Both feeds of every job's events are
+    open throughout: Bob's shows his own upload, made after her job's events had reached her feed, and nothing of
+    hers before it."""
     url = tenants["url"]
+    bus = Bus(settings.kafka_bootstrap, stack_env["LFZ_TOPIC_PREFIX"])
     async with httpx.AsyncClient(base_url=url, headers=bearer(KEYS[0]), timeout=60) as alice, \
             httpx.AsyncClient(base_url=url, headers=bearer(KEYS[1]), timeout=60) as bob, \
             aconnect_sse(alice, "GET", "/api/v1/events") as alice_feed, \
@@ -156,6 +159,11 @@ async def test_another_keys_running_job_cannot_be_cancelled_or_followed(tenants:
             ]
             assert [a.status_code for a in attempts] == [404] * len(attempts), [a.text for a in attempts]
             assert all(a.json()["error"]["code"] == "not_found" for a in attempts)
+            await bus.produce("job.control", {"type": "CancelRequested", "job_id": job_id,
+                                              "owner": owner_of(KEYS[1])}, key=job_id)
+            letters = await bus.read("dead.letter", lambda seen: bool(seen),
+                                     where=lambda m: job_id in (m.get("payload_text") or ""))
+            assert letters[0]["field"] == "job_id" and "no job" in letters[0]["error"], letters[0]
 
             mine = await bob.post("/api/v1/datasets", json={"text": "bob's second upload"})
             assert mine.status_code == 201
