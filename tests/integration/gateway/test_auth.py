@@ -85,7 +85,8 @@ def test_two_keys_are_isolated(tenants: dict[str, Any]):
         bob_openai.completions.create(model=created["name"], prompt="cats", max_tokens=3)
     with pytest.raises(openai.NotFoundError):
         bob_openai.chat.completions.create(model=created["model_id"], messages=[{"role": "user", "content": "hi"}])
-    assert alice_openai.completions.create(model=created["name"], prompt="cats", max_tokens=3).choices[0].text is not None
+    completion = alice_openai.completions.create(model=created["name"], prompt="cats", max_tokens=3)
+    assert completion.choices[0].text is not None
 
 
 def test_another_keys_model_cannot_be_evaluated_trained_or_streamed_from(tenants: dict[str, Any]):
