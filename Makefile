@@ -41,8 +41,15 @@ $(NPM_STAMP): package.json package-lock.json
 
 browser-deps: $(CHROMIUM) $(NPM_STAMP)
 
+# Everything but the soak tests (marked `soak`: see `make soak`).
 test: install services migrate browser-deps
-	$(WITH_SERVICES) $(PY) -m pytest -q
+	$(WITH_SERVICES) $(PY) -m pytest -q -m "not soak"
+
+# The outage tests: Kafka, then PostgreSQL, stopped for 30 s in the middle of a training run, each on a private server
+# of its own started through infra/services (the shared ones of `make services` keep running). Minutes each; -s
+# shows the outage figures they measure.
+soak: install services migrate
+	$(WITH_SERVICES) $(PY) -m pytest -q -s -m soak
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit

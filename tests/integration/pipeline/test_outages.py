@@ -1,0 +1,158 @@
+"""Outages of the servers themselves: the broker, then the database, stops for 30 s in the middle of a training run
+and comes back. Each test runs on a server of its own (tests/integration/servers.py), since the shared ones must
+never stop, and takes minutes: they are marked `soak` and run by `make soak`, not `make test`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.client import Client
+from infra.db.__main__ import migrate
+from tests.integration.pipeline.conftest import corpus
+from tests.integration.servers import PrivateServers
+from tests.integration.stack import (Bus, Follower, distinct, poll, recorded, start_gateway, start_worker,
+                                     wait_for_job, wait_until)
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
+
+OUTAGE_S = 30
+# Long enough to train through the outage on a busy machine; checkpoints and validations now and then.
+LONG = {"preset": "tiny", "max_iters": 3000, "checkpoint_every": 250, "eval_every": 250}
+SHORT = {"preset": "tiny", "max_iters": 100}
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Iterator[PrivateServers]:
+    servers = PrivateServers(tmp_path / "services")
+    yield servers
+    servers.purge()
+
+
+def _produced_between(events: list[dict], start: float, end: float) -> list[dict]:
+    """Facts made (by their `time`) while a server was away; `start` and `end` are time.time() values."""
+    return [e for e in events if start <= datetime.fromisoformat(e["time"]).timestamp() <= end]
+
+
+def _numbered_once(events: list[dict]) -> list[int]:
+    return sorted(e["seq"] for e in distinct(events))
+
+
+async def test_the_broker_stopped_for_30s_mid_training_loses_no_job_and_no_event(pipeline_env, settings, private,
+                                                                                tmp_path: Path):
+    await asyncio.to_thread(private.up, "kafka")
+    prefix = f"lfz.test.k{uuid.uuid4().hex[:10]}."
+    env = {**pipeline_env, **private.settings(), "LFZ_TOPIC_PREFIX": prefix, "LFZ_WORKER_MAX_JOBS": "1"}
+    bus = Bus(env["LFZ_KAFKA_URL"].removeprefix("kafka://"), prefix)
+    worker = start_worker("kafka-outage", env, tmp_path)
+    gateway, url = start_gateway("kafka-outage-gw", env, tmp_path)
+    try:
+        with Client(url) as client:
+            running = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(), hyperparameters=LONG)
+            queued = client.create_model(f"after-{uuid.uuid4().hex[:6]}", text=corpus(), hyperparameters=SHORT)
+        await asyncio.to_thread(wait_for_job, url, running["job_id"])
+        follower = Follower(url, running["job_id"])
+        follower.start()
+        await asyncio.to_thread(wait_until, lambda: follower.saw("TrainProgress"), 180, "training to start")
+
+        await asyncio.to_thread(private.down, "kafka")
+        stopped, stopped_wall = time.monotonic(), time.time()
+        await asyncio.sleep(OUTAGE_S)  # the outage itself: the job trains on, its facts wait in the outbox
+        assert worker.alive() and gateway.alive(), "the worker and the gateway ride the outage out"
+        back, back_wall = time.monotonic(), time.time()
+        start_s = await asyncio.to_thread(private.up, "kafka")
+
+        events = await asyncio.to_thread(follower.events, 600)
+        facts = distinct(await bus.job(running["job_id"], timeout=300))
+        second = distinct(await bus.job(queued["job_id"], timeout=300))
+    finally:
+        gateway.stop()
+        worker.stop()
+
+    assert [e["type"] for e in facts].count("TrainCompleted") == 1 and facts[-1]["type"] == "TrainCompleted"
+    assert _numbered_once(facts) == list(range(1, len(facts) + 1)), "numbered 1..N, no gap, no repeat"
+    assert second[-1]["type"] == "TrainCompleted", "the job queued behind it ran too"
+    during = _produced_between(facts, stopped_wall, back_wall)
+    assert during, "the job went on producing facts while the broker was away"
+    # The SSE client saw every fact once, in order, those of the outage included.
+    assert [e["seq"] for e in events] == list(range(1, len(facts) + 1))
+    assert {e["event_id"] for e in events} == {e["event_id"] for e in facts}
+    arrived = {event["event_id"]: at for at, event in follower.arrivals}
+    first_new = min(arrived[e["event_id"]] for e in during) - back
+    all_new = max(arrived[e["event_id"]] for e in during) - back
+    rows = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, running["job_id"]),
+                                       lambda rows: len(rows) >= len(facts)), 120)
+    assert sorted(row[0] for row in rows) == sorted(e["event_id"] for e in facts), "the projection has every fact"
+    print(f"\nbroker outage: down {OUTAGE_S}s after {stopped - follower.arrivals[0][0]:.1f}s of streaming, "
+          f"{len(during)} facts made meanwhile; after the broker's restart it served clients in {start_s:.1f}s, "
+          f"the SSE client had the first of those facts in {first_new:.1f}s and all of them in {all_new:.1f}s")
+
+
+async def test_the_database_stopped_for_30s_mid_training_loses_no_fact_and_the_gateway_says_so(
+        pipeline_env, settings, private, tmp_path: Path):
+    await asyncio.to_thread(private.up, "postgres")
+    database_url = private.settings()["LFZ_DATABASE_URL"]
+    await asyncio.to_thread(migrate, database_url, quiet=True)
+    prefix = f"lfz.test.d{uuid.uuid4().hex[:10]}."
+    env = {**pipeline_env, "LFZ_DATABASE_URL": database_url, "LFZ_TOPIC_PREFIX": prefix}
+    bus = Bus(settings.kafka_bootstrap, prefix)
+    worker = start_worker("db-outage", env, tmp_path)
+    gateway, url = start_gateway("db-outage-gw", env, tmp_path)
+    try:
+        with Client(url) as client:
+            job = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(), hyperparameters=LONG)
+        await bus.job_until(job["job_id"], lambda seen: any(e["type"] == "TrainProgress" for e in seen), 180)
+
+        await asyncio.to_thread(private.down, "postgres")
+        down_since, stopped_wall = time.monotonic(), time.time()
+        refusals = {path: await asyncio.to_thread(_refused_naming_the_database, url, path)
+                    for path in ("/api/v1/models", "/health")}
+        while time.monotonic() - down_since < OUTAGE_S:  # the outage itself; the gateway keeps answering 503
+            await asyncio.sleep(1)
+            assert (await asyncio.to_thread(httpx.get, f"{url}/api/v1/models", timeout=10)).status_code == 503
+        during_outage = await bus.job_until(job["job_id"], lambda seen: True, 30)
+        assert worker.alive() and gateway.alive(), "the worker and the gateway ride the outage out"
+        back, back_wall = time.monotonic(), time.time()
+        start_s = await asyncio.to_thread(private.up, "postgres")
+
+        await asyncio.to_thread(wait_until, lambda: httpx.get(f"{url}/api/v1/models", timeout=10).status_code == 200,
+                                60, "the gateway to answer again")
+        answered_s = time.monotonic() - back
+        made_meanwhile = _produced_between(during_outage, stopped_wall, back_wall)
+        assert made_meanwhile, "the job went on producing facts while the database was away"
+        await asyncio.wait_for(poll(lambda: recorded(database_url, job["job_id"]),
+                                    lambda rows: {e["event_id"] for e in made_meanwhile} <= {r[0] for r in rows}), 120)
+        caught_up_s = time.monotonic() - back
+        facts = distinct(await bus.job(job["job_id"], timeout=300))
+        rows = await asyncio.wait_for(poll(lambda: recorded(database_url, job["job_id"]),
+                                           lambda rows: len(rows) >= len(facts)), 120)
+        health = httpx.get(f"{url}/health", timeout=10)
+    finally:
+        gateway.stop()
+        worker.stop()
+
+    assert facts[-1]["type"] == "TrainCompleted"
+    assert sorted(row[0] for row in rows) == sorted(e["event_id"] for e in facts), "every fact reached job_events"
+    assert [row[1] for row in rows] == list(range(1, len(facts) + 1))
+    assert health.status_code == 200, health.text
+    print(f"\ndatabase outage: {OUTAGE_S}s; answers while down: "
+          + "; ".join(f"{path} {status} {message!r}" for path, (status, message) in refusals.items())
+          + f"; {len(made_meanwhile)} facts made meanwhile; after its restart PostgreSQL served in {start_s:.1f}s, "
+          f"the gateway answered 200 in {answered_s:.1f}s and job_events held every fact of the outage in "
+          f"{caught_up_s:.1f}s")
+
+
+def _refused_naming_the_database(url: str, path: str) -> tuple[int, str]:
+    response = httpx.get(f"{url}{path}", timeout=10)
+    assert response.status_code == 503, f"{path}: {response.status_code} {response.text}"
+    message = response.json()["error"]["message"]
+    assert "database" in message, f"{path} names what is down: {message}"
+    return response.status_code, message
