@@ -13,12 +13,13 @@ from typing import Any
 import faust
 
 from agents import artifacts
-from agents.intake import command_agent
+from agents.datasets import readable_dataset
+from agents.intake import Refused, command_agent
 from agents.publisher import JobLog
 from agents.runtime import Runtime
 from agents.scheduler import Scheduler
 from events import JobAccepted, JobCancelled, TrainFailed, TrainRequested
-from infra.db.tables import Model
+from infra.db.tables import Dataset, Job, Model
 from model.config import ConfigError, resolve_hyperparameters
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
     )
     if await _already_queued(runtime, job, accepted):
         return
+    await _refuse_a_taken_job_id(runtime, command)
     try:
         spec = await _checked_spec(runtime, command, model_id)
     except Rejected as rejected:
@@ -79,6 +81,17 @@ async def _already_queued(runtime: Runtime, job: JobLog, accepted: dict[str, Any
     await _redelivered(runtime, job, {**accepted, "dataset_key": spec["dataset_key"],
                                       "resume": spec["base_checkpoint"] is not None})
     return True
+
+
+async def _refuse_a_taken_job_id(runtime: Runtime, command: TrainRequested) -> None:
+    """Job ids are chosen by whoever produces the request, and uploads share their namespace (an upload's id is its
+    job id, and names its object key): a job id that names a dataset, or another kind of job or another tenant's,
+    would write over that upload or into that log. Refused: a dead letter, and nothing touched."""
+    async with runtime.sessions() as session:
+        dataset = await session.get(Dataset, command.job_id)
+        other = await session.get(Job, command.job_id)
+    if dataset is not None or (other is not None and (other.kind != "train" or other.owner != command.owner)):
+        raise Refused(f"job_id: {command.job_id} is already taken by another job or dataset", "job_id")
 
 
 async def _redelivered(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> None:
@@ -119,7 +132,9 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
     else:
         dataset_key = command.dataset.key
         assert dataset_key is not None
-        if not await runtime.astore.exists(dataset_key):
+        # A key is easy to write down: it must be one of this owner's uploads or texts, not just exist.
+        if not await readable_dataset(runtime.sessions, command.owner, dataset_key) or \
+                not await runtime.astore.exists(dataset_key):
             raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
     return dict(
         job_id=command.job_id, model_id=model_id, model_name=command.model_name, owner=command.owner,

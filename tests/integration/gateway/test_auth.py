@@ -240,3 +240,40 @@ def _finished(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, 
                 raise
         time.sleep(0.2)
     return client.wait_for_job(job_id, timeout_s=timeout_s)
+
+
+async def test_on_kafka_training_cannot_read_another_keys_dataset(
+        tenants: dict[str, Any], settings: Settings, stack_env: dict[str, str]):
+    """A producer that states Bob as the owner cannot train on Alice's upload by naming its key; his own works."""
+    bus = Bus(settings.kafka_bootstrap, stack_env["LFZ_TOPIC_PREFIX"])
+    bob = tenants["bob"]
+    outcomes = {}
+    for whose in ("alice", "bob"):
+        job_id = f"kafka-train-{uuid.uuid4().hex[:8]}"
+        await bus.produce("train.requested", {
+            "type": "TrainRequested", "job_id": job_id, "owner": owner_of(KEYS[1]), "model_name": f"on-{whose}s",
+            "dataset": {"key": tenants[f"{whose}_model"]["dataset"]["key"]}, "hyperparameters": TINY}, key=job_id)
+        outcomes[whose] = await asyncio.to_thread(_finished, bob, job_id)
+    assert outcomes["alice"]["status"] == "failed" and outcomes["alice"]["error_field"] == "dataset.key"
+    assert "no dataset" in outcomes["alice"]["error"]
+    assert outcomes["bob"]["status"] == "completed", outcomes["bob"]
+
+
+async def test_on_kafka_a_job_id_that_names_a_dataset_is_refused_and_the_dataset_kept(
+        tenants: dict[str, Any], settings: Settings, stack_env: dict[str, str], object_store: ObjectStore):
+    """Inline training text is stored under its job id, like an upload under its dataset id: a job id that names
+    Alice's upload would write over it. It becomes a dead letter, and her dataset and its log stay as they were."""
+    bus = Bus(settings.kafka_bootstrap, stack_env["LFZ_TOPIC_PREFIX"])
+    dataset = tenants["alice_model"]["dataset"]
+    before = object_store.get_bytes(dataset["key"])
+    marker = f"overwritten by bob {uuid.uuid4().hex}"
+    await bus.produce("train.requested", {
+        "type": "TrainRequested", "job_id": dataset["id"], "owner": owner_of(KEYS[1]), "model_name": "overwrite",
+        "dataset": {"text": marker * 20}, "hyperparameters": TINY}, key=dataset["id"])
+    letters = await bus.read("dead.letter", lambda seen: bool(seen),
+                             where=lambda letter: marker in (letter.get("payload_text") or ""))
+    assert letters[0]["field"] == "job_id" and "already taken" in letters[0]["error"], letters[0]
+    assert object_store.get_bytes(dataset["key"]) == before
+    log = await bus.read("job.events", lambda seen: any(e["type"] == "DatasetUploaded" for e in seen),
+                         where=lambda e: e.get("job_id") == dataset["id"])
+    assert [e["type"] for e in log] == ["DatasetUploaded"], log
