@@ -96,17 +96,17 @@ def _finite(value: float) -> float:
     return value
 
 
-def _starting_state(spec: dict[str, Any], store: ObjectStore) -> tuple[dict | None, bool]:
-    """(checkpoint state to start from, whether it is this job's own)."""
+def _starting_state(spec: dict[str, Any], store: ObjectStore) -> tuple[dict | None, str | None]:
+    """(checkpoint state to start from, its key when it is this job's own)."""
     own = artifacts.load_latest_valid(store, spec["model_id"], min_step=spec["base_step"] + 1)
     if own is not None:
-        return own[1], True
+        return own[1], own[0]
     if spec.get("base_checkpoint"):
         try:
-            return artifacts.load_checkpoint(store, spec["base_checkpoint"]), False
+            return artifacts.load_checkpoint(store, spec["base_checkpoint"]), None
         except (ObjectNotFound, CorruptCheckpoint) as error:
             raise JobError(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
-    return None, False
+    return None, None
 
 
 def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, reporter: Reporter) -> None:
@@ -115,11 +115,11 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
     except ConfigError as error:
         raise JobError(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
     text = read_text(store, spec["dataset_key"], "dataset")
-    state, own = _starting_state(spec, store)
+    state, own_key = _starting_state(spec, store)
     tokenizer: Tokenizer
     if state is not None:
         tokenizer = tokenizer_from_json(state["tokenizer"])
-        if not own:  # continue an earlier model: its shape, a new number of steps
+        if own_key is None:  # continue an earlier model: its shape, a new number of steps
             train_config = replace(train_config, max_iters=spec["base_step"] + train_config.max_iters)
         else:
             train_config = None  # the checkpoint's own training config wins
@@ -131,6 +131,9 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
                            f"tokenizer_options.{error.field}") from None
     model_id = spec["model_id"]
     callbacks = _Publishing(spec, settings, store, reporter)
+    # A run taken over after its last step (its worker died, or the database was down, before the job could end)
+    # trains no further: it ends with the checkpoint the earlier run left.
+    callbacks.last_checkpoint = own_key
     val_fraction = (train_config.val_fraction if train_config is not None
                     else state["train_config"]["val_fraction"])  # type: ignore[index]
     train_ids, val_ids = prepare_corpus(text, tokenizer, val_fraction)
@@ -163,7 +166,8 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
         return
     if callbacks.last_checkpoint is None:
         raise JobError("training ended without writing a checkpoint")
-    reporter.emit("TrainCompleted", model_id=model_id, final_step=result.step, train_loss=_maybe(result.train_loss),
+    train_loss = result.train_loss if result.step > callbacks.first_step or state is None else state["train_loss"]
+    reporter.emit("TrainCompleted", model_id=model_id, final_step=result.step, train_loss=_maybe(train_loss),
                   val_loss=result.val_loss, best_val_loss=result.best_val_loss,
                   perplexity=math.exp(result.val_loss) if result.val_loss is not None else None,
                   wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
@@ -172,5 +176,5 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
                   stopped_early=result.stopped_early)
 
 
-def _maybe(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _maybe(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -1,0 +1,63 @@
+"""The training job as its child process runs it, on a local object store: starts, resumes and ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agents import artifacts
+from agents.child import RUN
+from agents.training_job import run_training
+from infra.objectstore.local import LocalObjectStore
+from infra.settings import Settings
+
+TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 40
+
+
+class Facts:
+    """Stands in for the child's Reporter: keeps the facts instead of sending them to the parent."""
+
+    mode = RUN
+    orphaned = False
+
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, type_name: str, **fields: Any) -> None:
+        self.emitted.append((type_name, fields))
+
+    def should_stop(self) -> bool:
+        return False
+
+    def suspended(self) -> None:
+        raise AssertionError("nothing suspends these runs")
+
+    def last(self) -> tuple[str, dict[str, Any]]:
+        return self.emitted[-1]
+
+
+def _spec(attempt: int) -> dict[str, Any]:
+    return dict(job_id="job-1", model_id="m1", model_name="m1", owner=None, dataset_key="datasets/d1",
+                tokenizer="char", tokenizer_options={}, preset="tiny", base_checkpoint=None, base_step=0,
+                hyperparameters={"preset": "tiny", "max_iters": 20}, attempt=attempt, worker="w")
+
+
+def test_a_run_taken_over_after_its_last_step_completes_with_the_checkpoint_it_left(tmp_path: Path):
+    """Regression: when a job's run ended training but could not end the job (the database was down, or its worker
+    died), the run that took it over resumed at the last step, trained nothing, wrote no checkpoint, and failed the
+    job with "training ended without writing a checkpoint"."""
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put_bytes("datasets/d1", TEXT.encode())
+    settings = Settings(data_dir=tmp_path)
+    first, second = Facts(), Facts()
+    run_training(_spec(1), settings, store, first)
+    assert first.last()[0] == "TrainCompleted"
+
+    run_training(_spec(2), settings, store, second)
+    kind, fields = second.last()
+    assert kind == "TrainCompleted", second.emitted
+    started = next(f for k, f in second.emitted if k == "TrainStarted")
+    assert started["resumed_from_step"] == 20 and fields["final_step"] == 20
+    assert fields["checkpoint_key"] == artifacts.checkpoint_key("m1", 20) == first.last()[1]["checkpoint_key"]
+    assert fields["train_loss"] == first.last()[1]["train_loss"] and fields["val_loss"] == first.last()[1]["val_loss"]
+    assert not any(k == "CheckpointSaved" for k, _ in second.emitted), "nothing new was trained or written"
