@@ -13,7 +13,8 @@ import multiprocessing
 import queue as thread_queue
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from agents import child
 from agents.projection import last_recorded
@@ -23,11 +24,13 @@ from agents.queue import Claim
 from agents.runtime import Runtime
 from events import FACTS, JobCancelled, JobEvent, TrainFailed, decode_event
 from events.facts import EvaluationFailed
+from infra.db import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
 RUN, CANCEL, SUSPEND = child.RUN, child.CANCEL, child.SUSPEND
 MAX_ATTEMPTS = 10  # a job whose runs keep dying (a poison job) is failed rather than retried for ever
 _FAILED = {"train": TrainFailed, "evaluate": EvaluationFailed}
+T = TypeVar("T")
 
 
 class Run:
@@ -145,16 +148,34 @@ class Run:
                                     "see the worker's log", model_id=self.claim.spec.get("model_id"))
 
     async def _end(self, terminal: JobEvent) -> None:
-        assert self.job is not None
+        job = self.job
+        assert job is not None
         payload = terminal.model_dump(mode="json")
-        if not await self.runtime.queue.complete(self.job.job_id, self.claim.attempt, payload, self.job.last_seq):
-            log.warning("job %s: lease lost before the end; not publishing %s", self.job.job_id, terminal.type)
+        if not await self._once_the_database_answers(
+                lambda: self.runtime.queue.complete(job.job_id, self.claim.attempt, payload, job.last_seq)):
+            log.warning("job %s: lease lost before the end; not publishing %s", job.job_id, terminal.type)
             return
         await self._publish_outbox(payload)
 
     async def _publish_outbox(self, payload: dict[str, Any]) -> None:
         await self.runtime.publisher.publish(decode_event(payload), wait=True)
-        await self.runtime.queue.done(self.claim.job_id, self.claim.attempt)
+        await self._once_the_database_answers(lambda: self.runtime.queue.done(self.claim.job_id, self.claim.attempt))
+
+    async def _once_the_database_answers(self, call: Callable[[], Awaitable[T]], max_delay_s: float = 2.0) -> T:
+        """A job that ends while the database is down waits for it to come back. Giving up would leave the job
+        running on a stale lease until another run took it over, to find nothing left to do. The retries stay well
+        inside the lease, so this run, not a takeover, ends the job; only a worker that is stopping gives up."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except DATABASE_DOWN as exc:
+                if self._mode.value == SUSPEND:
+                    raise
+                log.warning("job %s: database unavailable, its end waits (retrying in %.1fs): %s", self.claim.job_id,
+                            delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay_s)
 
     async def _renew_lease(self) -> None:
         assert self.job is not None and self.process is not None

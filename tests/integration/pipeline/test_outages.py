@@ -19,8 +19,8 @@ from gateway.client import Client
 from infra.db.__main__ import migrate
 from tests.integration.pipeline.conftest import corpus
 from tests.integration.servers import PrivateServers
-from tests.integration.stack import (Bus, Follower, distinct, poll, recorded, start_gateway, start_worker,
-                                     wait_for_job, wait_until)
+from tests.integration.stack import (Bus, Follower, child_processes, distinct, poll, recorded, start_gateway,
+                                     start_worker, wait_for_job, wait_until)
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
 
@@ -28,6 +28,7 @@ OUTAGE_S = 30
 # Long enough to train through the outage on a busy machine; checkpoints and validations now and then.
 LONG = {"preset": "tiny", "max_iters": 3000, "checkpoint_every": 250, "eval_every": 250}
 SHORT = {"preset": "tiny", "max_iters": 100}
+ENDLESS = {**LONG, "max_iters": 200_000}  # until the test cancels it
 
 
 @pytest.fixture
@@ -37,9 +38,14 @@ def private(tmp_path: Path) -> Iterator[PrivateServers]:
     servers.purge()
 
 
+def _made(event: dict) -> float:
+    """When a fact was made, as time.time() would have said."""
+    return datetime.fromisoformat(event["time"]).timestamp()
+
+
 def _produced_between(events: list[dict], start: float, end: float) -> list[dict]:
-    """Facts made (by their `time`) while a server was away; `start` and `end` are time.time() values."""
-    return [e for e in events if start <= datetime.fromisoformat(e["time"]).timestamp() <= end]
+    """Facts made while a server was away; `start` and `end` are time.time() values."""
+    return [e for e in events if start <= _made(e) <= end]
 
 
 def _numbered_once(events: list[dict]) -> list[int]:
@@ -73,6 +79,8 @@ async def test_the_broker_stopped_for_30s_mid_training_loses_no_job_and_no_event
         events = await asyncio.to_thread(follower.events, 600)
         facts = distinct(await bus.job(running["job_id"], timeout=300))
         second = distinct(await bus.job(queued["job_id"], timeout=300))
+        rows = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, running["job_id"]),
+                                           lambda rows: len(rows) >= len(facts)), 120)
     finally:
         gateway.stop()
         worker.stop()
@@ -88,28 +96,31 @@ async def test_the_broker_stopped_for_30s_mid_training_loses_no_job_and_no_event
     arrived = {event["event_id"]: at for at, event in follower.arrivals}
     first_new = min(arrived[e["event_id"]] for e in during) - back
     all_new = max(arrived[e["event_id"]] for e in during) - back
-    rows = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, running["job_id"]),
-                                       lambda rows: len(rows) >= len(facts)), 120)
     assert sorted(row[0] for row in rows) == sorted(e["event_id"] for e in facts), "the projection has every fact"
     print(f"\nbroker outage: down {OUTAGE_S}s after {stopped - follower.arrivals[0][0]:.1f}s of streaming, "
           f"{len(during)} facts made meanwhile; after the broker's restart it served clients in {start_s:.1f}s, "
           f"the SSE client had the first of those facts in {first_new:.1f}s and all of them in {all_new:.1f}s")
 
 
-async def test_the_database_stopped_for_30s_mid_training_loses_no_fact_and_the_gateway_says_so(
+async def test_the_database_stopped_for_30s_loses_no_fact_ends_the_job_and_the_gateway_says_so(
         pipeline_env, settings, private, tmp_path: Path):
     await asyncio.to_thread(private.up, "postgres")
     database_url = private.settings()["LFZ_DATABASE_URL"]
     await asyncio.to_thread(migrate, database_url, quiet=True)
     prefix = f"lfz.test.d{uuid.uuid4().hex[:10]}."
-    env = {**pipeline_env, "LFZ_DATABASE_URL": database_url, "LFZ_TOPIC_PREFIX": prefix}
+    env = {**pipeline_env, "LFZ_DATABASE_URL": database_url, "LFZ_TOPIC_PREFIX": prefix, "LFZ_WORKER_MAX_JOBS": "2"}
     bus = Bus(settings.kafka_bootstrap, prefix)
     worker = start_worker("db-outage", env, tmp_path)
     gateway, url = start_gateway("db-outage-gw", env, tmp_path)
     try:
+        # Two jobs side by side: one trains until the test cancels it, one ends while the database is away.
         with Client(url) as client:
-            job = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(), hyperparameters=LONG)
-        await bus.job_until(job["job_id"], lambda seen: any(e["type"] == "TrainProgress" for e in seen), 180)
+            through = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(),
+                                          hyperparameters=ENDLESS)["job_id"]
+            ending = client.create_model(f"ending-{uuid.uuid4().hex[:6]}", text=corpus(),
+                                         hyperparameters=LONG)["job_id"]
+        for job_id in (through, ending):
+            await bus.job_until(job_id, lambda seen: any(e["type"] == "TrainProgress" for e in seen), 180)
 
         await asyncio.to_thread(private.down, "postgres")
         down_since, stopped_wall = time.monotonic(), time.time()
@@ -118,7 +129,12 @@ async def test_the_database_stopped_for_30s_mid_training_loses_no_fact_and_the_g
         while time.monotonic() - down_since < OUTAGE_S:  # the outage itself; the gateway keeps answering 503
             await asyncio.sleep(1)
             assert (await asyncio.to_thread(httpx.get, f"{url}/api/v1/models", timeout=10)).status_code == 503
-        during_outage = await bus.job_until(job["job_id"], lambda seen: True, 30)
+        # However fast the machine, the database stays away until the second job has trained its last step and its
+        # process has exited: its end then waits for the database.
+        await bus.job_until(ending, lambda seen: any(e["type"] == "CheckpointSaved" and e["step"] == LONG["max_iters"]
+                                                     for e in seen), 600)
+        await asyncio.to_thread(wait_until, lambda: len(child_processes(worker.pid)) == 1, 60,
+                                "the second job's process to exit while the database is down")
         assert worker.alive() and gateway.alive(), "the worker and the gateway ride the outage out"
         back, back_wall = time.monotonic(), time.time()
         start_s = await asyncio.to_thread(private.up, "postgres")
@@ -126,28 +142,37 @@ async def test_the_database_stopped_for_30s_mid_training_loses_no_fact_and_the_g
         await asyncio.to_thread(wait_until, lambda: httpx.get(f"{url}/api/v1/models", timeout=10).status_code == 200,
                                 60, "the gateway to answer again")
         answered_s = time.monotonic() - back
-        made_meanwhile = _produced_between(during_outage, stopped_wall, back_wall)
+        log = await bus.job_until(through, lambda seen: any(_made(e) > back_wall for e in seen), 120)
+        made_meanwhile = _produced_between(log, stopped_wall, back_wall)
         assert made_meanwhile, "the job went on producing facts while the database was away"
-        await asyncio.wait_for(poll(lambda: recorded(database_url, job["job_id"]),
+        await asyncio.wait_for(poll(lambda: recorded(database_url, through),
                                     lambda rows: {e["event_id"] for e in made_meanwhile} <= {r[0] for r in rows}), 120)
         caught_up_s = time.monotonic() - back
-        facts = distinct(await bus.job(job["job_id"], timeout=300))
-        rows = await asyncio.wait_for(poll(lambda: recorded(database_url, job["job_id"]),
-                                           lambda rows: len(rows) >= len(facts)), 120)
+        ended = distinct(await bus.job(ending, timeout=120))
+        ended_s = time.monotonic() - back
+        with Client(url) as client:
+            client.cancel_job(through)
+        jobs = {job_id: distinct(await bus.job(job_id, timeout=120)) for job_id in (through, ending)}
+        rows = {job_id: await asyncio.wait_for(poll(lambda: recorded(database_url, job_id),
+                                                    lambda rows: len(rows) >= len(facts)), 120)
+                for job_id, facts in jobs.items()}
         health = httpx.get(f"{url}/health", timeout=10)
     finally:
         gateway.stop()
         worker.stop()
 
-    assert facts[-1]["type"] == "TrainCompleted"
-    assert sorted(row[0] for row in rows) == sorted(e["event_id"] for e in facts), "every fact reached job_events"
-    assert [row[1] for row in rows] == list(range(1, len(facts) + 1))
+    assert [e["type"] for e in ended].count("TrainStarted") == 1, "the run that trained it ended it: no takeover"
+    assert ended[-1]["type"] == "TrainCompleted" and stopped_wall <= _made(ended[-1]) <= back_wall
+    assert jobs[through][-1]["type"] == "JobCancelled"
+    for job_id, facts in jobs.items():
+        assert sorted(row[0] for row in rows[job_id]) == sorted(e["event_id"] for e in facts), "all in job_events"
+        assert [row[1] for row in rows[job_id]] == list(range(1, len(facts) + 1))
     assert health.status_code == 200, health.text
-    print(f"\ndatabase outage: {OUTAGE_S}s; answers while down: "
-          + "; ".join(f"{path} {status} {message!r}" for path, (status, message) in refusals.items())
+    print(f"\ndatabase outage: {back - down_since:.0f}s; answers while "
+          "down: " + "; ".join(f"{path} {status} {message!r}" for path, (status, message) in refusals.items())
           + f"; {len(made_meanwhile)} facts made meanwhile; after its restart PostgreSQL served in {start_s:.1f}s, "
-          f"the gateway answered 200 in {answered_s:.1f}s and job_events held every fact of the outage in "
-          f"{caught_up_s:.1f}s")
+          f"the gateway answered 200 in {answered_s:.1f}s, job_events held every fact of the outage in "
+          f"{caught_up_s:.1f}s, and the job that ended during the outage was ended in {ended_s:.1f}s")
 
 
 def _refused_naming_the_database(url: str, path: str) -> tuple[int, str]:
