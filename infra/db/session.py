@@ -48,7 +48,10 @@ _GOING_AWAY = ("08", "57P01", "57P02", "57P03")
 
 def _server_going_away(context: ExceptionContext) -> OperationalError | None:
     sqlstate = getattr(context.original_exception, "sqlstate", None) or ""
-    if isinstance(context.sqlalchemy_exception, OperationalError) or not sqlstate.startswith(_GOING_AWAY):
+    if isinstance(context.sqlalchemy_exception, OperationalError):
+        return None
+    # A connection the dialect itself found broken is an outage too, whatever its error's class.
+    if not (sqlstate.startswith(_GOING_AWAY) or context.is_disconnect):
         return None
     context.is_disconnect = True  # the pool drops that connection instead of handing it out again
     return OperationalError(context.statement, context.parameters, context.original_exception,
