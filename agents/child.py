@@ -62,11 +62,12 @@ def main(kind: str, spec: dict[str, Any], settings_values: dict[str, Any], repor
     _die_with_parent()
     from infra.objectstore import open_object_store
     from infra.settings import Settings
-    from model.device import configure_threads
+    from model.device import configure_threads, keep_freed_memory
 
     settings = Settings(**settings_values)
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s child[{os.getpid()}] %(message)s")
     configure_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs))
+    keep_freed_memory()  # a job's process reuses its step's buffers instead of faulting them in again
     reporter = Reporter(reports, mode)
     failed = "TrainFailed" if kind == "train" else "EvaluationFailed"
     try:

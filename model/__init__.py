@@ -10,6 +10,6 @@
     checkpoint   pack_checkpoint / unpack_checkpoint (bytes with a SHA-256), load_model
     generate     SamplingParams, Generator.stream / Generator.generate
     evaluate     evaluate(model, tokenizer, held_out_text, prompts) -> JSON-serialisable report
-    device       pick_device, configure_threads
+    device       pick_device, configure_threads, keep_freed_memory
     bench        python -m model.bench train|generate
 """

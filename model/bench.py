@@ -25,7 +25,7 @@ import torch
 
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
-from model.device import configure_threads, pick_device
+from model.device import configure_threads, keep_freed_memory, pick_device
 from model.evaluate import sequence_nats
 from model.generate import Generator, SamplingParams
 from model.gpt import GPT
@@ -63,6 +63,7 @@ def _environment(device: torch.device, threads: int) -> dict[str, Any]:
 def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     threads = configure_threads(args.threads)
+    keep_freed_memory()
     device = pick_device(args.device)
     model_cfg, train_cfg = resolve_hyperparameters(_overrides(args))
     with open(args.data, encoding="utf-8") as f:
