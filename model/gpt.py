@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from model.bf16 import Linear
+from model.bf16 import Linear, relu_squared_mlp
 from model.config import ConfigError, ModelConfig
 from model.kv_cache import KVCache
 
@@ -93,7 +93,9 @@ class FeedForward(nn.Module):
         return F.gelu(h)  # exact: on the CPU faster than the tanh approximation at these sizes
 
     def forward(self, x):
-        h = self.proj(self.activate(self.fc(x)))  # (B, T, mlp_ratio * C) inside
+        h = relu_squared_mlp(x, self.fc, self.proj) if self.relu2 else None
+        if h is None:
+            h = self.proj(self.activate(self.fc(x)))  # (B, T, mlp_ratio * C) inside
         return h if self.drop is None else self.drop(h)
 
 

@@ -122,3 +122,27 @@ def test_decode_matches_the_full_forward(model_config, positions, qk_norm):
         steps = [model(idx[:, :5], cache=cache)[0]]
         steps += [model.decode(idx[:, t:t + 1], cache)[:, None] for t in range(5, 12)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+
+
+def test_the_fused_bf16_feed_forward_gives_the_numbers_of_its_layers_one_by_one(model_config):
+    from model.gpt import FeedForward
+
+    torch.manual_seed(0)
+    mlp = FeedForward(model_config(50, activation="relu2", bias=False))
+    mlp.fc.bf16_matmul = mlp.proj.bf16_matmul = True
+    x = torch.randn(3, 16, mlp.fc.in_features, requires_grad=True)
+    grad = torch.randn(3, 16, mlp.proj.out_features)
+
+    def run(forward):
+        for tensor in (x, mlp.fc.weight, mlp.proj.weight):
+            tensor.grad = None
+        out = forward()
+        out.backward(grad)
+        return out.detach(), x.grad.clone(), mlp.fc.weight.grad.clone(), mlp.proj.weight.grad.clone()
+
+    assert "ReluSquared" in type(mlp(x).grad_fn).__name__  # one node: the fused pass was taken
+    fused = run(lambda: mlp(x))
+    one_by_one = run(lambda: mlp.proj(mlp.activate(mlp.fc(x))))
+    assert mlp.fc.weight.grad is not None and fused[0].abs().sum() > 0
+    for a, b in zip(fused, one_by_one):
+        assert torch.equal(a, b)
