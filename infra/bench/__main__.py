@@ -149,6 +149,16 @@ def write_doc(document: dict[str, Any], json_out: Path, doc: Path, section: str)
     doc.write_text(replace_section(text, render(document, str(json_out)), section), encoding="utf-8")
 
 
+def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """`later`'s document with the steps of `earlier` that it did not run: one report of a run made in parts."""
+    steps = {**earlier.get("steps", {}), **later["steps"]}
+    return {**later, "date": earlier.get("date", later["date"]), "steps": {name: steps[name] for name in STEPS
+                                                                          if name in steps},
+            "load_average": {"before": earlier.get("load_average", {}).get("before"),
+                             "after": later["load_average"]["after"]},
+            "wall_s": round(earlier.get("wall_s", 0) + later["wall_s"], 1)}
+
+
 def summary(document: dict[str, Any]) -> str:
     judged = rows(document)
     lines = [f"  {r.result:>8}  {r.label}: {r.measured}" + (f" (target {r.target})" if r.target else "")
@@ -175,6 +185,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reproduce", help="the command the document names to reproduce the run")
     parser.add_argument("--step-timeout", type=float, default=3600, help="seconds one benchmark may take")
     parser.add_argument("--render-only", action="store_true", help="render --json-out into --doc; run nothing")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the benchmarks already in --json-out that this run does not repeat (make bench "
+                             "runs the model's before it starts the servers, then the others)")
     args = parser.parse_args(argv)
     out = QUICK_OUT if args.quick else ROOT / "docs"
     args.json_out = args.json_out or out / "benchmarks.json"
@@ -221,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{step['wall_s']:.0f}s", file=sys.stderr, flush=True)
     document["load_average"]["after"] = load_average()
     document["wall_s"] = round(time.monotonic() - started, 1)
+    if args.merge and args.json_out.exists():
+        document = merged(json.loads(args.json_out.read_text(encoding="utf-8")), document)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     write_doc(document, args.json_out, args.doc, args.section)

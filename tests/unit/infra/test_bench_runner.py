@@ -132,3 +132,17 @@ def test_render_only_rewrites_the_section_from_the_json(tmp_path):
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("intro\n<!-- bench:begin -->\n") and text.endswith("<!-- bench:end -->\noutro\n")
     assert "| 1.850 | <= 1.88 | pass |" in text
+
+
+def test_a_run_in_parts_keeps_the_earlier_parts_steps_and_its_start():
+    from infra.bench.__main__ import merged
+
+    earlier = {"date": "2026-12-01T10:00:00+00:00", "load_average": {"before": [0.1], "after": [1.5]}, "wall_s": 90,
+               "versions": {"kafka": None}, "steps": {"model_train": {"exit_code": 0}, "agents": {"exit_code": 1}}}
+    later = {"date": "2026-12-01T10:02:00+00:00", "load_average": {"before": [0.4], "after": [0.9]}, "wall_s": 300,
+             "versions": {"kafka": "4.3.1"}, "steps": {"gateway": {"exit_code": 0}, "agents": {"exit_code": 0}}}
+    document = merged(earlier, later)
+    assert list(document["steps"]) == ["model_train", "agents", "gateway"]
+    assert document["steps"]["agents"] == {"exit_code": 0}  # the part run again wins
+    assert document["versions"] == {"kafka": "4.3.1"} and document["date"] == earlier["date"]
+    assert document["load_average"] == {"before": [0.1], "after": [0.9]} and document["wall_s"] == 390
