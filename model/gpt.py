@@ -45,6 +45,11 @@ def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
     return table  # (length, d_model)
 
 
+def _affine(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (B, in) @ weight_t (in, out) (+ bias): a linear layer for rows, as one kernel."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -209,10 +214,12 @@ class GPT(nn.Module):
             return self.forward(idx, cache=cache, last_only=True)[0][:, -1]
         if cache.plan is None:
             cache.plan = self._decode_plan()
-        C, nh, hs, qk_norm, scale, layers, ln_f, head = cache.plan
+        C, nh, hs, qk_norm, scale, layers, ln_f, head_t = cache.plan
         B = idx.size(0)
         start, _ = cache.begin(1)
-        x = F.embedding(idx, self.tok_emb.weight)  # (B, 1, C)
+        # Rows of (B, C), not (B, 1, C): a product of a matrix with a transposed weight is one kernel, where a
+        # linear layer over a 3-D input reshapes around it.
+        x = self.tok_emb.weight[idx[:, 0]]  # (B, C)
         rope = None
         if self.config.positions == "rotary":
             rope = self._rope(start + 1)[start]  # (1, 1, hs/2)
@@ -220,8 +227,8 @@ class GPT(nn.Module):
             x = x + self.pos_emb.weight[start]
         else:
             x = x + self.pos_table[start]
-        for i, (ln1, qkv_w, qkv_b, proj_w, proj_b, ln2, fc_w, fc_b, out_w, out_b, activate) in enumerate(layers):
-            qkv = F.linear(F.layer_norm(x, (C,), *ln1), qkv_w, qkv_b).view(B, 3, nh, hs)
+        for i, (ln1, qkv_t, qkv_b, proj_t, proj_b, ln2, fc_t, fc_b, out_t, out_b, activate) in enumerate(layers):
+            qkv = _affine(F.layer_norm(x, (C,), *ln1), qkv_t, qkv_b).view(B, 3, nh, hs)
             qk = qkv[:, :2]
             if qk_norm:
                 qk = F.layer_norm(qk, (hs,))
@@ -229,20 +236,21 @@ class GPT(nn.Module):
                 qk = apply_rotary(qk, rope)  # (B, 2, nh, hs)
             keys, values, _, _ = cache.attend(i, qk[:, 1, :, None], qkv[:, 2, :, None])  # (B, nh, n, hs)
             y = F.scaled_dot_product_attention(qk[:, 0, :, None], keys, values, scale=scale)  # (B, nh, 1, hs)
-            x = x + F.linear(y.view(B, 1, C), proj_w, proj_b)
-            h = activate(F.linear(F.layer_norm(x, (C,), *ln2), fc_w, fc_b))  # (B, 1, 4C)
-            x = x + F.linear(h, out_w, out_b)
+            x = x + _affine(y.view(B, C), proj_t, proj_b)
+            h = activate(_affine(F.layer_norm(x, (C,), *ln2), fc_t, fc_b))  # (B, 4C)
+            x = x + _affine(h, out_t, out_b)
         cache.end(1)
-        return F.linear(F.layer_norm(x[:, 0], (C,), *ln_f), head)  # (B, V)
+        return _affine(F.layer_norm(x, (C,), *ln_f), head_t, None)  # (B, V)
 
     def _decode_plan(self) -> tuple:
+        """The weights decode() reads, gathered once per cache; matrices as transposed views (no copies)."""
         c = self.config
-        layers = [((b.ln1.weight, b.ln1.bias), b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
-                   b.attn.proj.bias, (b.ln2.weight, b.ln2.bias), b.mlp.fc.weight, b.mlp.fc.bias,
-                   b.mlp.proj.weight, b.mlp.proj.bias, b.mlp.activate) for b in self.blocks]
+        layers = [((b.ln1.weight, b.ln1.bias), b.attn.qkv.weight.t(), b.attn.qkv.bias, b.attn.proj.weight.t(),
+                   b.attn.proj.bias, (b.ln2.weight, b.ln2.bias), b.mlp.fc.weight.t(), b.mlp.fc.bias,
+                   b.mlp.proj.weight.t(), b.mlp.proj.bias, b.mlp.activate) for b in self.blocks]
         scale = c.qk_gain / math.sqrt(c.head_size)
         ln_f = (self.ln_f.weight, self.ln_f.bias)
-        return c.d_model, c.num_heads, c.head_size, c.qk_norm, scale, layers, ln_f, self.head.weight
+        return c.d_model, c.num_heads, c.head_size, c.qk_norm, scale, layers, ln_f, self.head.weight.t()
 
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
         c = self.config
