@@ -81,9 +81,9 @@ async def cancel_job(request: Request) -> JSONResponse:
     return JSONResponse(Cancelling(job_id=job_id).json_dict(), status_code=202)
 
 
-def sse_of(event: FeedEvent, gateway: Gateway, id_: str | int | None = None) -> ServerSentEvent:
+def sse_of(event: FeedEvent, gateway: Gateway, id_: str | int | None = None) -> bytes:
     gateway.metrics.relayed.inc()
-    return ServerSentEvent(data=event.data, event=event.type, id=event.seq if id_ is None else id_)
+    return event.wire(event.seq if id_ is None else id_)
 
 
 def hold_stream(request: Request) -> Callable[[], None]:
@@ -102,13 +102,13 @@ def hold_stream(request: Request) -> Callable[[], None]:
     return release
 
 
-def event_stream(request: Request, source: AsyncIterator[ServerSentEvent],
+def event_stream(request: Request, source: AsyncIterator[ServerSentEvent | bytes],
                  on_close: Callable[[], None] | None = None) -> EventStreamResponse:
     """The response for a stream; `on_close` (usually a `hold_stream` release) runs however the stream ends."""
     return EventStreamResponse(source, keepalive_s=gateway_of(request).settings.sse_keepalive_s, on_close=on_close)
 
 
-async def job_sse(gateway: Gateway, job_id: str, after: int, owner: str | None) -> AsyncIterator[ServerSentEvent]:
+async def job_sse(gateway: Gateway, job_id: str, after: int, owner: str | None) -> AsyncIterator[bytes]:
     async def read(after_seq: int, before: int | None) -> list[FeedEvent]:
         async with gateway.sessions() as session:  # a short session per read: streams outlive requests
             return await queries.read_events(session, job_id, after_seq, before)
@@ -150,7 +150,7 @@ def _deduplicated(events: list[FeedEvent]) -> list[FeedEvent]:
     return [e for e in events if not (e.seq in seen or seen.add(e.seq))]  # type: ignore[func-returns-value]
 
 
-async def feed_sse(gateway: Gateway, owner: str | None) -> AsyncIterator[ServerSentEvent]:
+async def feed_sse(gateway: Gateway, owner: str | None) -> AsyncIterator[bytes]:
     try:
         async for event in all_events(gateway.feed, queries.visible_to(owner)):
             yield sse_of(event, gateway, id_=f"{event.job_id}:{event.seq}")

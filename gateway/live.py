@@ -14,12 +14,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import TERMINAL_TYPES, DecodeError, JobEvent, Topics, decode_event
+from gateway.sse import ServerSentEvent
 from infra.kafka import bootstrap_servers
 from infra.settings import Settings
 
@@ -38,6 +39,14 @@ class FeedEvent:
     owner: str | None
     data: str  # the event as JSON
     received_at: float = 0.0  # time.time() when it arrived from Kafka; 0 for rows read from the database
+    _wire: dict[str | int, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def wire(self, id_: str | int) -> bytes:
+        """The event as one server-sent message with this id, encoded once for all the streams that send it."""
+        encoded = self._wire.get(id_)
+        if encoded is None:
+            encoded = self._wire[id_] = ServerSentEvent(data=self.data, event=self.type, id=id_).encode()
+        return encoded
 
     @property
     def terminal(self) -> bool:

@@ -61,13 +61,6 @@ def _model_generate_applies(document: dict[str, Any]) -> str | None:
     return None
 
 
-def _fanout_applies(document: dict[str, Any]) -> str | None:
-    tried = lookup(document, "steps.gateway.result.fanout.max_clients_tried")
-    if tried is not None and tried < 1000:
-        return f"set for 1000 followers; tried up to {tried}"
-    return None
-
-
 @dataclass(frozen=True)
 class Figure:
     area: str
@@ -111,9 +104,14 @@ FIGURES: tuple[Figure, ...] = (
            "training.jain_index", digits=2),
     Figure("pipeline", "training: accepted to started p95", "agents", "training.accepted_to_started_s.p95", "s"),
     Figure("pipeline", "training: accepted to completed p95", "agents", "training.accepted_to_completed_s.p95", "s"),
+    # The issues ask how many followers one process holds within 100 ms at p99, and what 1000 of them see: both
+    # are figures to report, not thresholds.
     Figure("gateway", "SSE followers one process holds, every event delivered within p99 {fanout.target_p99_ms} ms",
-           "gateway", "fanout.max_clients_within_target", digits=0, target=Target(">=", 1000),
-           applies=_fanout_applies),
+           "gateway", "fanout.max_clients_within_target", digits=0),
+    Figure("gateway", "SSE, {fanout.largest_round.clients} followers of one process: delivery p50", "gateway",
+           "fanout.largest_round.p50_ms", "ms"),
+    Figure("gateway", "SSE, {fanout.largest_round.clients} followers of one process: delivery p99", "gateway",
+           "fanout.largest_round.p99_ms", "ms"),
     *_latency("gateway", "gateway", "HTTP generate, {generation.new_tokens} tokens: latency",
               "generation.latency_ms", ("p50", "p95")),
     *_latency("gateway", "gateway", "HTTP generate, streamed: time to first token", "generation.ttft_ms",
