@@ -4,7 +4,6 @@ stream a generation, see an API error beside its field, work with an API key, an
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
 import pytest

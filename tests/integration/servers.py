@@ -6,12 +6,20 @@ a folder of the test's and free loopback ports, so a private Kafka or PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from infra.db.__main__ import migrate
 from tests.integration.stack import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "infra" / "services"
@@ -59,3 +67,25 @@ class PrivateServers:
             raise AssertionError(f"{script} {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
         return time.monotonic() - started
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def scratch_database(server_url: str, name_prefix: str) -> Iterator[str]:
+    """A migrated, empty database of its own on the shared PostgreSQL (dropped afterwards), for a test that must not
+    see, or must not hold up, the others' rows. Yields its URL."""
+    name = f"{name_prefix}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(False)
+    try:
+        migrate(url, quiet=True)
+        yield url
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

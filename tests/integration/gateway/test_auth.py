@@ -61,7 +61,7 @@ def refused(call: Callable[[], Any], status: int = 404, field: str | None = None
 
 
 def test_two_keys_are_isolated(tenants: dict[str, Any]):
-    url, alice, bob, created = tenants["url"], tenants["alice"], tenants["bob"], tenants["alice_model"]
+    url, bob, created = tenants["url"], tenants["bob"], tenants["alice_model"]
     dataset = created["dataset"]
     assert httpx.get(f"{url}/api/v1/models").status_code == 401
     assert httpx.get(f"{url}/api/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 403

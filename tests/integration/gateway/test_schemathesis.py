@@ -6,43 +6,25 @@ nothing and no model is ever trained), and short waits, so that a request that w
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from infra.db.__main__ import migrate
 from infra.settings import Settings
 from tests.integration.gateway import leaks
 from tests.integration.gateway.conftest import KEYS, Process, _start_gateway
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+from tests.integration.servers import scratch_database
 
 
 @pytest.fixture(scope="module")
 def own_database(settings: Settings) -> Iterator[str]:
-    """An empty projection of this module's own (created, migrated, dropped): nobody else's models to find."""
-    name = f"lfz_gwfuzz_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(settings.database_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(settings.database_url).set(database=name).render_as_string(False)
-    try:
-        migrate(url, quiet=True)
+    """An empty projection of this module's own: nobody else's models to find."""
+    with scratch_database(settings.database_url, "lfz_gwfuzz") as url:
         yield url
-    finally:
-        asyncio.run(_admin(settings.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
 from tests.integration.pipeline.conftest import train_request
-from tests.integration.pipeline.test_faults import _distinct
 from tests.integration.pipeline.test_flow import projected
-from tests.integration.stack import Bus, start_worker
+from tests.integration.stack import Bus, distinct, start_worker
 
 
 async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeline_env, settings, tmp_path: Path):
@@ -26,11 +25,11 @@ async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeli
         for _ in range(3):
             await bus.produce("train.requested", request)
         events = await bus.job(job_id, timeout=150)
-        distinct = _distinct(events)
-        kinds = [e["type"] for e in distinct]
+        facts = distinct(events)
+        kinds = [e["type"] for e in facts]
         assert kinds.count("TrainCompleted") == 1 and kinds.count("TrainStarted") == 1, kinds
         assert kinds.count("JobAccepted") == 1  # a repeated acceptance carries the same event id
-        assert len({e["model_id"] for e in distinct if e.get("model_id")}) == 1
+        assert len({e["model_id"] for e in facts if e.get("model_id")}) == 1
     finally:
         for worker in workers:
             worker.stop()
@@ -51,7 +50,7 @@ async def test_a_request_delivered_again_while_its_job_runs_is_not_taken_for_a_c
     await bus.produce("train.requested", train_request(later, "later"), key=job_id)
     await bus.read("job.events", lambda seen: any(e["type"] == "JobAccepted" for e in seen),
                    where=lambda e: e.get("job_id") == later)
-    kinds = [e["type"] for e in _distinct(await bus.job(job_id, timeout=180))]
+    kinds = [e["type"] for e in distinct(await bus.job(job_id, timeout=180))]
     assert "TrainFailed" not in kinds and kinds.count("TrainCompleted") == 1, kinds
     assert kinds.count("JobAccepted") == 1 and kinds.count("TrainStarted") == 1, kinds
     assert (await bus.job(later, timeout=180))[-1]["type"] == "TrainCompleted"

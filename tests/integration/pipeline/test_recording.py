@@ -17,11 +17,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from infra.db.__main__ import migrate
 from infra.settings import Settings
 from tests.integration.pipeline.conftest import train_request
-from tests.integration.pipeline.test_faults import _distinct, _poll, _recorded
-from tests.integration.stack import start_worker, wait_until
+from tests.integration.servers import scratch_database
+from tests.integration.stack import distinct, poll, recorded, start_worker, wait_until
 
 PROJECTOR_WAITS = ("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
                    "WHERE d.datname = current_database() AND l.relation = 'job_events'::regclass "
@@ -32,24 +31,10 @@ def _plain(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_plain(url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def own_database(settings: Settings) -> Iterator[str]:
-    name = f"lfz_record_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(settings.database_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(settings.database_url).set(database=name).render_as_string(False)
-    try:
-        migrate(url, quiet=True)
+    with scratch_database(settings.database_url, "lfz_record") as url:
         yield url
-    finally:
-        asyncio.run(_admin(settings.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def test_a_worker_stopped_in_the_middle_of_recording_a_batch_loses_no_fact(own_env, own_bus, own_database,
@@ -66,7 +51,7 @@ async def test_a_worker_stopped_in_the_middle_of_recording_a_batch_loses_no_fact
         await connection.execute("LOCK TABLE job_events IN ACCESS EXCLUSIVE MODE")
         await own_bus.produce("train.requested", train_request(job_id, "midbatch"), key=job_id)
         # The projector's insert of its first batch waits for the table: it is in the middle of recording it.
-        await asyncio.wait_for(_poll(lambda: connection.fetchval(PROJECTOR_WAITS), lambda n: n > 0), 90)
+        await asyncio.wait_for(poll(lambda: connection.fetchval(PROJECTOR_WAITS), lambda n: n > 0), 90)
         os.killpg(first.pid, signal.SIGTERM)
         wait_until(lambda: "record_job_events]: Stopping" in first.tail(200_000), 30, "the projector to stop")
         await transaction.rollback()
@@ -76,11 +61,10 @@ async def test_a_worker_stopped_in_the_middle_of_recording_a_batch_loses_no_fact
         await connection.close()
     second = start_worker("midbatch-2", env, tmp_path)
     try:
-        events = _distinct(await own_bus.job(job_id, timeout=180))
+        events = distinct(await own_bus.job(job_id, timeout=180))
         assert events[-1]["type"] == "TrainCompleted"
-        database = settings.model_copy(update={"database_url": own_database})
-        recorded = await asyncio.wait_for(_poll(lambda: _recorded(database, job_id),
-                                                lambda rows: len(rows) >= len(events)), 60)
-        assert sorted(row[0] for row in recorded) == sorted(e["event_id"] for e in events)
+        in_db = await asyncio.wait_for(poll(lambda: recorded(own_database, job_id),
+                                            lambda rows: len(rows) >= len(events)), 60)
+        assert sorted(row[0] for row in in_db) == sorted(e["event_id"] for e in events)
     finally:
         second.stop()
