@@ -59,6 +59,12 @@ def _die_with_parent() -> None:
 
 
 def main(kind: str, spec: dict[str, Any], settings_values: dict[str, Any], reports: Any, mode: Any) -> None:
+    # Signals sent to the worker's whole process group (Ctrl-C in a terminal, `kill -TERM -<pgid>`, a supervisor
+    # stopping a control group) reach this process too. Its parent decides when it stops (the mode flag: suspend
+    # with a checkpoint, or cancel) and kills it past a grace period; the child dies with its parent. Stopping on
+    # the signal itself would end the job as "the train process stopped unexpectedly" instead of suspending it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     from infra.objectstore import open_object_store
     from infra.settings import Settings

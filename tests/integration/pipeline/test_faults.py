@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -137,5 +139,27 @@ async def test_training_goes_on_while_the_projector_is_held_up(own_env, own_bus,
         in_db = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, job_id),
                                             lambda rows: rows and rows[-1][2] == "TrainCompleted"), 60)
         assert len(in_db) == len(distinct(events))
+    finally:
+        worker.stop()
+
+
+async def test_a_stop_signal_that_reaches_the_training_process_itself_does_not_fail_the_job(own_env, own_bus,
+                                                                                           tmp_path: Path):
+    """Regression: a SIGTERM to the worker's process group also reached its training child, which died of it before
+    the worker could suspend the run, and the job failed ("the train process stopped unexpectedly")."""
+    worker = start_worker("signalled", own_env, tmp_path)
+    try:
+        job_id = f"signalled-{uuid.uuid4().hex[:8]}"
+        await own_bus.produce("train.requested", {**train_request(job_id, "signalled"), "hyperparameters": LONG},
+                              key=job_id)
+        await own_bus.job_until(job_id, lambda s: any(e["type"] == "CheckpointSaved" for e in s), 120)
+        children = child_processes(worker.pid)
+        assert children, "training runs in a child process of the worker"
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT)
+        events = distinct(await own_bus.job(job_id, timeout=180))
+        assert events[-1]["type"] == "TrainCompleted", events[-1]
+        assert [e["type"] for e in events].count("TrainStarted") == 1  # the same run went on
     finally:
         worker.stop()
