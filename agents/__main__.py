@@ -28,7 +28,15 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads(settings.torch_threads or None)
     app, runtime = create_app(settings)
-    worker_ = faust.Worker(app, runtime, loglevel=(args.loglevel or settings.log_level).lower(), quiet=True)
+
+    class Worker(faust.Worker):
+        async def on_stop(self) -> None:
+            # Before the agents stop (mode stops a service's children after its on_stop): the projector is still
+            # there to record what handing the running jobs back publishes.
+            await runtime.hand_back_jobs()
+            await super().on_stop()
+
+    worker_ = Worker(app, runtime, loglevel=(args.loglevel or settings.log_level).lower(), quiet=True)
     worker_.execute_from_commandline()
     return 0
 

@@ -87,7 +87,10 @@ class Scheduler:
                 return claim
         return None
 
-    async def stop(self) -> None:
-        """Hand running jobs back: each child checkpoints and exits, and the job returns to the queue."""
+    async def stop(self) -> list[tuple[str, int]]:
+        """Hand running jobs back: each child checkpoints and exits, and the job returns to the queue. Returns the
+        job id and the last sequence number published of each job handed back."""
         self._stopping = True
-        await asyncio.gather(*(run.suspend() for run in self.runs.values() if not run.finished))
+        runs = [run for run in self.runs.values() if not run.finished]
+        await asyncio.gather(*(run.suspend() for run in runs))
+        return [(run.claim.job_id, run.job.last_seq) for run in runs if run.job is not None]

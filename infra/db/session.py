@@ -50,6 +50,10 @@ def _server_going_away(context: ExceptionContext) -> OperationalError | None:
     sqlstate = getattr(context.original_exception, "sqlstate", None) or ""
     if isinstance(context.sqlalchemy_exception, OperationalError):
         return None
+    # SQLAlchemy counts a task cancelled mid-statement as a disconnect: it must stay a cancellation, or a retry loop
+    # would swallow it and the task would never stop.
+    if not isinstance(context.original_exception, Exception):
+        return None
     # A connection the dialect itself found broken is an outage too, whatever its error's class.
     if not (sqlstate.startswith(_GOING_AWAY) or context.is_disconnect):
         return None

@@ -131,7 +131,12 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         # The worker got SIGTERM first and handed the running job back: the next `lfz up` resumes it.
         with sqlite3.connect(up.data_dir / "lfz.db") as db:
             state = db.execute("SELECT state FROM job_queue WHERE job_id = ?", (job_id,)).fetchone()
+            last = db.execute("SELECT type FROM job_events WHERE job_id = ? ORDER BY seq DESC LIMIT 1",
+                              (job_id,)).fetchone()
         assert state == ("queued",)
+        # It did so before its agents stopped: its projector recorded the checkpoint that handing the job back made
+        # (the embedded broker keeps nothing, so a fact it had not recorded would be gone).
+        assert last == ("CheckpointSaved",)
 
         # With everything stopped, the database can be rebuilt from the log it keeps.
         replayed = subprocess.run([sys.executable, "-m", "infra.cli.main", "replay", "--from", "database", "--yes"],

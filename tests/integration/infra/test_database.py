@@ -41,3 +41,23 @@ async def _terminate_when_busy(settings: Settings, pid: int) -> bool:
         return await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
         await admin.close()
+
+
+async def test_a_statement_cancelled_with_its_task_stays_a_cancellation(settings: Settings):
+    """Regression: SQLAlchemy counts a cancellation mid-statement as a disconnect, and the hook that turns
+    disconnects into DATABASE_DOWN turned it into an OperationalError too; the projector's retry loop then swallowed
+    the cancellation of a stopping worker and never stopped."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async def sleep_in_the_database() -> None:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT pg_sleep(30)"))
+
+        task = asyncio.create_task(sleep_in_the_database())
+        await asyncio.sleep(1.0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=20)
+        assert done, "the cancelled statement did not end"
+        assert task.cancelled(), f"the task ended with {task.exception()!r} instead of being cancelled"
+    finally:
+        await engine.dispose()

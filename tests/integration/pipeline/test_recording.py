@@ -46,14 +46,22 @@ async def test_a_worker_stopped_in_the_middle_of_recording_a_batch_loses_no_fact
     first = start_worker("midbatch-1", env, tmp_path)
     connection = await asyncpg.connect(_plain(own_database))
     try:
+        request = {**train_request(job_id, "midbatch"), "hyperparameters": {"preset": "tiny", "max_iters": 600}}
+        await own_bus.produce("train.requested", request, key=job_id)
+        # The run has started (it read the job's log from the table before training) and reports progress.
+        await asyncio.wait_for(poll(lambda: recorded(own_database, job_id),
+                                    lambda rows: any(row[2] == "TrainProgress" for row in rows)), 120)
         transaction = connection.transaction()
         await transaction.start()
-        await connection.execute("LOCK TABLE job_events IN ACCESS EXCLUSIVE MODE")
-        await own_bus.produce("train.requested", train_request(job_id, "midbatch"), key=job_id)
-        # The projector's insert of its first batch waits for the table: it is in the middle of recording it.
+        # EXCLUSIVE holds writers back and lets readers through: what the projector reads before it writes, and
+        # what the stopping worker reads to see whether its last facts were recorded, are answered.
+        await connection.execute("LOCK TABLE job_events IN EXCLUSIVE MODE")
+        # The projector's insert of its next batch waits for the table: it is in the middle of recording it.
         await asyncio.wait_for(poll(lambda: connection.fetchval(PROJECTOR_WAITS), lambda n: n > 0), 90)
+        # The worker hands its job back (its projector cannot record that while the table is locked, and gives up
+        # waiting after a few seconds), then stops its agents: the projector is cancelled mid-batch.
         os.killpg(first.pid, signal.SIGTERM)
-        wait_until(lambda: "record_job_events]: Stopping" in first.tail(200_000), 30, "the projector to stop")
+        wait_until(lambda: "record_job_events]: Stopping" in first.tail(200_000), 45, "the projector to stop")
         await transaction.rollback()
         first.popen.wait(60)
     finally:
