@@ -121,6 +121,11 @@ class Generator:
         self.use_cache = use_cache
         self.context = model.config.context_length
         self.ring = model.config.positions == "rotary"
+        # Tokens that would put a NUL character (U+0000) in the text: a byte-level vocabulary has one for every byte,
+        # but no training text holds NUL (the system refuses it where text enters: PostgreSQL stores none), so they
+        # are never a right answer, and are never sampled.
+        self.never = torch.tensor([i for i in range(tokenizer.vocab_size) if b"\x00" in tokenizer.token_bytes(i)],
+                                  dtype=torch.long, device=self.device)
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[Token]:
         """Tokens of one prompt as they are produced (num_sequences interleaved, told apart by Token.sequence)."""
@@ -161,6 +166,8 @@ class Generator:
     def _sample(self, logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None,
                 generator: torch.Generator) -> torch.Tensor:
         """logits (B, V) -> next ids (B,)."""
+        if self.never.numel():
+            logits = logits.index_fill(-1, self.never, -math.inf)
         if seen is not None:
             penalised = torch.where(logits > 0, logits / params.repetition_penalty,
                                     logits * params.repetition_penalty)

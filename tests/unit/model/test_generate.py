@@ -147,6 +147,27 @@ def test_end_of_text_finishes_with_stop(model_config, char_tokenizer):
     assert out.finish_reason == "stop" and out.completion_tokens == 1 and out.text == ""
 
 
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0.0, max_new_tokens=20, ignore_eot=True),
+                                    SamplingParams(temperature=1.0, max_new_tokens=20, ignore_eot=True, seed=3)])
+def test_a_byte_level_vocabulary_never_generates_a_nul_character(model_config, params):
+    """Regression: byte-level BPE has a token for every byte, NUL included, and a model could sample it; the text
+    then held U+0000, which PostgreSQL cannot store, so the generation's facts were dead-lettered by the projection.
+    No training text holds NUL (it is refused where text enters), so that token is never a right answer."""
+    tok = train_tokenizer("bpe", "the cat sat on the mat. " * 20, vocab_size=270)
+    nul = [i for i in range(tok.vocab_size) if b"\x00" in tok.token_bytes(i)]
+    assert nul  # the vocabulary does hold it
+    model = _random_model(model_config, tok.vocab_size)
+    head = torch.nn.Linear(model.config.d_model, tok.vocab_size)
+    with torch.no_grad():
+        head.weight.copy_(model.head.weight)
+        head.bias.zero_()
+        head.bias[nul] = 100.0  # make NUL the likeliest token by far
+    model.head = head
+    out = Generator(model, tok).generate("the", params)[0]
+    assert out.completion_tokens == 20
+    assert not set(out.token_ids) & set(nul) and "\x00" not in out.text
+
+
 def test_top_k_top_p_and_repetition_penalty_in_the_sampler(model_config, char_tokenizer):
     gen = Generator(_random_model(model_config, char_tokenizer.vocab_size), char_tokenizer)
     g = torch.Generator().manual_seed(0)
