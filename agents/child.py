@@ -58,6 +58,28 @@ def _die_with_parent() -> None:
             pass  # the per-step pid check still stops an orphan
 
 
+def _limit_memory(settings: Any) -> int:
+    """Cap what this process may allocate (RLIMIT_DATA), so that a request for a model too big for the machine fails
+    with a reason instead of making the kernel kill processes, the worker's or its neighbours'. Not on CUDA, whose
+    driver maps memory that the limit would count. Returns the limit in MiB, 0 when none was set."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return 0
+    total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    limit_mb = settings.job_memory_mb or max(1024, total_mb * 3 // 4 // settings.worker_max_jobs)
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    limit = limit_mb * 2**20 if hard == resource.RLIM_INFINITY else min(limit_mb * 2**20, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return limit // 2**20
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
 def main(kind: str, spec: dict[str, Any], settings_values: dict[str, Any], reports: Any, mode: Any) -> None:
     # Signals sent to the worker's whole process group (Ctrl-C in a terminal, `kill -TERM -<pgid>`, a supervisor
     # stopping a control group) reach this process too. Its parent decides when it stops (the mode flag: suspend
@@ -74,6 +96,7 @@ def main(kind: str, spec: dict[str, Any], settings_values: dict[str, Any], repor
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s child[{os.getpid()}] %(message)s")
     configure_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs))
     keep_freed_memory()  # a job's process reuses its step's buffers instead of faulting them in again
+    memory_limit_mb = _limit_memory(settings)
     reporter = Reporter(reports, mode)
     failed = "TrainFailed" if kind == "train" else "EvaluationFailed"
     try:
@@ -89,6 +112,11 @@ def main(kind: str, spec: dict[str, Any], settings_values: dict[str, Any], repor
     except JobError as error:
         reporter.emit(failed, reason=error.reason, field=error.field, model_id=spec.get("model_id"))
     except Exception as error:  # the parent turns this into a failed job; the worker itself stays up
+        if memory_limit_mb and _out_of_memory(error):
+            reason = (f"the model does not fit in the memory a job may use here ({memory_limit_mb} MiB, "
+                      "LFZ_JOB_MEMORY_MB): make d_model, num_blocks, context_length or batch_size smaller")
+            reporter.emit(failed, reason=reason, field="hyperparameters", model_id=spec.get("model_id"))
+            return
         log.exception("job %s failed", spec.get("job_id"))
         reporter.emit(failed, reason=f"internal error: {type(error).__name__}: {error}", model_id=spec.get("model_id"))
     finally:

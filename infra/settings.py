@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     worker_id: str = ""
     worker_max_jobs: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0)  # 0: choose from the cores available
+    job_memory_mb: int = Field(default=0, ge=0)  # a job process's allocations; 0: 3/4 of the memory / worker_max_jobs
     progress_every_steps: int = Field(default=10, ge=1)
     progress_every_s: float = Field(default=2.0, gt=0)
     checkpoint_every_steps: int = Field(default=250, ge=1)

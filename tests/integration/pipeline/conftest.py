@@ -20,7 +20,8 @@ def pipeline_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     env = dict(os.environ)
     env.pop("LFZ_API_KEYS", None)
     env.update(LFZ_TOPIC_PREFIX=f"lfz.test.p{uuid.uuid4().hex[:10]}.", LFZ_DATA_DIR=str(tmp_path_factory.mktemp("lfz")),
-               LFZ_LOG_LEVEL="INFO", LFZ_PROGRESS_EVERY_STEPS="5", LFZ_PROGRESS_EVERY_S="0.5", LFZ_LEASE_S="6")
+               LFZ_LOG_LEVEL="INFO", LFZ_PROGRESS_EVERY_STEPS="5", LFZ_PROGRESS_EVERY_S="0.5", LFZ_LEASE_S="6",
+               LFZ_JOB_MEMORY_MB="4096")
     return env
 
 
