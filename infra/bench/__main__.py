@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 TARGET_CORPUS = "tinyshakespeare.txt"
 STEPS = ("model_train", "model_generate", "agents", "gateway")
+SERVER_STEPS = {"agents", "gateway"}  # the benchmarks that run on the servers (or the embedded ones)
+SERVER_VERSIONS = ("kafka", "database")
 SERVER_VARIABLES = ("LFZ_KAFKA_URL", "LFZ_DATABASE_URL", "LFZ_OBJECT_STORE_URL")
 QUICK_OUT = Path("lfz-bench-quick")
 
@@ -152,8 +154,13 @@ def write_doc(document: dict[str, Any], json_out: Path, doc: Path, section: str)
 def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     """`later`'s document with the steps of `earlier` that it did not run: one report of a run made in parts."""
     steps = {**earlier.get("steps", {}), **later["steps"]}
-    return {**later, "date": earlier.get("date", later["date"]), "steps": {name: steps[name] for name in STEPS
-                                                                          if name in steps},
+    servers: dict[str, Any] = {}
+    if not SERVER_STEPS & set(later["steps"]):  # a part that used no server does not say which ones the others used
+        servers = {"servers": earlier.get("servers", later.get("servers")),
+                   "versions": {**later.get("versions", {}),
+                                **{key: earlier.get("versions", {}).get(key) for key in SERVER_VERSIONS}}}
+    return {**later, **servers, "date": earlier.get("date", later["date"]),
+            "steps": {name: steps[name] for name in STEPS if name in steps},
             "load_average": {"before": earlier.get("load_average", {}).get("before"),
                              "after": later["load_average"]["after"]},
             "wall_s": round(earlier.get("wall_s", 0) + later["wall_s"], 1)}

@@ -146,3 +146,20 @@ def test_a_run_in_parts_keeps_the_earlier_parts_steps_and_its_start():
     assert document["steps"]["agents"] == {"exit_code": 0}  # the part run again wins
     assert document["versions"] == {"kafka": "4.3.1"} and document["date"] == earlier["date"]
     assert document["load_average"] == {"before": [0.1], "after": [0.9]} and document["wall_s"] == 390
+
+
+def test_a_model_only_part_run_after_the_servers_part_keeps_the_servers_it_did_not_use():
+    """Regression: `--only model_train --merge` after the servers' part, run without the servers' settings, made the
+    report say that the pipeline and gateway figures came from the embedded broker and SQLite."""
+    from infra.bench.__main__ import merged
+
+    earlier = {"date": "d", "load_average": {"before": [0.1]}, "wall_s": 90, "servers": {"kafka": "real"},
+               "versions": {"torch": "2.14", "kafka": "Apache Kafka 4.3.1", "database": "PostgreSQL 15.18"},
+               "steps": {"agents": {"exit_code": 0}, "gateway": {"exit_code": 0}}}
+    later = {"date": "e", "load_average": {"before": [0.4], "after": [0.9]}, "wall_s": 80, "servers": {"kafka": "x"},
+             "versions": {"torch": "2.15", "kafka": "Tansu 0.6.0 (embedded)", "database": "SQLite 3.40.1"},
+             "steps": {"model_train": {"exit_code": 0}}}
+    document = merged(earlier, later)
+    assert document["versions"] == {"torch": "2.15", "kafka": "Apache Kafka 4.3.1", "database": "PostgreSQL 15.18"}
+    assert document["servers"] == {"kafka": "real"}
+    assert list(document["steps"]) == ["model_train", "agents", "gateway"]
