@@ -167,11 +167,13 @@ class Client:
     def job_log(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/jobs/{job_id}/events", params={"format": "json", "last_event_id": after})
 
-    def follow_job(self, job_id: str, after: int = 0, retries: int = 10,
+    def follow_job(self, job_id: str, after: int = 0, patience_s: float = 60.0,
                    retry_delay_s: float = 0.5) -> Iterator[dict[str, Any]]:
-        """Every event after `after` until the terminal one, resuming with Last-Event-ID across disconnects."""
+        """Every event after `after` until the terminal one, resuming with Last-Event-ID across disconnects. A gateway
+        that restarts, cannot be reached, or answers 503 (its database is down) is tried again every `retry_delay_s`
+        until `patience_s` have passed without an event; any other error answer (a 404, a 401) is raised at once."""
         last = after
-        failures = 0
+        lost_since: float | None = None
         while True:
             try:
                 headers = {"Last-Event-ID": str(last)} if last else {}
@@ -183,15 +185,20 @@ class Client:
                             continue  # keep-alive comments come through with the last event's id
                         event = json.loads(sse.data)
                         last = int(sse.id)
-                        failures = 0
+                        lost_since = None
                         yield event
                         if event.get("type") in TERMINAL_TYPES:
                             return
-            except (httpx.TransportError, httpx.RemoteProtocolError):
+            except httpx.TransportError:
                 pass
-            failures += 1  # the stream ended or dropped before the terminal event: resume where it stopped
-            if failures > retries:
-                raise ApiError(503, "stream_lost", f"lost the event stream of job {job_id} after {last}")
+            except ApiError as error:
+                if error.status != 503:
+                    raise
+            # The stream ended or dropped before the terminal event: resume where it stopped.
+            lost_since = lost_since if lost_since is not None else time.monotonic()
+            if time.monotonic() - lost_since > patience_s:
+                raise ApiError(503, "stream_lost", f"lost the event stream of job {job_id} after event {last}: no "
+                                                   f"answer with events for {patience_s:g}s")
             time.sleep(retry_delay_s)
 
     def follow_all(self) -> Iterator[dict[str, Any]]:

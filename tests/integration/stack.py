@@ -136,17 +136,18 @@ class Follower(threading.Thread):
     """An SSE client in a thread, following one job through a gateway to its end with `Client.follow_job` (which
     resumes with Last-Event-ID when the connection drops), noting when each event arrived (time.monotonic())."""
 
-    def __init__(self, url: str, job_id: str, retries: int = 600, retry_delay_s: float = 0.2):
+    def __init__(self, url: str, job_id: str, patience_s: float = 120.0, retry_delay_s: float = 0.2):
         super().__init__(name=f"follow-{job_id}", daemon=True)
         self.url, self.job_id = url, job_id
-        self.retries, self.retry_delay_s = retries, retry_delay_s
+        self.patience_s, self.retry_delay_s = patience_s, retry_delay_s
         self.arrivals: list[tuple[float, dict]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             with Client(self.url) as client:
-                for event in client.follow_job(self.job_id, retries=self.retries, retry_delay_s=self.retry_delay_s):
+                for event in client.follow_job(self.job_id, patience_s=self.patience_s,
+                                               retry_delay_s=self.retry_delay_s):
                     self.arrivals.append((time.monotonic(), event))
         except BaseException as exc:  # handed to the test by `events()`
             self.error = exc

@@ -42,7 +42,7 @@ def test_clients_following_a_job_resume_on_the_restarted_gateway_and_miss_nothin
             job_id = client.create_model(f"restart-{uuid.uuid4().hex[:6]}", text=CORPUS,
                                          hyperparameters=ENDLESS)["job_id"]
         wait_for_job(url, job_id)
-        followers = [Follower(url, job_id, retries=600, retry_delay_s=0.1) for _ in range(CLIENTS)]
+        followers = [Follower(url, job_id, patience_s=60, retry_delay_s=0.1) for _ in range(CLIENTS)]
         for follower in followers:
             follower.start()
         wait_until(lambda: all(f.saw("TrainProgress") for f in followers), 120, "every client to stream progress")

@@ -86,3 +86,54 @@ def test_follow_job_skips_keep_alive_comments_between_events():
 
     with Client("http://gateway", transport=httpx.MockTransport(answer)) as client:
         assert [e["seq"] for e in client.follow_job("j1")] == [1, 2]
+
+
+def _stream(*events: tuple[int, str]) -> bytes:
+    return b"".join(f'id: {seq}\nevent: {kind}\ndata: {{"seq":{seq},"type":"{kind}"}}\n\n'.encode()
+                    for seq, kind in events)
+
+
+def test_follow_job_waits_out_a_gateway_that_restarts_or_has_lost_its_database():
+    """Regression: a 503 (the gateway's database down) ended `lfz events --follow` at once, and a gateway restart
+    longer than ten quick retries ended it too."""
+    answers = iter([
+        httpx.Response(200, content=_stream((1, "JobAccepted")), headers={"content-type": "text/event-stream"}),
+        httpx.ConnectError("connection refused"),  # the gateway restarting
+        httpx.ConnectError("connection refused"),
+        httpx.Response(503, json={"error": {"code": "database_unavailable", "message": "database is unavailable"}}),
+        httpx.Response(503, json={"error": {"code": "database_unavailable", "message": "database is unavailable"}}),
+        httpx.Response(200, content=_stream((2, "TrainCompleted")), headers={"content-type": "text/event-stream"}),
+    ])
+    resumed_from: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        resumed_from.append(request.headers.get("last-event-id"))
+        reply = next(answers)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    with Client("http://gateway", transport=httpx.MockTransport(answer)) as client:
+        assert [e["seq"] for e in client.follow_job("j1", retry_delay_s=0.01)] == [1, 2]
+    assert resumed_from == [None, "1", "1", "1", "1", "1"]
+
+
+def test_follow_job_gives_up_after_its_patience_and_raises_other_errors_at_once():
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    with Client("http://gateway", transport=httpx.MockTransport(unreachable)) as client:
+        with pytest.raises(ApiError) as error:
+            list(client.follow_job("j1", patience_s=0.2, retry_delay_s=0.01))
+    assert (error.value.status, error.value.code) == (503, "stream_lost")
+
+    calls = []
+
+    def missing(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no job j1"}})
+
+    with Client("http://gateway", transport=httpx.MockTransport(missing)) as client:
+        with pytest.raises(ApiError) as error:
+            list(client.follow_job("j1", retry_delay_s=0.01))
+    assert error.value.status == 404 and len(calls) == 1
