@@ -93,8 +93,11 @@ def test_generate_plain_and_streamed_give_the_same_text_for_a_seed(lfz, trained)
     events = lfz("generate", NAME, "The", "--max-tokens", "5", "--stream", "--json")
     types = [json.loads(line)["type"] for line in events.out.splitlines()]
     assert types[-1] == "GenerationCompleted" and "TokensGenerated" in types
+    # An empty prompt starts a new document; sampled without a seed, the model may end it (end-of-text) early.
     result = json.loads(lfz("generate", NAME, "", "--max-tokens", "5", "--json").out)
-    assert result["completion_tokens"] == 5
+    finish = result["completions"][0]["finish_reason"]
+    assert finish in ("length", "stop")
+    assert result["completion_tokens"] == 5 if finish == "length" else 1 <= result["completion_tokens"] <= 5
 
 
 def test_evaluate_reports_held_out_perplexity(lfz, trained, corpus_file):
