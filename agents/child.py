@@ -64,9 +64,9 @@ def _limit_memory(settings: Any) -> int:
     driver maps memory that the limit would count. Returns the limit in MiB, 0 when none was set."""
     import resource
 
-    import torch
+    from model.device import pick_device
 
-    if torch.cuda.is_available():
+    if pick_device().type != "cpu":  # the device the job will train on
         return 0
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     limit_mb = settings.job_memory_mb or max(1024, total_mb * 3 // 4 // settings.worker_max_jobs)

@@ -69,8 +69,13 @@ class PrivateServers:
         return time.monotonic() - started
 
 
+def asyncpg_url(url: str) -> str:
+    """The settings' SQLAlchemy URL (postgresql+asyncpg://...) as asyncpg itself takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
 async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    connection = await asyncpg.connect(asyncpg_url(url))
     try:
         await connection.execute(statement)
     finally:

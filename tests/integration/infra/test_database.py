@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from infra.db import DATABASE_DOWN, create_engine
 from infra.settings import Settings
+from tests.integration.servers import asyncpg_url
 
 
 async def test_a_query_cut_off_by_the_server_shutting_down_reads_as_the_database_going_away(settings: Settings):
@@ -34,7 +35,7 @@ async def test_a_query_cut_off_by_the_server_shutting_down_reads_as_the_database
 
 
 async def _terminate_when_busy(settings: Settings, pid: int) -> bool:
-    admin = await asyncpg.connect(settings.resolved_database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    admin = await asyncpg.connect(asyncpg_url(settings.resolved_database_url))
     try:
         while await admin.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid) != "active":
             await asyncio.sleep(0.05)

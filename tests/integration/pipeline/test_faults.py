@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.integration.pipeline.conftest import train_request
+from tests.integration.servers import asyncpg_url
 from tests.integration.stack import child_processes, distinct, poll, recorded, start_worker, wait_until
 
 LONG = {"preset": "tiny", "max_iters": 600, "checkpoint_every": 50, "eval_every": 100}
@@ -116,7 +117,7 @@ async def test_restarting_the_worker_loses_and_repeats_nothing(own_env, own_bus,
 
 async def test_training_goes_on_while_the_projector_is_held_up(own_env, own_bus, settings, tmp_path: Path):
     worker = start_worker("held-up", own_env, tmp_path)
-    url = settings.resolved_database_url.replace("postgresql+asyncpg://", "postgresql://")
+    url = asyncpg_url(settings.resolved_database_url)
     try:
         job_id = f"held-{uuid.uuid4().hex[:8]}"
         await own_bus.produce("train.requested", {**train_request(job_id, "held"), "hyperparameters": LONG},

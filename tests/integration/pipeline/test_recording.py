@@ -15,20 +15,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from infra.settings import Settings
 from tests.integration.pipeline.conftest import train_request
-from tests.integration.servers import scratch_database
+from tests.integration.servers import asyncpg_url, scratch_database
 from tests.integration.stack import distinct, poll, recorded, start_worker, wait_until
 
 PROJECTOR_WAITS = ("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
                    "WHERE d.datname = current_database() AND l.relation = 'job_events'::regclass "
                    "AND NOT l.granted AND l.mode = 'RowExclusiveLock'")
-
-
-def _plain(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ async def test_a_worker_stopped_in_the_middle_of_recording_a_batch_loses_no_fact
     env = {**own_env, "LFZ_DATABASE_URL": own_database}
     job_id = f"midbatch-{uuid.uuid4().hex[:8]}"
     first = start_worker("midbatch-1", env, tmp_path)
-    connection = await asyncpg.connect(_plain(own_database))
+    connection = await asyncpg.connect(asyncpg_url(own_database))
     try:
         request = {**train_request(job_id, "midbatch"), "hyperparameters": {"preset": "tiny", "max_iters": 600}}
         await own_bus.produce("train.requested", request, key=job_id)
