@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from model.attention import causal_attention, fused_attention_applies
 from model.bf16 import Linear, relu_squared_mlp
 from model.config import ConfigError, ModelConfig
 from model.kv_cache import KVCache
@@ -63,6 +64,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
+        dropout = self.dropout if self.training else 0.0
+        if cache is None and fused_attention_applies(x, dropout):  # see attention.py
+            y = causal_attention(self.qkv(x), self.num_heads, self.scale, self.qk_norm,
+                                 None if rope is None else rope[:, 0, 0])
+            y = self.proj(y)
+            return y if self.resid_drop is None else self.resid_drop(y)
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, nh, hs)
         qk, v = qkv[:, :, :2], qkv[:, :, 2]
         if self.qk_norm:  # LayerNorm without weights: one fused kernel on the CPU, a third of RMSNorm's time
@@ -71,7 +78,6 @@ class CausalSelfAttention(nn.Module):
             qk = apply_rotary(qk, rope)  # rope broadcasts as (B or 1, T, 1, 1, hs/2)
         q, k = qk.unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
-        dropout = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
         else:
