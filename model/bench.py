@@ -2,10 +2,14 @@
 
     python -m model.bench train --data FILE --preset cpu-baby --tokenizer char --json
     python -m model.bench generate --preset cpu-baby --tokens 500 --json
+    python -m model.bench steps --variant wide:mlp_ratio=4 --variant narrow:mlp_ratio=1
 
 `train` trains on the file (first 90% train, last 10% validate) and reports the loss over the whole validation
 split; `wall_s` covers everything from reading the file to that final loss. `generate` times sampling of
 `--tokens` new tokens from random weights (seeded; `--train-iters` trains briefly first), one sequence.
+`steps` compares the cost of a training step between variants of a preset: their steps alternate in one process,
+so that a shared machine's changing load falls on all of them alike (`attention=sdpa` as an override turns the
+CPU attention function of model/attention.py off for that variant).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any
 
 import torch
 
+import model.attention as cpu_attention
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
 from model.device import configure_threads, keep_freed_memory, pick_device
+from model.device import bf16_matmuls
 from model.evaluate import sequence_nats
 from model.generate import Generator, SamplingParams
 from model.gpt import GPT
+from model.optim import build_optimizers
 from model.tokenizers import train_tokenizer
 from model.trainer import Callbacks, StepInfo, Trainer, ValInfo
 
@@ -169,10 +176,57 @@ def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
+    threads = configure_threads(args.threads)
+    keep_freed_memory()
+    device = pick_device(args.device)
+    variants = {}
+    for spec in args.variant or ["preset:"]:
+        name, _, overrides = spec.partition(":")
+        hp = _overrides(argparse.Namespace(preset=args.preset, max_iters=None,
+                                           set=[kv for kv in overrides.split(",") if kv]))
+        sdpa = hp.pop("attention", "fused") == "sdpa"
+        model_cfg, train_cfg = resolve_hyperparameters(hp)
+        torch.manual_seed(0)
+        model = GPT(model_cfg.with_vocab(len(_DEFAULT_ALPHABET))).to(device)
+        bf16 = bf16_matmuls(device, train_cfg.precision)
+        model.use_bf16_matmuls(bf16)
+        optimizers = build_optimizers(model, train_cfg, device, bf16=bf16 or device.type == "cuda")
+        variants[name] = (model, optimizers, train_cfg, sdpa, [])
+    x = torch.randint(len(_DEFAULT_ALPHABET), (train_cfg.batch_size, model_cfg.context_length), device=device)
+    y = torch.randint(len(_DEFAULT_ALPHABET), x.shape, device=device)
+    limit = cpu_attention.MAX_LENGTH
+
+    def step(model, optimizers, train_cfg, sdpa):
+        cpu_attention.MAX_LENGTH = 0 if sdpa else limit
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for i in range(args.warmup + args.steps):
+        for model, optimizers, train_cfg, sdpa, times in variants.values():
+            start = time.perf_counter()
+            step(model, optimizers, train_cfg, sdpa)
+            if i >= args.warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    cpu_attention.MAX_LENGTH = limit
+    report: dict[str, Any] = {"benchmark": "steps", "preset": args.preset, "steps": args.steps, "variants": {}}
+    for name, (*_, times) in variants.items():
+        times.sort()
+        report["variants"][name] = {"ms_min": times[0], "ms_p20": times[len(times) // 5],
+                                    "ms_p50": statistics.median(times)}
+    return {**report, **_environment(device, threads)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "generate"):
+    for name in ("train", "generate", "steps"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="cpu-baby")
         p.add_argument("--tokenizer", default="char", choices=("char", "word", "bpe"))
@@ -194,9 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--train-iters", type=int, default=0)
     g.add_argument("--repeats", type=int, default=5)
     g.add_argument("--no-cache", action="store_true", help="recompute the whole window for every token")
+    st = sub.choices["steps"]
+    st.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
+                    help="a variant of the preset (repeatable); the preset itself when none is given")
+    st.add_argument("--steps", type=int, default=300, help="timed steps of each variant")
+    st.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args(argv)
     try:
-        report = bench_train(args) if args.command == "train" else bench_generate(args)
+        run = {"train": bench_train, "generate": bench_generate, "steps": bench_steps}[args.command]
+        report = run(args)
     except ConfigError as e:
         parser.error(str(e))
     if args.json:

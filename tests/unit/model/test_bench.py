@@ -30,6 +30,21 @@ def test_generate_prints_one_json_object(capsys):
     assert {"tokens_per_s", "ms_per_token", "ttft_ms"} <= set(report)
 
 
+def test_steps_times_each_variant_and_restores_the_attention_switch(capsys):
+    import model.attention as attention
+
+    limit = attention.MAX_LENGTH
+    assert main(["steps", "--preset", "tiny", "--variant", "base:", "--variant", "sdpa:attention=sdpa",
+                 "--variant", "wide:mlp_ratio=2", "--steps", "3", "--warmup", "1", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["variants"]) == {"base", "sdpa", "wide"}
+    for timing in report["variants"].values():
+        assert 0 < timing["ms_min"] <= timing["ms_p50"]
+    assert attention.MAX_LENGTH == limit
+    with pytest.raises(SystemExit):
+        main(["steps", "--preset", "tiny", "--variant", "bad:d_model=-1"])
+
+
 def test_bad_override_is_a_usage_error(tmp_path, corpus):
     data = tmp_path / "corpus.txt"
     data.write_text(corpus, encoding="utf-8")
