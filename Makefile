@@ -60,7 +60,7 @@ demo: install
 	$(VENV)/bin/lfz demo
 
 # Every benchmark (model, pipeline, gateway), one after the other, against the servers of `make services`: one JSON
-# document, docs/benchmarks.json, and the figures section of docs/benchmarks.md. About ten minutes on two quiet cores.
+# document, docs/benchmarks.json, and the figures section of docs/benchmarks.md. About three minutes on two quiet cores.
 # BENCH_DATA is the training text (empty: ../shared/data/tinyshakespeare.txt when it exists, else pydoc_data.topics);
 # BENCH_ARGS goes to `python -m infra.bench` as it is (e.g. BENCH_ARGS=--quick to check that everything runs).
 BENCH_DATA ?=
