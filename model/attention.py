@@ -29,8 +29,11 @@ def fused_attention_applies(x: torch.Tensor, dropout: float) -> bool:
     return x.device.type == "cpu" and x.size(1) <= MAX_LENGTH and dropout == 0.0
 
 
-def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """x (..., T, hs) times the unit complex numbers rope (T, hs/2), pairs of features as complex numbers."""
+def apply_rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of features (2i, 2i+1) of x (..., hs) by its angle: one complex multiplication by the unit
+    complex numbers `rope` (..., hs/2), which broadcast against x's leading dimensions."""
+    if x.dtype in (torch.bfloat16, torch.float16):  # complex products need float32 at least (under autocast)
+        return apply_rotary(x.float(), rope).type_as(x)
     return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rope).flatten(-2)
 
 
@@ -47,7 +50,7 @@ class _CausalAttention(torch.autograd.Function):
         if qk_norm:
             qk, mean, rstd = torch.native_layer_norm(qk, (hs,), None, None, _EPS)
         if rope is not None:
-            qk = _rotate(qk, rope)
+            qk = apply_rotary(qk, rope)
         q, k, v = qk[0].view(B * num_heads, T, hs), qk[1].view(B * num_heads, T, hs), heads[2].view(-1, T, hs)
         mask = torch.full((T, T), float("-inf"), dtype=qkv.dtype, device=qkv.device).triu_(1)
         probs = torch.softmax(torch.baddbmm(mask, q, k.mT, alpha=scale), dim=-1)  # (B*nh, T, T)
@@ -69,13 +72,13 @@ class _CausalAttention(torch.autograd.Function):
         dscores = torch.bmm(dy, v.mT).sub_(dot).mul_(probs).mul_(ctx.scale)  # (B*nh, T, T)
         torch.bmm(dscores, k, out=dheads[0].view(B * nh, T, hs))
         torch.bmm(dscores.mT, q, out=dheads[1].view(B * nh, T, hs))
-        dqk = dheads[:2]
-        if rope is not None:
-            dqk = _rotate(dqk, rope.conj())
-        if ctx.qk_norm:
-            dqk = torch.ops.aten.native_layer_norm_backward(dqk, heads[:2], (hs,), mean, rstd, None, None,
-                                                             [True, False, False])[0]
-        if dqk.data_ptr() != dheads.data_ptr():
+        if rope is not None or ctx.qk_norm:  # back through the rotation and the norm of q and k
+            dqk = dheads[:2]
+            if rope is not None:
+                dqk = apply_rotary(dqk, rope.conj())
+            if ctx.qk_norm:
+                dqk = torch.ops.aten.native_layer_norm_backward(dqk, heads[:2], (hs,), mean, rstd, None, None,
+                                                                 [True, False, False])[0]
             dheads[:2] = dqk
         return dheads.permute(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs), None, None, None, None
 

@@ -31,11 +31,9 @@ import model.attention as cpu_attention
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
 from model.device import configure_threads, keep_freed_memory, pick_device
-from model.device import bf16_matmuls
 from model.evaluate import sequence_nats
 from model.generate import Generator, SamplingParams
 from model.gpt import GPT
-from model.optim import build_optimizers
 from model.tokenizers import train_tokenizer
 from model.trainer import Callbacks, StepInfo, Trainer, ValInfo
 
@@ -180,6 +178,8 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     threads = configure_threads(args.threads)
     keep_freed_memory()
     device = pick_device(args.device)
+    torch.manual_seed(0)
+    ids = torch.randint(len(_DEFAULT_ALPHABET), (20_000,))  # random text: a step costs the same on any
     variants = {}
     for spec in args.variant or ["preset:"]:
         name, _, overrides = spec.partition(":")
@@ -187,34 +187,20 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
                                            set=[kv for kv in overrides.split(",") if kv]))
         sdpa = hp.pop("attention", "fused") == "sdpa"
         model_cfg, train_cfg = resolve_hyperparameters(hp)
-        torch.manual_seed(0)
-        model = GPT(model_cfg.with_vocab(len(_DEFAULT_ALPHABET))).to(device)
-        bf16 = bf16_matmuls(device, train_cfg.precision)
-        model.use_bf16_matmuls(bf16)
-        optimizers = build_optimizers(model, train_cfg, device, bf16=bf16 or device.type == "cuda")
-        variants[name] = (model, optimizers, train_cfg, sdpa, [])
-    x = torch.randint(len(_DEFAULT_ALPHABET), (train_cfg.batch_size, model_cfg.context_length), device=device)
-    y = torch.randint(len(_DEFAULT_ALPHABET), x.shape, device=device)
+        trainer = Trainer(model_cfg.with_vocab(len(_DEFAULT_ALPHABET)), train_cfg, ids, ids, device=device)
+        trainer.model.use_bf16_matmuls(trainer.bf16)  # as Trainer.run() trains
+        variants[name] = (trainer, sdpa, [])
     limit = cpu_attention.MAX_LENGTH
-
-    def step(model, optimizers, train_cfg, sdpa):
-        cpu_attention.MAX_LENGTH = 0 if sdpa else limit
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for i in range(args.warmup + args.steps):
-        for model, optimizers, train_cfg, sdpa, times in variants.values():
-            start = time.perf_counter()
-            step(model, optimizers, train_cfg, sdpa)
-            if i >= args.warmup:
-                times.append(1000 * (time.perf_counter() - start))
-    cpu_attention.MAX_LENGTH = limit
+    try:
+        for i in range(args.warmup + args.steps):
+            for trainer, sdpa, times in variants.values():
+                cpu_attention.MAX_LENGTH = 0 if sdpa else limit
+                start = time.perf_counter()
+                trainer.train_step().item()  # .item() waits for the step on an accelerator
+                if i >= args.warmup:
+                    times.append(1000 * (time.perf_counter() - start))
+    finally:
+        cpu_attention.MAX_LENGTH = limit
     report: dict[str, Any] = {"benchmark": "steps", "preset": args.preset, "steps": args.steps, "variants": {}}
     for name, (*_, times) in variants.items():
         times.sort()

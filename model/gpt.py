@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from model.attention import causal_attention, fused_attention_applies
+from model.attention import apply_rotary, causal_attention, fused_attention_applies
 from model.bf16 import Linear, relu_squared_mlp
 from model.config import ConfigError, ModelConfig
 from model.kv_cache import KVCache
@@ -28,13 +28,6 @@ def rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tenso
     """Unit complex numbers e^(i * position * frequency): (..., T) positions -> (..., T, hs/2) complex64."""
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return torch.polar(torch.ones_like(angles), angles)
-
-
-def apply_rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair of features (2i, 2i+1) of x (..., hs) by its angle: one complex multiplication."""
-    if x.dtype != torch.float32:  # complex products need float32 (under bf16 autocast)
-        return apply_rotary(x.float(), rope).type_as(x)
-    return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rope).flatten(-2)
 
 
 def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
@@ -63,14 +56,20 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
 
     def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
-        B, T, C = x.shape
         dropout = self.dropout if self.training else 0.0
         if cache is None and fused_attention_applies(x, dropout):  # see attention.py
             y = causal_attention(self.qkv(x), self.num_heads, self.scale, self.qk_norm,
                                  None if rope is None else rope[:, 0, 0])
-            y = self.proj(y)
-            return y if self.resid_drop is None else self.resid_drop(y)
-        qkv = self.qkv(x).view(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, nh, hs)
+        else:
+            y = self._attend(self.qkv(x), rope, cache, layer, dropout)
+        y = self.proj(y)
+        return y if self.resid_drop is None else self.resid_drop(y)
+
+    def _attend(self, qkv, rope, cache: KVCache | None, layer: int, dropout: float) -> torch.Tensor:
+        """qkv (B, T, 3C) -> (B, T, C) through scaled_dot_product_attention, with or without the KV cache."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        qkv = qkv.view(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, nh, hs)
         qk, v = qkv[:, :, :2], qkv[:, :, 2]
         if self.qk_norm:  # LayerNorm without weights: one fused kernel on the CPU, a third of RMSNorm's time
             qk = F.layer_norm(qk, (qk.size(-1),))
@@ -83,9 +82,7 @@ class CausalSelfAttention(nn.Module):
         else:
             k, v, mask, causal = cache.attend(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
-        y = self.proj(y)
-        return y if self.resid_drop is None else self.resid_drop(y)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
 
 
 class FeedForward(nn.Module):

@@ -202,6 +202,26 @@ class Trainer:
         finally:
             self.model.use_bf16_matmuls(False)  # the trained model is handed out in plain float32
 
+    def train_step(self) -> torch.Tensor:
+        """One optimisation step at the schedule's learning rate: grad_accum micro-batches, clipping, the
+        optimisers. Returns the sum of its micro-batches' losses, still on the device (reading it waits for it)."""
+        cfg = self.cfg
+        set_lr(self.optimizers, lr_multiplier(self.step, cfg))
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(cfg.grad_accum):
+            x, y = self.sampler.next()
+            with autocast(self.device, cfg.precision):
+                _, loss = self.forward(x, y)
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip > 0:  # after backward: the gradients exist now
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+        self.model.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum
+
     def _run(self) -> TrainResult:
         cfg, model = self.cfg, self.model
         should_stop = self._hook("should_stop")
@@ -210,27 +230,12 @@ class Trainer:
         model.train()
         start = last_report = time.perf_counter()
         first_step, reported_step = self.step, self.step
-        loss_sum = torch.zeros((), device=self.device)
         train_loss, stopped_early, cancelled = math.nan, False, False
         while self.step < cfg.max_iters:
             if should_stop is not None and should_stop():
                 cancelled = True
                 break
-            multiplier = lr_multiplier(self.step, cfg)
-            set_lr(self.optimizers, multiplier)
-            loss_sum.zero_()
-            for _ in range(cfg.grad_accum):
-                x, y = self.sampler.next()
-                with autocast(self.device, cfg.precision):
-                    _, loss = self.forward(x, y)
-                (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:  # after backward: the gradients exist now
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            for opt in self.optimizers:
-                opt.step()
-            model.zero_grad(set_to_none=True)
-            self.step += 1
+            loss_sum = self.train_step()
 
             last = self.step == cfg.max_iters
             if self.step % cfg.log_every == 0 or last:
@@ -238,8 +243,8 @@ class Trainer:
                 now = time.perf_counter()
                 if on_step is not None:
                     speed = (self.step - reported_step) * tokens_per_step / max(now - last_report, 1e-9)
-                    on_step(StepInfo(self.step, cfg.max_iters, train_loss, cfg.learning_rate * multiplier, speed,
-                                     now - start))
+                    lr = cfg.learning_rate * lr_multiplier(self.step - 1, cfg)  # the rate the last step took
+                    on_step(StepInfo(self.step, cfg.max_iters, train_loss, lr, speed, now - start))
                 last_report, reported_step = now, self.step
             is_best = False
             if self.step % cfg.eval_every == 0 or last:

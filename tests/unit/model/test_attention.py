@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as F
 
 import model.attention as attention
-from model.attention import causal_attention, fused_attention_applies
-from model.gpt import GPT, apply_rotary, rotary_frequencies, rotary_table
+from model.attention import apply_rotary, causal_attention, fused_attention_applies
+from model.gpt import GPT, rotary_frequencies, rotary_table
 
 
 def reference(qkv, num_heads, scale, qk_norm, rope):
