@@ -9,8 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Dependencies first, from the pinned constraints, so a code change does not reinstall torch.
 COPY pyproject.toml constraints.txt README.md* ./
-RUN mkdir -p agents events gateway infra model \
+RUN mkdir -p agents events gateway infra model cli bench \
     && touch agents/__init__.py events/__init__.py gateway/__init__.py infra/__init__.py model/__init__.py \
+       cli/__init__.py bench/__init__.py \
     && pip install -c constraints.txt . \
     && pip uninstall -y llm-from-zero
 COPY . .

@@ -62,7 +62,7 @@ demo: install
 # Every benchmark (model, pipeline, gateway), one after the other, against the servers of `make services`: one JSON
 # document, docs/benchmarks.json, and the figures section of docs/benchmarks.md. About three minutes on two quiet cores.
 # BENCH_DATA is the training text (empty: ../shared/data/tinyshakespeare.txt when it exists, else pydoc_data.topics);
-# BENCH_ARGS goes to `python -m infra.bench` as it is (e.g. BENCH_ARGS=--quick to check that everything runs).
+# BENCH_ARGS goes to `python -m bench all` as it is (e.g. BENCH_ARGS=--quick to check that everything runs).
 BENCH_DATA ?=
 BENCH_ARGS ?=
 BENCH_CORPUS = $(if $(BENCH_DATA),--data $(BENCH_DATA))
@@ -72,13 +72,13 @@ BENCH_CORPUS = $(if $(BENCH_DATA),--data $(BENCH_DATA))
 BENCH_REPRODUCE = --reproduce "make bench$(if $(BENCH_DATA), BENCH_DATA=$(BENCH_DATA))"
 
 bench: install
-	$(PY) -m infra.bench --only model_train,model_generate $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
+	$(PY) -m bench all --only model_train,model_generate $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
 	$(MAKE) services migrate
-	$(WITH_SERVICES) $(PY) -m infra.bench --only agents,gateway --merge $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
+	$(WITH_SERVICES) $(PY) -m bench all --only agents,gateway --merge $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
 
 # The same on the embedded defaults each benchmark starts for itself (Tansu, SQLite, a folder): no servers needed.
 bench-embedded: install
-	$(PY) -m infra.bench --embedded $(BENCH_CORPUS) --json-out docs/benchmarks-embedded.json --section bench-embedded \
+	$(PY) -m bench all --embedded $(BENCH_CORPUS) --json-out docs/benchmarks-embedded.json --section bench-embedded \
 		--reproduce "make bench-embedded$(if $(BENCH_DATA), BENCH_DATA=$(BENCH_DATA))" $(BENCH_ARGS)
 
 clean:

@@ -11,5 +11,5 @@
     generate     SamplingParams, Generator.stream / Generator.generate
     evaluate     evaluate(model, tokenizer, held_out_text, prompts) -> JSON-serialisable report
     device       pick_device, configure_threads, keep_freed_memory
-    bench        python -m model.bench train|generate
+    bench        python -m bench.model train|generate
 """

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, expect, sync_playwright
 
-from gateway.client import Client
-from infra.db.__main__ import migrate
+from cli.client import Client
+from infra.db import migrate
 from infra.settings import Settings
 from tests.integration.conftest import settings  # noqa: F401  (the real servers, checked to answer; never skipped)
 from tests.integration.stack import Process, start_gateway, start_worker

@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from infra.db.__main__ import migrate
+from infra.db import migrate
 from tests.integration.stack import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "infra" / "services"

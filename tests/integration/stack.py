@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import select
 
 from events import TERMINAL_TYPES
-from gateway.client import ApiError, Client
+from cli.client import ApiError, Client
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow
 from infra.kafka import stop_consumer

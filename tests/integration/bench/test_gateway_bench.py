@@ -15,7 +15,7 @@ from infra.settings import Settings
 
 
 def test_every_follower_of_every_round_receives_every_event(settings: Settings):
-    run = subprocess.run([sys.executable, "-m", "gateway.bench", "--clients", "3,7", "--events", "5", "--rate", "50",
+    run = subprocess.run([sys.executable, "-m", "bench.gateway", "--clients", "3,7", "--events", "5", "--rate", "50",
                           "--followers-per-process", "4", "--target-ms", "60000", "--skip-generation", "--json"],
                          env=dict(os.environ), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli.main import main
-from infra.db.__main__ import migrate
+from cli.main import main
+from infra.db import migrate
 from infra.settings import Settings
 from tests.integration.stack import start_gateway, start_worker
 

@@ -13,7 +13,7 @@ from tests.integration.cli.conftest import embedded_env
 def test_demo_runs_the_whole_pipeline(tmp_path):
     out_dir = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli.main", "demo", "--preset", "tiny", "--max-iters", "50", "--samples", "2",
+        [sys.executable, "-m", "cli.main", "demo", "--preset", "tiny", "--max-iters", "50", "--samples", "2",
          "--out", str(out_dir)],
         env=embedded_env(tmp_path / "data"), capture_output=True, text=True, timeout=280,
     )

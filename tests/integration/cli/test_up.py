@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.client import ApiError, Client
+from cli.client import ApiError, Client
 from tests.integration.cli.conftest import corpus, embedded_env
 from tests.integration.stack import free_port, wait_until
 
@@ -84,7 +84,7 @@ class Up:
         self.log_path = tmp_path / "lfz-up.log"
         self.data_dir = tmp_path / "data"
         self.log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "up", "--port", str(self.port), *args],
+        self.popen = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(self.port), *args],
                                       env=env or embedded_env(self.data_dir), stdout=self.log,
                                       stderr=subprocess.STDOUT)
 
@@ -139,7 +139,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         assert last == ("CheckpointSaved",)
 
         # With everything stopped, the database can be rebuilt from the log it keeps.
-        replayed = subprocess.run([sys.executable, "-m", "infra.cli.main", "replay", "--from", "database", "--yes"],
+        replayed = subprocess.run([sys.executable, "-m", "cli.main", "replay", "--from", "database", "--yes"],
                                   env=embedded_env(up.data_dir), capture_output=True, text=True, timeout=120)
         assert replayed.returncode == 0, replayed.stderr
         applied, read = (int(n) for n in replayed.stdout.split()[1:4:2])
@@ -172,7 +172,7 @@ def test_a_second_up_on_the_same_port_says_so(tmp_path):
     up = Up(tmp_path)
     try:
         wait_until(up.ready, 120, "lfz up to say it is up")
-        again = subprocess.run([sys.executable, "-m", "infra.cli.main", "up", "--port", str(up.port)],
+        again = subprocess.run([sys.executable, "-m", "cli.main", "up", "--port", str(up.port)],
                                env=embedded_env(tmp_path / "other"), capture_output=True, text=True, timeout=60)
         assert again.returncode == 1
         assert again.stderr.strip().endswith(f"error: port {up.port} on 127.0.0.1 is in use - is `lfz up` running "

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.db.__main__ import migrate
+from infra.db import migrate
 from infra.settings import Settings
 
 KEYS = ("key-alice-0123456789", "key-bob-9876543210")

@@ -22,7 +22,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from gateway.auth import owner_of
-from gateway.client import ApiError, Client
+from cli.client import ApiError, Client
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
 from tests.integration.gateway.conftest import KEYS

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.client import Client
+from cli.client import Client
 
 CORPUS = "".join(f"the {w} dog ran to the {v} door.\n" for w in ("red", "big", "old") for v in ("blue", "flat")) * 10
 TINY = {"preset": "tiny", "max_iters": 20}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from gateway.client import ApiError, Client
+from cli.client import ApiError, Client
 
 CORPUS = "".join(f"the {w} cat sat on the {v} mat.\n" for w in ("red", "big", "old", "shy")
                  for v in ("blue", "flat", "soft", "warm")) * 8

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from gateway.client import Client
+from cli.client import Client
 from infra.settings import Settings
 from tests.integration.stack import (Bus, Follower, distinct, start_gateway, start_worker, wait_for_job,
                                      wait_until)

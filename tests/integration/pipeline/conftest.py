@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.db.__main__ import migrate
+from infra.db import migrate
 from infra.settings import Settings
 from tests.integration.stack import Bus, Process, start_worker
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client import Client
-from infra.db.__main__ import migrate
+from cli.client import Client
+from infra.db import migrate
 from tests.integration.pipeline.conftest import corpus
 from tests.integration.servers import PrivateServers
 from tests.integration.stack import (Bus, Follower, child_processes, distinct, poll, recorded, start_gateway,

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from agents.replay import read_topic, rebuild, replay
 from infra.db import create_engine, sessionmaker
-from infra.db.__main__ import migrate
+from infra.db import migrate
 from infra.db.tables import Checkpoint, Evaluation, Job, JobEventRow, Model
 from tests.integration.pipeline.conftest import train_request
 

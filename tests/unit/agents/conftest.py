@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from infra.db import create_engine, sessionmaker
-from infra.db.__main__ import migrate
+from infra.db import migrate
 
 _engines = []
 

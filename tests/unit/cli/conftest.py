@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.client import Client
-from infra.cli import connection
+from cli.client import Client
+from cli import connection
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

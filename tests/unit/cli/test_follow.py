@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from infra.cli.errors import JobFailed, Stopped
-from infra.cli.follow import Follower, check_outcome, describe, follow_job
-from infra.cli.main import main
-from infra.cli.render import Output
+from cli.errors import JobFailed, Stopped
+from cli.follow import Follower, check_outcome, describe, follow_job
+from cli.main import main
+from cli.render import Output
 from tests.unit.cli.conftest import sse
 
 

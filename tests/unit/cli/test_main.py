@@ -12,7 +12,7 @@ import httpx
 import pytest
 import typer
 
-from infra.cli.main import app, main
+from cli.main import app, main
 from tests.unit.cli.conftest import FakeGateway, error
 
 COMMANDS = ["demo", "up", "train", "events", "evaluate", "generate", "replay", "migrate", "version", "datasets",
@@ -46,7 +46,7 @@ def test_an_unreachable_gateway_is_one_line_and_exit_1(capsys, closed_port):
 def test_the_console_script_prints_no_traceback(closed_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LFZ_")}
     env["LFZ_URL"] = f"http://127.0.0.1:{closed_port}"
-    done = subprocess.run([sys.executable, "-m", "infra.cli.main", "jobs", "list"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cli.main", "jobs", "list"], capture_output=True, text=True,
                           env=env, timeout=60)
     assert done.returncode == 1
     assert done.stdout == ""

@@ -7,7 +7,7 @@ import math
 import pytest
 import typer
 
-from infra.cli.overrides import hyperparameters, parse_assignment, parse_assignments, parse_value
+from cli.overrides import hyperparameters, parse_assignment, parse_assignments, parse_value
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from infra.cli.render import Output, cell, duration, number, plain_table, use_rich, when
+from cli.render import Output, cell, duration, number, plain_table, use_rich, when
 
 
 @pytest.mark.parametrize(("terminal", "env", "expected"), [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
-from infra.cli.report import curves, plot_losses, write_outputs
+from cli.report import curves, plot_losses, write_outputs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

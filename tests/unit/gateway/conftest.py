@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from infra.broker import EmbeddedBroker
-from infra.db.__main__ import migrate
+from infra.db import migrate
 from infra.settings import Settings
 from tests.unit.gateway.harness import Projector, ScriptedAgents, serve
 

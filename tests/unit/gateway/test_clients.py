@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.client import ApiError, Client
+from cli.client import ApiError, Client
 
 
 async def trained_model(base_url: str, name: str = "m1") -> dict:

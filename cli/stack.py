@@ -33,7 +33,7 @@ from typing import IO
 import httpx
 
 from infra.broker import BrokerStartError, EmbeddedBroker
-from infra.cli.errors import CliError
+from cli.errors import CliError
 from infra.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
@@ -149,7 +149,7 @@ class Stack:
         return env
 
     def _migrate(self) -> None:
-        from infra.db.__main__ import migrate
+        from infra.db import migrate
 
         url = self.settings.model_copy(update={"data_dir": self.data_dir}).resolved_database_url
         try:

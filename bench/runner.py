@@ -1,6 +1,6 @@
-"""`python -m infra.bench`: every benchmark, one after the other, into one JSON document and docs/benchmarks.md.
+"""`python -m bench all`: every benchmark, one after the other, into one JSON document and docs/benchmarks.md.
 
-It runs `model.bench train` (on `--data`), `model.bench generate`, `agents.bench` and `gateway.bench` as
+It runs `bench model train` (on `--data`), `bench model generate`, `bench pipeline` and `bench gateway` as
 subprocesses, never two at once (they would measure each other), and writes what they print, with the machine, its
 load before and after, the versions of everything measured and the corpus, to `--json-out`. Then it renders the
 figures, each next to its target, between the `<!-- bench:begin -->` and `<!-- bench:end -->` markers of `--doc`.
@@ -28,13 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.bench.machine import load_average, machine, versions
-from infra.bench.render import markers, render, replace_section
-from infra.bench.stack import describe_servers
-from infra.bench.targets import FAIL, PASS, rows
+from bench.machine import load_average, machine, versions
+from bench.render import markers, render, replace_section
+from bench.stack import describe_servers
+from bench.targets import FAIL, PASS, rows
 from infra.settings import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 TARGET_CORPUS = "tinyshakespeare.txt"
 STEPS = ("model_train", "model_generate", "agents", "gateway")
@@ -54,7 +54,7 @@ def corpus(data: str | None, workdir: Path) -> dict[str, Any]:
     elif DEFAULT_DATA.is_file():
         path, name = DEFAULT_DATA, DEFAULT_DATA.name
     else:
-        from infra.cli.demo import default_corpus
+        from cli.demo import default_corpus
 
         text, _ = default_corpus()
         path, name = workdir / "pydoc_data_topics.txt", "pydoc_data.topics"
@@ -71,14 +71,14 @@ def commands(args: argparse.Namespace, data: str) -> dict[str, list[str]]:
     """Each benchmark's command line (`python` standing for this interpreter)."""
     quick = args.quick
     return {
-        "model_train": ["python", "-m", "model.bench", "train", "--data", data, "--preset", "cpu-baby",
+        "model_train": ["python", "-m", "bench", "model", "train", "--data", data, "--preset", "cpu-baby",
                         "--tokenizer", "char", "--max-iters", str(50 if quick else args.iters), "--json"],
-        "model_generate": ["python", "-m", "model.bench", "generate", "--preset", "cpu-baby", "--tokens",
+        "model_generate": ["python", "-m", "bench", "model", "generate", "--preset", "cpu-baby", "--tokens",
                            "50" if quick else "500", "--json", *(["--repeats", "1"] if quick else [])],
-        "agents": ["python", "-m", "agents.bench", "--json",
+        "agents": ["python", "-m", "bench", "pipeline", "--json",
                    *(["--requests", "3", "--concurrency", "10", "--tokens", "8", "--facts", "200", "--train-jobs",
                       "2", "--train-iters", "20"] if quick else []), *shlex.split(args.agents_args)],
-        "gateway": ["python", "-m", "gateway.bench", "--json",
+        "gateway": ["python", "-m", "bench", "gateway", "--json",
                     *(["--clients", "10,50", "--events", "10", "--requests", "3", "--tokens", "8"] if quick else []),
                     *shlex.split(args.gateway_args)],
     }
@@ -175,17 +175,17 @@ def summary(document: dict[str, Any]) -> str:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m infra.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help=f"training text (default: {DEFAULT_DATA} when it exists, else "
                                         "pydoc_data.topics; the model's targets are set for tinyshakespeare)")
-    parser.add_argument("--iters", type=int, default=2000, help="training iterations of model.bench train")
+    parser.add_argument("--iters", type=int, default=2000, help="training iterations of `bench model train`")
     parser.add_argument("--only", default=",".join(STEPS), help=f"benchmarks to run, of {','.join(STEPS)}")
     parser.add_argument("--embedded", action="store_true",
                         help=f"ignore {', '.join(SERVER_VARIABLES)}: the benchmarks start Tansu, SQLite and a folder")
     parser.add_argument("--quick", action="store_true", help="small parameters: checks that everything runs")
-    parser.add_argument("--agents-args", default="", help="more arguments for agents.bench, e.g. '--train-jobs 6'")
-    parser.add_argument("--gateway-args", default="", help="more arguments for gateway.bench, e.g. '--rate 10'")
+    parser.add_argument("--agents-args", default="", help="more arguments for `bench pipeline`, e.g. '--train-jobs 6'")
+    parser.add_argument("--gateway-args", default="", help="more arguments for `bench gateway`, e.g. '--rate 10'")
     parser.add_argument("--json-out", type=Path, help="the JSON document (default docs/benchmarks.json)")
     parser.add_argument("--doc", type=Path, help="the Markdown file with the markers (default docs/benchmarks.md)")
     parser.add_argument("--section", default="bench", help="marker name: <!-- NAME:begin --> ... <!-- NAME:end -->")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         text = corpus(args.data, Path(workdir))
         document: dict[str, Any] = {
             "schema": 1, "date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
-            "reproduce": args.reproduce or shlex.join(["python", "-m", "infra.bench", *(argv or sys.argv[1:])]),
+            "reproduce": args.reproduce or shlex.join(["python", "-m", "bench", "all", *(argv or sys.argv[1:])]),
             "machine": machine(), "load_average": {"before": load_average()}, "versions": versions(settings),
             "servers": describe_servers(settings), "corpus": text, "steps": {}}
         for name, command in commands(args, text["path"]).items():

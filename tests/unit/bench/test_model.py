@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from model.bench import main
+from bench.__main__ import main as bench_main
+from bench.model import main
 
 
 def test_train_prints_one_json_object(tmp_path, corpus, capsys):
@@ -22,7 +23,7 @@ def test_train_prints_one_json_object(tmp_path, corpus, capsys):
 
 
 def test_generate_prints_one_json_object(capsys):
-    assert main(["generate", "--preset", "tiny", "--tokens", "20", "--json", "--repeats", "1",
+    assert bench_main(["model", "generate", "--preset", "tiny", "--tokens", "20", "--json", "--repeats", "1",
                  "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tokens"] == 20
@@ -50,3 +51,9 @@ def test_bad_override_is_a_usage_error(tmp_path, corpus):
     data.write_text(corpus, encoding="utf-8")
     with pytest.raises(SystemExit):
         main(["train", "--data", str(data), "--preset", "tiny", "--set", "NUM_HEADS=3"])
+
+
+def test_the_entry_point_names_the_benchmarks_it_knows(capsys):
+    assert bench_main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'nope'" in err and "model, pipeline, gateway, all" in err

@@ -1,6 +1,6 @@
-"""`python -m agents.bench`: the pipeline's speed, measured through Kafka with real agents workers.
+"""`python -m bench pipeline`: the pipeline's speed, measured through Kafka with real agents workers.
 
-It starts what it measures (infra.bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database of
+It starts what it measures (bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database of
 LFZ_DATABASE_URL or SQLite in a temporary folder, the object store of LFZ_OBJECT_STORE_URL or a temporary folder,
 and `--workers` agents workers, all on a topic prefix of its own. Then:
 
@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
 from events import TERMINAL_TYPES, Topics, TrainProgress
-from infra.bench.measure import ProcessMonitor, jain_index, percentiles
-from infra.bench.stack import BenchStack, describe_servers
+from bench.measure import ProcessMonitor, jain_index, percentiles
+from bench.stack import BenchStack, describe_servers
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow, Model
 from infra.kafka import ensure_topics, stop_consumer
@@ -243,7 +243,7 @@ async def measure(run: Run) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agents.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=30, help="sequential generate requests")

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from gateway.client import ApiError, Client
-from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
-from infra.cli.errors import JobFailed, Stopped
-from infra.cli.follow import check_outcome, follow_job
-from infra.cli.render import Output, number
+from cli.client import ApiError, Client
+from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from cli.errors import JobFailed, Stopped
+from cli.follow import check_outcome, follow_job
+from cli.render import Output, number
 
 ModelArgument = Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)]
 DEFAULT_PROMPTS = 3

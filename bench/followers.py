@@ -1,5 +1,5 @@
-"""`python -m gateway.followers HOST PORT PATH COUNT`: COUNT followers of a server-sent event stream in one process,
-the client side of gateway.bench's fan-out.
+"""`python -m bench followers HOST PORT PATH COUNT`: COUNT followers of a server-sent event stream in one process,
+the client side of `bench gateway`'s fan-out.
 
 The clients share the machine with the gateway they measure, so they are made as cheap as a client can honestly be:
 each is a bare asyncio protocol on its own connection, with no HTTP library: it checks the status line, then looks
@@ -94,7 +94,7 @@ async def follow(host: str, port: int, path: str, count: int, parallel_connects:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.followers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench followers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("host")
     parser.add_argument("port", type=int)

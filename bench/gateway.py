@@ -1,13 +1,13 @@
-"""`python -m gateway.bench`: how many live event streams one gateway process holds, and how fast it answers.
+"""`python -m bench gateway`: how many live event streams one gateway process holds, and how fast it answers.
 
-It starts what it measures (infra.bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database and
+It starts what it measures (bench.stack): the Kafka of LFZ_KAFKA_URL or the embedded broker, the database and
 object store of the settings or SQLite and a folder in a temporary folder, on a topic prefix of its own.
 
 * fan-out: one gateway process (and no worker), N followers of `GET /api/v1/events` and timestamped facts produced
   straight to Kafka; the delivery latency (produce call to a follower reading the event's `id:` line) at each N of
   `--clients`, the largest N whose every event arrived with p99 within `--target-ms`, and the gateway's memory and
   CPU time. The followers run on this machine too, in `--followers-per-process`-sized processes of their own
-  (gateway.followers): their CPU time is reported beside the gateway's, since on a small machine they compete.
+  (bench followers): their CPU time is reported beside the gateway's, since on a small machine they compete.
 * generation: a gateway and one agents worker (or the running stack at `--base-url`): HTTP generate latency
   p50/p95 and the time to the first streamed token; a tiny model is trained first unless `--model` names one.
 """
@@ -33,8 +33,8 @@ import psutil
 from aiokafka import AIOKafkaProducer
 
 from events import Topics, TrainProgress
-from infra.bench.measure import ProcessMonitor, percentiles
-from infra.bench.stack import BenchStack, describe_servers
+from bench.measure import ProcessMonitor, percentiles
+from bench.stack import BenchStack, describe_servers
 from infra.settings import Settings, load_settings
 
 FEED = "/api/v1/events"
@@ -52,7 +52,7 @@ def _cpu_s(processes: list[psutil.Process]) -> float:
 
 
 class FollowerProcesses:
-    """`clients` followers split over processes of at most `per_process` connections each (gateway.followers)."""
+    """`clients` followers split over processes of at most `per_process` connections each (bench followers)."""
 
     def __init__(self, url: str, clients: int, per_process: int):
         parsed = urlparse(url)
@@ -60,7 +60,7 @@ class FollowerProcesses:
         for i in range(clients - sum(sizes)):
             sizes[i] += 1
         self.popens = [subprocess.Popen(
-            [sys.executable, "-m", "gateway.followers", parsed.hostname or "127.0.0.1", str(parsed.port), FEED,
+            [sys.executable, "-m", "bench.followers", parsed.hostname or "127.0.0.1", str(parsed.port), FEED,
              str(size)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for size in sizes]
         self.processes = [psutil.Process(p.pid) for p in self.popens]
 
@@ -231,7 +231,7 @@ def _counts(raw: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench gateway", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=_counts, default=[10, 50, 100, 250, 500, 1000],
                         help="follower counts to try, increasing (default 10,50,100,250,500,1000)")

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from gateway.client import ApiError, Client
-from infra.cli.errors import EXIT_USAGE, CliError, explain
+from cli.client import ApiError, Client
+from cli.errors import EXIT_USAGE, CliError, explain
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -10,10 +10,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from infra.bench.targets import Row, format_value, lookup, rows
+from bench.targets import Row, format_value, lookup, rows
 
-STEP_TITLES = {"model_train": "model.bench train", "model_generate": "model.bench generate",
-               "agents": "agents.bench", "gateway": "gateway.bench"}
+STEP_TITLES = {"model_train": "bench model train", "model_generate": "bench model generate",
+               "agents": "bench pipeline", "gateway": "bench gateway"}
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -112,8 +112,8 @@ def _fanout(document: dict[str, Any]) -> str:
 
 
 def _processes(document: dict[str, Any]) -> str:
-    sources = (("agents.bench", "steps.agents.result.processes"),
-               ("gateway.bench (generation)", "steps.gateway.result.generation.processes"))
+    sources = (("bench pipeline", "steps.agents.result.processes"),
+               ("bench gateway (generation)", "steps.gateway.result.generation.processes"))
     lines = []
     for bench, path in sources:
         for name, p in (lookup(document, path) or {}).items():
@@ -144,6 +144,6 @@ def _steps(document: dict[str, Any]) -> str:
 
 def render(document: dict[str, Any], source: str = "docs/benchmarks.json") -> str:
     """The Markdown of the figures section (without its markers)."""
-    note = f"<!-- Written by `python -m infra.bench` from {source}; edits between these markers are overwritten. -->"
+    note = f"<!-- Written by `python -m bench` from {source}; edits between these markers are overwritten. -->"
     parts = [note, _header(document), _figures(document), _fanout(document), _processes(document), _steps(document)]
     return "\n\n".join(part for part in parts if part) + "\n"

@@ -16,12 +16,9 @@ import httpx
 from httpx_sse import connect_sse
 
 from events import TERMINAL_TYPES
+from gateway.errors import ApiError
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.field = status, code, message, field
+__all__ = ["ApiError", "Client"]
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from infra.cli.connection import DEFAULT_URL
-from infra.cli.errors import EXIT_USAGE, CliError
-from infra.cli.render import Output
-from infra.cli.stack import Stack, shielded, stop_signals_interrupt
+from cli.connection import DEFAULT_URL
+from cli.errors import EXIT_USAGE, CliError
+from cli.render import Output
+from cli.stack import Stack, shielded, stop_signals_interrupt
 from infra.settings import Settings, load_settings
 
 
@@ -92,7 +92,7 @@ def replay(
 
 def migrate_database() -> None:
     """Apply the database migrations (SQLite under LFZ_DATA_DIR by default, or LFZ_DATABASE_URL)."""
-    from infra.db.__main__ import migrate
+    from infra.db import migrate
 
     out = Output()
     settings = load_settings()

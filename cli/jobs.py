@@ -8,12 +8,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from infra.cli.catalog import upload
-from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
-from infra.cli.errors import Stopped
-from infra.cli.follow import check_outcome, describe, follow_job
-from infra.cli.overrides import hyperparameters
-from infra.cli.render import Output, duration, number, when
+from cli.catalog import upload
+from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from cli.errors import Stopped
+from cli.follow import check_outcome, describe, follow_job
+from cli.overrides import hyperparameters
+from cli.render import Output, duration, number, when
 
 jobs = typer.Typer(help="List, show and cancel jobs (training, evaluation, generation).", no_args_is_help=True)
 

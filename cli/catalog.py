@@ -8,10 +8,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from gateway.client import ApiError, Client
-from infra.cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
-from infra.cli.errors import EXIT_USAGE, CliError
-from infra.cli.render import Output, number, when
+from cli.client import ApiError, Client
+from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from cli.errors import EXIT_USAGE, CliError
+from cli.render import Output, number, when
 
 datasets = typer.Typer(help="Upload training text and list what is uploaded.", no_args_is_help=True)
 models = typer.Typer(help="List, show and delete models.", no_args_is_help=True)

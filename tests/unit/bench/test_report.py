@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from infra.bench.render import render, replace_section
-from infra.bench.targets import FAIL, MISSING, NO_TARGET, NOT_RUN, PASS, Target, rows
+from bench.render import render, replace_section
+from bench.targets import FAIL, MISSING, NO_TARGET, NOT_RUN, PASS, Target, rows
 
 
 def _latency(p50: float, p95: float, p99: float) -> dict[str, float]:
@@ -28,15 +28,15 @@ DOCUMENT: dict[str, Any] = {
     "corpus": {"path": "/data/tinyshakespeare.txt", "name": "tinyshakespeare.txt", "chars": 1115394,
                "targets_apply": True},
     "steps": {
-        "model_train": {"command": ["python", "-m", "model.bench", "train"], "exit_code": 0, "wall_s": 66.0,
+        "model_train": {"command": ["python", "-m", "bench", "model", "train"], "exit_code": 0, "wall_s": 66.0,
                         "peak_rss_mb": 512.0, "cpu_s": 120.0, "load_before": [0.2, 0.6, 0.7],
                         "load_after": [1.9, 1.0, 0.8],
                         "result": {"preset": "cpu-baby", "tokenizer": "char", "iters": 2000, "val_loss": 1.85,
                                    "wall_s": 65.2, "tokens_per_s": 22000.0}},
-        "model_generate": {"command": ["python", "-m", "model.bench", "generate"], "exit_code": 0, "wall_s": 5.0,
+        "model_generate": {"command": ["python", "-m", "bench", "model", "generate"], "exit_code": 0, "wall_s": 5.0,
                            "result": {"preset": "cpu-baby", "tokens": 500, "batch": 1, "tokens_per_s": 2600.0,
                                       "ttft_ms": 1.2}},
-        "agents": {"command": ["python", "-m", "agents.bench"], "exit_code": 0, "wall_s": 300.0, "result": {
+        "agents": {"command": ["python", "-m", "bench", "pipeline"], "exit_code": 0, "wall_s": 300.0, "result": {
             "generate": {"sequential": {"requests": 30, "first_token_ms": _latency(40, 60, 70),
                                         "completed_ms": _latency(90, 120, 130)},
                          "concurrent": {"requests": 100, "first_token_ms": _latency(300, 600, 700),
@@ -46,7 +46,7 @@ DOCUMENT: dict[str, Any] = {
                          "accepted_to_started_s": _latency(5, 40, 41), "accepted_to_completed_s": _latency(50, 80, 81)},
             "processes": {"worker-1": {"pid": 1, "rss_mb": 700.0, "peak_rss_mb": 720.0, "children_peak_rss_mb": 850.0,
                                        "cpu_s": 5.0, "children_cpu_s": 60.0}}}},
-        "gateway": {"command": ["python", "-m", "gateway.bench"], "exit_code": 0, "wall_s": 120.0, "result": {
+        "gateway": {"command": ["python", "-m", "bench", "gateway"], "exit_code": 0, "wall_s": 120.0, "result": {
             "fanout": {"path": "/api/v1/events", "target_p99_ms": 100.0, "max_clients_tried": 1000,
                        "max_clients_within_target": 1000, "gateway_idle_rss_mb": 82.0,
                        "followers_ran_on": "this machine",
@@ -146,7 +146,7 @@ def test_the_rendered_section_shows_the_run_machine_versions_and_figures():
     assert "tinyshakespeare.txt (1,115,394 characters): the model's targets apply." in text
     assert "Reproduce: `make bench`" in text and "12m05s in all" in text
     assert "| 1000 | 50000 / 50000 | 20.0 | 60.0 | 90.0 | 120.0 | 126 | 3.00 | 60 | 1.50 |" in text
-    assert "| agents.bench | worker-1 | 720 | 700 | 850 | 5.0 | 60.0 |" in text
+    assert "| bench pipeline | worker-1 | 720 | 700 | 850 | 5.0 | 60.0 |" in text
     assert "Quick run" not in text
 
 

@@ -1,7 +1,7 @@
-"""The system a benchmark measures, started for it and gone after it: `python -m agents.bench` and
-`python -m gateway.bench` both run on one of these.
+"""The system a benchmark measures, started for it and gone after it: `python -m bench pipeline` and
+`python -m bench gateway` both run on one of these.
 
-It is `lfz up`'s supervisor (infra.cli.stack) on a run of its own: the servers that the settings name (Kafka,
+It is `lfz up`'s supervisor (cli.stack) on a run of its own: the servers that the settings name (Kafka,
 PostgreSQL, S3), or the embedded defaults (Tansu, SQLite, a folder) in a temporary folder, always under a topic prefix
 nobody else uses, so a benchmark against shared servers neither sees nor disturbs anyone's jobs. The children get an
 environment built from those settings alone: an `LFZ_*` variable of the shell (a thread count, an API key) must not
@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from infra.bench.measure import local_broker_pid
-from infra.cli.stack import Stack, free_port
+from bench.measure import local_broker_pid
+from cli.stack import Stack, free_port
 from infra.settings import Settings
 
 def child_env(settings: Settings) -> dict[str, str]:

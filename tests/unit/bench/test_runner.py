@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import infra.bench.__main__ as runner
+import bench.runner as runner
 
 
 def test_the_corpus_is_the_given_file_and_the_targets_follow_its_name(tmp_path):
@@ -86,8 +86,8 @@ def test_the_full_run_measures_at_the_targets_settings(tmp_path):
     assert train[train.index("--max-iters") + 1] == "2000"
     generate = commands["model_generate"]
     assert generate[generate.index("--tokens") + 1] == "500"
-    assert commands["agents"] == ["python", "-m", "agents.bench", "--json"]
-    assert commands["gateway"] == ["python", "-m", "gateway.bench", "--json"]
+    assert commands["agents"] == ["python", "-m", "bench", "pipeline", "--json"]
+    assert commands["gateway"] == ["python", "-m", "bench", "gateway", "--json"]
 
 
 def test_quick_runs_write_beside_the_docs_never_over_them():
@@ -123,7 +123,7 @@ def test_a_doc_without_markers_is_refused_before_the_benchmarks_run(tmp_path, ca
 
 
 def test_render_only_rewrites_the_section_from_the_json(tmp_path):
-    from tests.unit.infra.test_bench_report import DOCUMENT
+    from tests.unit.bench.test_report import DOCUMENT
 
     source, doc = tmp_path / "benchmarks.json", tmp_path / "benchmarks.md"
     source.write_text(json.dumps(DOCUMENT), encoding="utf-8")
@@ -135,7 +135,7 @@ def test_render_only_rewrites_the_section_from_the_json(tmp_path):
 
 
 def test_a_run_in_parts_keeps_the_earlier_parts_steps_and_its_start():
-    from infra.bench.__main__ import merged
+    from bench.runner import merged
 
     earlier = {"date": "2026-12-01T10:00:00+00:00", "load_average": {"before": [0.1], "after": [1.5]}, "wall_s": 90,
                "versions": {"kafka": None}, "steps": {"model_train": {"exit_code": 0}, "agents": {"exit_code": 1}}}
@@ -151,7 +151,7 @@ def test_a_run_in_parts_keeps_the_earlier_parts_steps_and_its_start():
 def test_a_model_only_part_run_after_the_servers_part_keeps_the_servers_it_did_not_use():
     """Regression: `--only model_train --merge` after the servers' part, run without the servers' settings, made the
     report say that the pipeline and gateway figures came from the embedded broker and SQLite."""
-    from infra.bench.__main__ import merged
+    from bench.runner import merged
 
     earlier = {"date": "d", "load_average": {"before": [0.1]}, "wall_s": 90, "servers": {"kafka": "real"},
                "versions": {"torch": "2.14", "kafka": "Apache Kafka 4.3.1", "database": "PostgreSQL 15.18"},

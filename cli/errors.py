@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.client import ApiError
+from cli.client import ApiError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

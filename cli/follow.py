@@ -13,9 +13,9 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gateway.client import ApiError, Client
-from infra.cli.errors import JobFailed, Stopped
-from infra.cli.render import Output, duration, number
+from cli.client import ApiError, Client
+from cli.errors import JobFailed, Stopped
+from cli.render import Output, duration, number
 
 FAILURES = ("TrainFailed", "EvaluationFailed", "GenerationFailed", "JobCancelled")
 PLAIN_PROGRESS_EVERY_S = 5.0

@@ -1,8 +1,8 @@
 """Benchmarks, the one part of model/ that reads a file (`--data`).
 
-    python -m model.bench train --data FILE --preset cpu-baby --tokenizer char --json
-    python -m model.bench generate --preset cpu-baby --tokens 500 --json
-    python -m model.bench steps --variant wide:mlp_ratio=4 --variant narrow:mlp_ratio=1
+    python -m bench model train --data FILE --preset cpu-baby --tokenizer char --json
+    python -m bench model generate --preset cpu-baby --tokens 500 --json
+    python -m bench model steps --variant wide:mlp_ratio=4 --variant narrow:mlp_ratio=1
 
 `train` trains on the file (first 90% train, last 10% validate) and reports the loss over the whole validation
 split; `wall_s` covers everything from reading the file to that final loss. `generate` times sampling of
@@ -210,7 +210,7 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench model", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "generate", "steps"):
         p = sub.add_parser(name)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.followers import Follower
+from bench.followers import Follower
 
 HEADERS = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
            b"transfer-encoding: chunked\r\n\r\n")

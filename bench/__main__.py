@@ -1,0 +1,43 @@
+"""`python -m bench WHAT ...`: the one entry point of every benchmark.
+
+    python -m bench model train --data FILE --preset cpu-baby --tokenizer char --json
+    python -m bench model generate --preset cpu-baby --tokens 500 --json
+    python -m bench model steps --variant wide:mlp_ratio=4
+    python -m bench pipeline --json          (Kafka, agents workers, the projection)
+    python -m bench gateway --json           (SSE fan-out and HTTP generation through one gateway)
+    python -m bench all                      (every one of them in turn: what `make bench` runs)
+
+`python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
+started by it as a process of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+# Imported on demand: `bench model` must not pay for Kafka's and the database's clients, nor `bench all` for torch.
+BENCHMARKS: dict[str, str] = {
+    "model": "bench.model",
+    "pipeline": "bench.pipeline",
+    "gateway": "bench.gateway",
+    "all": "bench.runner",
+    "followers": "bench.followers",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help") or args[0] not in BENCHMARKS:
+        print(__doc__, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
+        if args and args[0] not in ("-h", "--help"):
+            print(f"error: unknown benchmark {args[0]!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        return 0 if args else 2
+    run: Callable[[list[str]], int] = import_module(BENCHMARKS[args[0]]).main
+    return run(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
