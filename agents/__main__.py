@@ -27,16 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     from model.device import configure_threads
 
     configure_threads(settings.torch_threads or None)
-    app, runtime = create_app(settings)
+    agents = create_app(settings)
 
     class Worker(faust.Worker):
         async def on_stop(self) -> None:
-            # Before the agents stop (mode stops a service's children after its on_stop): the projector is still
+            # Before the agents stop (mode stops a service's children after its on_stop): the record agent is still
             # there to record what handing the running jobs back publishes.
-            await runtime.hand_back_jobs()
+            await agents.scheduler.hand_back_jobs()
             await super().on_stop()
 
-    worker_ = Worker(app, runtime, loglevel=(args.loglevel or settings.log_level).lower(), quiet=True)
+    worker_ = Worker(agents.app, agents.runtime, loglevel=(args.loglevel or settings.log_level).lower(), quiet=True)
     worker_.execute_from_commandline()
     return 0
 

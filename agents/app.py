@@ -1,20 +1,36 @@
-"""The Faust app of the agents: `create_app(settings)` wires every feature to one runtime.
+"""The Faust app of the agents: `create_app(settings)` wires every feature to one runtime and one scheduler.
 
-One worker process runs every agent (train, evaluate, generate, control, record); start more workers to share
-the partitions through the consumer group.
+One worker process runs every agent (train, evaluate, generate, control, record); start more workers to share the
+partitions through the consumer group. Train and evaluate jobs run in child processes, which the scheduler starts
+from the queue; generation runs in the worker itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import faust
 
-from agents import control, evaluate, generate, record, train
+from agents import control
+from agents.evaluate import agent as evaluate
+from agents.evaluate.job import EVALUATE
+from agents.generate import agent as generate
+from agents.jobs.scheduler import Scheduler
+from agents.record import agent as record
 from agents.runtime import Runtime
-from agents.scheduler import Scheduler
+from agents.train import agent as train
+from agents.train.job import TRAIN
 from infra.settings import Settings
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+@dataclass(frozen=True)
+class Agents:
+    app: faust.App
+    runtime: Runtime
+    scheduler: Scheduler
+
+
+def create_app(settings: Settings) -> Agents:
     runtime = Runtime(settings)
     datadir = settings.data_dir / "faust" / runtime.worker_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +54,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime)
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE)})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
     control.register(app, runtime, scheduler)
@@ -49,5 +65,4 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     async def schedule_jobs() -> None:
         await scheduler.run_forever()
 
-    runtime.scheduler = scheduler  # type: ignore[attr-defined]
-    return app, runtime
+    return Agents(app, runtime, scheduler)

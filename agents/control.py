@@ -9,10 +9,10 @@ import logging
 import faust
 
 from agents.intake import Refused, command_agent
-from agents.publisher import JobLog
+from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
-from agents.scheduler import Scheduler
 from events import CancelRequested, JobCancelled
+from infra.publisher import JobLog
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
     command_agent(app, runtime, runtime.topics.job_control, CancelRequested, "control",
                   lambda command: cancel(runtime, command), then=scheduler.kick)
+
 
 async def cancel(runtime: Runtime, command: CancelRequested) -> None:
     job = await runtime.queue.get(command.job_id)
@@ -34,6 +35,6 @@ async def cancel(runtime: Runtime, command: CancelRequested) -> None:
     if claim is None:
         return  # it started meanwhile: the flag reaches its worker
     job = JobLog(runtime.publisher, job_id=claim.job_id, kind=claim.kind, owner=claim.owner,
-                 producer=runtime.producer_name, last_seq=claim.last_seq)
+                 last_seq=claim.last_seq)
     await job.emit(JobCancelled, event_id=f"{claim.job_id}-cancelled", reason=command.reason, step=0, wait=True)
     await runtime.queue.set_seq(claim.job_id, job.last_seq)

@@ -7,24 +7,25 @@ that meets a server which is down waits and tries the same command again, so no 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import faust
 from faust.types import EventT
-from urllib3.exceptions import HTTPError as ObjectStoreConnectionError
 
-from agents.publisher import JobLog
 from agents.runtime import Runtime
-from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, dead_letter, decode_command, id_from_position
-from infra.db import DATABASE_DOWN
-from infra.objectstore import ObjectStoreUnavailable
+from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, Rejected, dead_letter, decode_command, id_from_position
+from infra.publisher import JobLog
+from infra.retry import UNAVAILABLE, while_down
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Command)
-TRANSIENT = (*DATABASE_DOWN, ObjectStoreUnavailable, ObjectStoreConnectionError)
+
+
+class Refused(Rejected):
+    """A well-formed command that its sender may not give (it names another tenant's job): it becomes a dead
+    letter that says why, and touches nothing; no failed fact goes to the job it names."""
 
 
 def command_agent(app: faust.App, runtime: Runtime, topic: str, command_type: type[C], name: str,
@@ -46,43 +47,22 @@ def command_agent(app: faust.App, runtime: Runtime, topic: str, command_type: ty
     app.agent(channel, name=f"{runtime.topics.prefix}{name}", concurrency=concurrency)(consume)
 
 
-class Refused(Exception):
-    """A well-formed command that its sender may not give (it names another tenant's job): it becomes a dead
-    letter that says why, and touches nothing."""
-
-    def __init__(self, reason: str, field: str | None = None):
-        super().__init__(reason)
-        self.reason, self.field = reason, field
-
-
 async def handle_safely(runtime: Runtime, event: EventT, command: Command,
-                        handle: Callable[[Command], Awaitable[None]], max_delay_s: float = 5.0) -> None:
-    delay = 0.2
-    while True:
-        try:
-            await handle(command)
-            return
-        except TRANSIENT as exc:
-            log.warning("%s %s waits for a server (retrying in %.1fs): %s", command.type,  # type: ignore[attr-defined]
-                        getattr(command, "job_id", ""), delay, str(exc).splitlines()[0] if str(exc) else exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-        except Refused as refused:
-            log.warning("%s refused: %s", command.type, refused.reason)  # type: ignore[attr-defined]
-            # No job id: the failed event would land in the log of the job that the sender may not touch.
-            await _reject(runtime, event, DecodeError(refused.reason, refused.field))
-            return
-        except Exception as exc:  # a bug met by one command must not stop the agent
-            log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
-            await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}",
-                                                      job_id=getattr(command, "job_id", None),
-                                                      kind=_kind_of(command)))
-            return
-
-
-def _kind_of(command: Command) -> str | None:
-    return {"TrainRequested": "train", "EvaluateRequested": "evaluate",
-            "GenerateRequested": "generate"}.get(command.type)  # type: ignore[attr-defined]
+                        handle: Callable[[Command], Awaitable[None]]) -> None:
+    """Handle one command: waiting out servers that are down, and turning whatever else goes wrong into a dead
+    letter (and a failed fact of the job, except for a refusal)."""
+    job_id = getattr(command, "job_id", None)
+    try:
+        await while_down(lambda: handle(command), UNAVAILABLE, what=f"{command.type} {job_id or ''}",  # type: ignore[attr-defined]
+                         logger=log)
+    except Refused as refused:
+        log.warning("%s refused: %s", command.type, refused.reason)  # type: ignore[attr-defined]
+        # No job id: the failed event would land in the log of the job that the sender may not touch.
+        await _reject(runtime, event, DecodeError(refused.reason, refused.field))
+    except Exception as exc:  # a bug met by one command must not stop the agent
+        log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
+        await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}", job_id=job_id,
+                                                  kind=command.kind))
 
 
 async def decode(runtime: Runtime, event: EventT, expected: tuple[type[Command], ...]) -> Command | None:
@@ -106,6 +86,5 @@ async def _reject(runtime: Runtime, event: EventT, error: DecodeError) -> None:
     )
     failed = FAILED_TYPE_FOR_KIND.get(error.kind or "")
     if error.job_id and failed is not None:
-        job = JobLog(runtime.publisher, job_id=error.job_id, kind=error.kind or "train", owner=None,
-                     producer=runtime.producer_name)
+        job = JobLog(runtime.publisher, job_id=error.job_id, kind=error.kind or "train", owner=None)
         await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)

@@ -23,7 +23,8 @@ from pathlib import Path
 from types import TracebackType
 
 from bench.measure import local_broker_pid
-from cli.stack import Stack, free_port
+from cli.stack import Stack
+from infra.process import free_port
 from infra.settings import Settings
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -26,7 +26,8 @@ from cli.jobs import MaxItersOption, SetOption, TokenizerOption
 from cli.overrides import hyperparameters
 from cli.render import Output, duration, number
 from cli.report import curves, write_outputs
-from cli.stack import Stack, Watchdog, free_port, shielded, stop_signals_interrupt
+from cli.stack import Stack, Watchdog, shielded, stop_signals_interrupt
+from infra.process import free_port
 from infra.settings import load_settings
 
 DEMO_PRESET = "cpu-baby"

@@ -66,7 +66,7 @@ def replay(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Rebuild the database's tables from the event log. Stop the agents (and `lfz up`) first."""
-    from agents.replay import replay as rebuild
+    from agents.record.replay import replay as rebuild
 
     out = Output()
     settings = load_settings()

@@ -15,10 +15,8 @@ caller stops the rest (a crash loop would only hide the cause).
 from __future__ import annotations
 
 import _thread
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,10 +31,11 @@ from typing import IO
 import httpx
 
 from infra.broker import BrokerStartError, EmbeddedBroker
+from infra.db import migrate
+from infra.process import free_port, own_session_dying_with_parent, port_in_use
 from cli.errors import CliError
 from infra.settings import Settings
 
-_PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -64,31 +63,6 @@ class Child:
             os.killpg(self.popen.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _own_session_dying_with_parent() -> None:
-    """In the child before exec: a session of its own (no terminal signals), and SIGTERM when we die."""
-    os.setsid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: stop() still runs on every clean exit
-        pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
 
 
 class Stack:
@@ -149,8 +123,6 @@ class Stack:
         return env
 
     def _migrate(self) -> None:
-        from infra.db import migrate
-
         url = self.settings.model_copy(update={"data_dir": self.data_dir}).resolved_database_url
         try:
             migrate(url, quiet=True)
@@ -165,7 +137,7 @@ class Stack:
         log.write(f"--- lfz: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         popen = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, preexec_fn=_own_session_dying_with_parent)
+                                 stderr=subprocess.STDOUT, preexec_fn=own_session_dying_with_parent)
         child = Child(name, popen, log_path, log)
         self.children.append(child)
         return child

@@ -3,7 +3,7 @@
 This package is the only home of a message schema; the gateway, the agents, the CLI and the tests import it.
 """
 
-from events.codec import DecodeError, dead_letter, decode_command, decode_event, id_from_position
+from events.codec import dead_letter, decode_command, decode_event, id_from_position
 from events.commands import (
     COMMANDS,
     CancelRequested,
@@ -35,14 +35,16 @@ from events.facts import (
     TrainStarted,
     ValidationCompleted,
 )
+from events.errors import DecodeError, Rejected
 from events.fields import DatasetRef, new_id, utc_now
+from events.sampling import Sampling
 from events.topics import Topics
 
 __all__ = [
     "COMMANDS", "FACTS", "FAILED_TYPE_FOR_KIND", "TERMINAL_TYPES", "CancelRequested", "CheckpointSaved", "Command", "Completion",
     "DatasetRef", "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted",
     "EvaluationFailed", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
-    "JobCancelled", "JobEvent", "ModelDeleted", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
+    "JobCancelled", "JobEvent", "ModelDeleted", "Rejected", "Sampling", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
     "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted", "dead_letter", "decode_command",
     "decode_event", "id_from_position", "new_id", "utc_now",
 ]

@@ -12,22 +12,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from events.commands import COMMANDS, Command
+from events.errors import DecodeError
 from events.facts import FACTS, DeadLetter, JobEvent
 from events.fields import utc_now
 
 MAX_PAYLOAD_KEPT = 64 * 1024
 
 
-class DecodeError(ValueError):
-    def __init__(self, reason: str, field: str | None = None, job_id: str | None = None, kind: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-        self.job_id = job_id
-        self.kind = kind  # "train" / "evaluate" / "generate" when the message said which command it was
-
-
-_KIND_OF_COMMAND = {"TrainRequested": "train", "EvaluateRequested": "evaluate", "GenerateRequested": "generate"}
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
@@ -101,8 +92,8 @@ def decode_command(
             value = {**value, id_field: default_id}
     type_name = value.get("type")
     job_id = _usable_job_id(value)
-    kind = _KIND_OF_COMMAND.get(type_name) if isinstance(type_name, str) else None
     cls = COMMANDS.get(type_name) if isinstance(type_name, str) else None
+    kind = cls.kind if cls is not None else None
     if cls is None:
         known = ", ".join(sorted(c.__name__ for c in (expected or COMMANDS.values())))
         raise DecodeError(f"type: unknown message type {type_name!r}; expected one of {known}", "type", job_id)

@@ -5,18 +5,19 @@ Anyone with a Kafka producer may send these as JSON; fields not given take the d
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from events.fields import DatasetRef, Identifier, Message, ModelName, new_id, utc_now
-from pydantic import AwareDatetime
+from events.sampling import Sampling
 
 TokenizerKind = Literal["char", "word", "bpe"]
-StopString = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class Command(Message):
+    kind: ClassVar[str]  # the kind of job it asks for: "train", "evaluate", "generate"; "cancel" for a cancel
+
     owner: str | None = Field(default=None, description="Tenant that sent it (set by the gateway from the API key).")
     requested_at: AwareDatetime = Field(default_factory=utc_now)
 
@@ -24,6 +25,7 @@ class Command(Message):
 class TrainRequested(Command):
     """Train a model (new, or continue from its latest checkpoint when `model_id` names an existing one)."""
 
+    kind: ClassVar[str] = "train"
     type: Literal["TrainRequested"] = "TrainRequested"
     job_id: Identifier = Field(default_factory=new_id)
     model_name: ModelName
@@ -43,6 +45,7 @@ class TrainRequested(Command):
 class EvaluateRequested(Command):
     """Evaluate a trained model: held-out perplexity and generation statistics over prompts."""
 
+    kind: ClassVar[str] = "evaluate"
     type: Literal["EvaluateRequested"] = "EvaluateRequested"
     job_id: Identifier = Field(default_factory=new_id)
     model_id: Identifier | None = None
@@ -59,22 +62,17 @@ class EvaluateRequested(Command):
         return self
 
 
-class GenerateRequested(Command):
-    """Generate text from a trained model; tokens are published as they are produced."""
+class GenerateRequested(Sampling, Command):
+    """Generate text from a trained model; tokens are published as they are produced. Its facts carry `job_id` equal
+    to `request_id`; the text is in GenerationCompleted's `completions[].text`."""
 
+    kind: ClassVar[str] = "generate"
     type: Literal["GenerateRequested"] = "GenerateRequested"
     request_id: Identifier = Field(default_factory=new_id)
     model_id: Identifier | None = None
     model_name: ModelName | None = None
     prompt: str = Field(default="", max_length=100_000)
     max_tokens: int = Field(default=64, ge=1, le=8192, description="New tokens, not counting the prompt.")
-    temperature: float = Field(default=0.8, ge=0.0, le=5.0, allow_inf_nan=False)
-    top_k: int | None = Field(default=None, ge=1)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0, allow_inf_nan=False)
-    stop: list[StopString] = Field(default_factory=list, max_length=8)
-    seed: int | None = None
-    num_sequences: int = Field(default=1, ge=1, le=8)
     stream: bool = Field(default=True, description="Publish TokensGenerated events as tokens are produced.")
 
     @model_validator(mode="after")
@@ -91,6 +89,7 @@ class GenerateRequested(Command):
 class CancelRequested(Command):
     """Stop a job: a queued one never starts, a running one stops within seconds."""
 
+    kind: ClassVar[str] = "cancel"
     type: Literal["CancelRequested"] = "CancelRequested"
     job_id: Identifier
     reason: str = Field(default="cancelled by request", max_length=500)
@@ -102,6 +101,3 @@ COMMANDS: dict[str, type[Command]] = {
     for cls in (TrainRequested, EvaluateRequested, GenerateRequested, CancelRequested)
 }
 
-
-def command_payload(command: Command) -> dict[str, Any]:
-    return command.model_dump(mode="json")

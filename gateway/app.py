@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from events import Topics
 from gateway import datasets, evaluation, generation, jobs, models, openai_compat, system
 from gateway.auth import AuthMiddleware
-from gateway.context import Gateway, Publisher, StreamLimiter, process_name
+from gateway.context import Gateway, StreamLimiter, process_name
 from gateway.errors import exception_handlers
 from gateway.inputs import BodyLimitMiddleware, UrlCheckMiddleware
 from gateway.live import LiveFeed
@@ -29,6 +29,7 @@ from gateway.openapi import build_document
 from infra.db import create_engine, sessionmaker
 from infra.kafka import create_producer, ensure_topics
 from infra.objectstore import open_async_object_store
+from infra.publisher import Publisher
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,21 +97,22 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_engine(settings.resolved_database_url)
         store = open_async_object_store(settings)
         await store.ensure_bucket()
-        producer = create_producer(settings, client_id=name)
-        await producer.start()
+        topics = Topics(settings.topic_prefix)
+        publisher = Publisher(create_producer(settings, client_id=name), topics, name)
+        await publisher.start()
         feed = LiveFeed(settings, client_id=name)
         try:
             await feed.start()
             gateway = Gateway(
-                settings=settings, topics=Topics(settings.topic_prefix), engine=engine, sessions=sessionmaker(engine),
-                store=store, publisher=Publisher(producer, Topics(settings.topic_prefix), name), feed=feed,
-                streams=StreamLimiter(settings.max_streams_per_key, metrics), metrics=metrics,
+                settings=settings, topics=topics, engine=engine, sessions=sessionmaker(engine), store=store,
+                publisher=publisher, feed=feed, streams=StreamLimiter(settings.max_streams_per_key, metrics),
+                metrics=metrics,
             )
             log.info("gateway %s ready (auth %s)", name, "on" if settings.auth_enabled else "off")
             yield {"gateway": gateway}
         finally:
             await feed.stop()
-            await producer.stop()
+            await publisher.stop()
             await engine.dispose()
 
     app = Starlette(routes=all_routes(), middleware=middleware(settings, metrics),

@@ -10,8 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from events.commands import StopString, TokenizerKind
+from events import Sampling
+from events.commands import TokenizerKind
 from events.fields import Identifier, ModelName
+from events.sampling import StopString
 
 Hyperparameters = dict[str, float | int | str | bool | None]
 
@@ -77,32 +79,23 @@ class EvaluateBody(Body):
         return self
 
 
-class SamplingBody(Body):
-    """How to sample new tokens; shared by the native and the OpenAI-style routes."""
+class GenerateBody(Body, Sampling):
+    """What to generate and how each token is picked (the sampling fields are GenerateRequested's)."""
 
-    temperature: float = Field(default=0.8, ge=0.0, le=5.0, allow_inf_nan=False, description="0 is greedy.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0, allow_inf_nan=False)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-
-
-class GenerateBody(SamplingBody):
     prompt: str = ""
     max_length: int = Field(
         default=64, ge=1, validation_alias=AliasChoices("max_length", "max_tokens"),
         description="New tokens to generate, not counting the prompt (alias `max_tokens`).",
     )
     stop: StopString | list[StopString] | None = Field(default=None, description="Stop at any of these strings.")
-    num_sequences: int = Field(default=1, ge=1, le=8)
     stream: bool = Field(default=False, description="Stream TokensGenerated events as server-sent events.")
 
-    @property
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        return stops
+
+def sampling_of(body: Sampling, stop: str | list[str] | None, num_sequences: int) -> Sampling:
+    """The sampling fields of a body whose `stop` may be one string (and whose sequence count may be named `n`)."""
+    stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if s]
+    values = {name: getattr(body, name) for name in Sampling.model_fields}
+    return Sampling(**{**values, "stop": stops, "num_sequences": num_sequences})
 
 
 # -- query parameters -------------------------------------------------------------------------------------------------

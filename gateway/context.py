@@ -6,53 +6,27 @@ state: any number of gateway processes behind a load balancer behave as one.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections import Counter
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
-from events import Command, JobEvent, Topics
+from events import Topics
 from gateway.errors import ApiError
 from gateway.live import Fanout
 from gateway.metrics import GatewayMetrics
 from infra.objectstore import AsyncObjectStore
+from infra.publisher import Publisher
 from infra.settings import Settings
-
-PUBLISH_TIMEOUT_S = 15.0
 
 
 def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class Publisher:
-    """Commands and the gateway's own facts onto Kafka, keyed by job id so each job's messages stay in order."""
-
-    def __init__(self, producer: AIOKafkaProducer, topics: Topics, producer_id: str):
-        self.producer = producer
-        self.topics = topics
-        self.producer_id = producer_id  # `gateway/<host>-<pid>`, the `producer` of every fact it publishes
-
-    async def send(self, topic: str, key: str, value: bytes) -> None:
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await self.producer.send_and_wait(topic, value, key=key.encode())
-        except TimeoutError:
-            raise KafkaTimeoutError(f"Kafka did not acknowledge a message on {topic} within {PUBLISH_TIMEOUT_S}s")
-
-    async def command(self, topic: str, key: str, command: Command) -> None:
-        await self.send(topic, key, command.to_json())
-
-    async def fact(self, event: JobEvent) -> None:
-        await self.send(self.topics.job_events, event.job_id, event.to_json())
 
 
 class StreamLimiter:

@@ -12,13 +12,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from events import DatasetUploaded, new_id
-from gateway import queries
 from gateway.bodies import DatasetBody, PageQuery
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, invalid, not_found
 from gateway.inputs import json_body, query, too_large
 from gateway.openapi import operation
 from gateway.views import DatasetList, DatasetView
+from infra.db import queries
+from infra.objectstore import artifacts
 
 PREVIEW_CHARS = 200
 MULTIPART_SCHEMA = {
@@ -80,7 +81,7 @@ async def upload_dataset(request: Request) -> JSONResponse:
         if len(data) > limit:
             raise too_large(limit)
     dataset_id = new_id()
-    key = f"datasets/{dataset_id}"
+    key = artifacts.dataset_key(dataset_id)
     await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
     fact = DatasetUploaded(
         job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner_of(request), kind="dataset",

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from events.codec import describe_validation_error
+from infra.retry import UNAVAILABLE, first_line
 
 log = logging.getLogger(__name__)
 
@@ -71,46 +72,11 @@ def from_validation_error(exc: ValidationError, prefix: str | None = None) -> Ap
 # Which backing service an exception came from, judged by the modules its traceback passed through.
 _COMPONENT_MODULES = (
     ("database", ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "infra.db")),
-    ("kafka", ("aiokafka", "infra.kafka")),
+    ("kafka", ("aiokafka", "infra.kafka", "infra.publisher")),
     ("object store", ("minio", "urllib3", "infra.objectstore", "botocore", "aiobotocore")),
 )
-_OUTAGE_TYPES: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
-
-
-def _outage_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = list(_OUTAGE_TYPES)
-    try:
-        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-        from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-        types += [OperationalError, InterfaceError, DisconnectionError, PoolTimeout]
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from asyncpg.exceptions import CannotConnectNowError, ConnectionDoesNotExistError, InterfaceError as PgIface
-
-        types += [CannotConnectNowError, ConnectionDoesNotExistError, PgIface]
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from aiokafka.errors import KafkaError
-
-        types.append(KafkaError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from minio.error import ServerError
-        from urllib3.exceptions import HTTPError as Urllib3Error
-
-        from infra.objectstore import ObjectStoreUnavailable
-
-        types += [ObjectStoreUnavailable, ServerError, Urllib3Error]
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
-
-
-OUTAGE_TYPES = _outage_types()
+# What the infra clients raise when their server is down: answered 503, not 500.
+OUTAGE_TYPES: tuple[type[BaseException], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 def component_of(exc: BaseException) -> str | None:

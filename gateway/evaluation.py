@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from events import DatasetRef, EvaluateRequested, new_id
-from gateway import queries
 from gateway.bodies import EvaluateBody, WaitQuery
 from gateway.context import gateway_of, owner_of
 from gateway.datasets import dataset_key
@@ -25,8 +24,9 @@ from gateway.jobs import submit, submitted_response
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.models import dataset_ref
 from gateway.openapi import operation
-from gateway.streams import job_events
+from gateway.streams import job_events, log_reader
 from gateway.views import ErrorDetail, EvaluationResult, Submitted
+from infra.db import queries
 
 FINAL = ("EvaluationCompleted", "EvaluationFailed", "JobCancelled")
 
@@ -65,14 +65,11 @@ async def evaluate(request: Request) -> JSONResponse:
     if not wait:
         return submitted_response(await submit(request, topic, command, job_id, row.id))
 
-    async def read(after: int, before: int | None) -> list[FeedEvent]:
-        async with gateway.sessions() as session:
-            return await queries.read_events(session, job_id, after, before)
-
     subscription = gateway.feed.open(job_id, queries.visible_to(owner_of(request)))
     try:
         await gateway.publisher.command(topic, job_id, command)
-        final = await _final_event(job_events(job_id, 0, gateway.feed, read, subscription=subscription,
+        final = await _final_event(job_events(job_id, 0, gateway.feed, log_reader(gateway.sessions, job_id),
+                                              subscription=subscription,
                                               idle_poll_max_s=2.0), gateway.settings.request_timeout_s)
     finally:
         gateway.feed.close(subscription)

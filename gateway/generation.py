@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import GenerateRequested
-from gateway import queries
-from gateway.bodies import GenerateBody
+from events import GenerateRequested, Sampling
+from gateway.bodies import GenerateBody, sampling_of
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, from_validation_error, invalid
 from gateway.inputs import json_body
 from gateway.jobs import event_stream, hold_stream, sse_of
 from gateway.live import FeedEvent, Subscription, SubscriptionLagged
 from gateway.openapi import operation
-from gateway.sse import ServerSentEvent
-from gateway.streams import job_events
+from gateway.sse import EventStreamResponse, ServerSentEvent
+from gateway.streams import job_events, log_reader
 from gateway.views import CompletionView, GenerationResult
+from infra.db import queries
 from infra.db.tables import Model
 
 FINAL = ("GenerationCompleted", "GenerationFailed")
@@ -45,18 +45,18 @@ async def usable_model(request: Request, id_or_name: str, field: str, by_name: b
     return row
 
 
-def generate_command(request: Request, row: Model, prompt: str, max_tokens: int, **sampling: Any) -> GenerateRequested:
+def generate_command(request: Request, row: Model, prompt: str, max_tokens: int, sampling: Sampling, *,
+                     stream: bool, max_tokens_field: str = "max_tokens") -> GenerateRequested:
     """The command, after the limits from the settings: 422 naming `prompt` or `max_tokens` past them."""
     settings = gateway_of(request).settings
     if len(prompt) > settings.max_prompt_chars:
         raise invalid("prompt", f"longer than the limit of {settings.max_prompt_chars} characters")
     limit = min(settings.max_new_tokens, 8192)
     if max_tokens > limit:
-        raise invalid(sampling.pop("max_tokens_field", "max_tokens"), f"must be at most {limit}")
-    sampling.pop("max_tokens_field", None)
+        raise invalid(max_tokens_field, f"must be at most {limit}")
     try:
         return GenerateRequested(model_id=row.id, model_name=row.name, prompt=prompt, max_tokens=max_tokens,
-                                 owner=owner_of(request), **sampling)
+                                 owner=owner_of(request), stream=stream, **sampling.model_dump())
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 
@@ -85,15 +85,12 @@ class GenerationCall:
             self.gateway.feed.close(self.subscription)
             self.subscription = None
 
-    async def _read(self, after: int, before: int | None) -> list[FeedEvent]:
-        async with self.gateway.sessions() as session:
-            return await queries.read_events(session, self.request_id, after, before)
-
     async def events(self) -> AsyncIterator[FeedEvent]:
         """Every event of the request in order, ending with the final one; raises TimeoutError when the agents
         stay silent for `request_timeout_s`."""
         assert self.subscription is not None
-        source = job_events(self.request_id, 0, self.gateway.feed, self._read, subscription=self.subscription,
+        source = job_events(self.request_id, 0, self.gateway.feed, log_reader(self.gateway.sessions, self.request_id),
+                            subscription=self.subscription,
                             idle_poll_max_s=2.0)
         try:
             while True:
@@ -104,6 +101,14 @@ class GenerationCall:
                 yield event
         finally:
             await source.aclose()
+
+    async def run(self) -> dict[str, Any]:
+        """Start, wait for the final event (see `result`), close."""
+        await self.start()
+        try:
+            return await self.result()
+        finally:
+            self.close()
 
     async def result(self) -> dict[str, Any]:
         """The final event as a dict; ApiError for a failure (422 naming the field when it had one) or a timeout."""
@@ -141,6 +146,24 @@ def generation_result(payload: dict[str, Any], request_id: str) -> GenerationRes
     )
 
 
+async def start_stream(request: Request, call: GenerationCall,
+                       source: AsyncIterator[ServerSentEvent | bytes]) -> EventStreamResponse:
+    """Start a generation whose answer is an event stream: counted against the caller's open streams first (a 429
+    must not leave a generation running), and closed however the stream ends."""
+    release = hold_stream(request)
+    try:
+        await call.start()
+    except BaseException:
+        release()
+        raise
+
+    def close() -> None:
+        call.close()
+        release()
+
+    return event_stream(request, source, close)
+
+
 async def native_sse(call: GenerationCall) -> AsyncIterator[ServerSentEvent]:
     started = time.monotonic()
     try:
@@ -163,30 +186,13 @@ async def generate(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     body = await json_body(request, GenerateBody)
     row = await usable_model(request, model_id, "model_id")
-    command = generate_command(
-        request, row, body.prompt, body.max_length, max_tokens_field="max_length", temperature=body.temperature,
-        top_p=body.top_p, top_k=body.top_k, repetition_penalty=body.repetition_penalty, stop=body.stop_list,
-        seed=body.seed, num_sequences=body.num_sequences, stream=body.stream,
-    )
+    command = generate_command(request, row, body.prompt, body.max_length,
+                               sampling_of(body, body.stop, body.num_sequences), stream=body.stream,
+                               max_tokens_field="max_length")
     call = GenerationCall(gateway, command)
     if body.stream:
-        release = hold_stream(request)  # before publishing: a 429 must not leave a generation running
-        try:
-            await call.start()
-        except BaseException:
-            release()
-            raise
-
-        def close() -> None:
-            call.close()
-            release()
-
-        return event_stream(request, native_sse(call), close)
-    await call.start()
-    try:
-        payload = await call.result()
-    finally:
-        call.close()
+        return await start_stream(request, call, native_sse(call))
+    payload = await call.run()
     return JSONResponse(generation_result(payload, command.request_id).json_dict())
 
 

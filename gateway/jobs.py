@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from events import CancelRequested, Command
-from gateway import queries
 from gateway.bodies import EventsQuery, FeedQuery, JobsQuery
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, not_found
@@ -21,8 +20,9 @@ from gateway.inputs import last_event_id, query
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.openapi import operation
 from gateway.sse import EventStreamResponse, ServerSentEvent
-from gateway.streams import all_events, job_events
+from gateway.streams import all_events, job_events, log_reader
 from gateway.views import Cancelling, JobList, JobView, Submitted
+from infra.db import queries
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -109,10 +109,7 @@ def event_stream(request: Request, source: AsyncIterator[ServerSentEvent | bytes
 
 
 async def job_sse(gateway: Gateway, job_id: str, after: int, owner: str | None) -> AsyncIterator[bytes]:
-    async def read(after_seq: int, before: int | None) -> list[FeedEvent]:
-        async with gateway.sessions() as session:  # a short session per read: streams outlive requests
-            return await queries.read_events(session, job_id, after_seq, before)
-
+    read = log_reader(gateway.sessions, job_id)
     try:
         async for event in job_events(job_id, after, gateway.feed, read, visible=queries.visible_to(owner),
                                       idle_poll_max_s=gateway.settings.sse_keepalive_s):
@@ -139,8 +136,8 @@ async def job_events_route(request: Request) -> Response:
         if not await queries.log_visible(session, owner, job_id):
             raise not_found("job", job_id)
         if params.format == "json":
-            events = await queries.read_events(session, job_id, after)
-            return JSONResponse([e.payload() for e in _deduplicated(events)])
+            rows = await queries.read_log(session, job_id, after)
+            return JSONResponse([e.payload() for e in _deduplicated([FeedEvent.from_row(r) for r in rows])])
     release = hold_stream(request)
     return event_stream(request, job_sse(gateway, job_id, after, owner), release)
 

@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import TERMINAL_TYPES, DecodeError, JobEvent, Topics, decode_event
 from gateway.sse import ServerSentEvent
-from infra.kafka import bootstrap_servers
+from infra.db.tables import JobEventRow
+from infra.kafka import bootstrap_servers, partitions
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class FeedEvent:
                    event.model_dump_json(), received_at)
 
     @classmethod
-    def from_row(cls, job_id: str, seq: int, type_: str, owner: str | None, data: dict[str, Any]) -> FeedEvent:
-        return cls(job_id, seq, type_, owner, json.dumps(data, separators=(",", ":")))
+    def from_row(cls, row: JobEventRow) -> FeedEvent:
+        return cls(row.job_id, row.seq, row.type, row.owner, json.dumps(row.data, separators=(",", ":")))
 
 
 class SubscriptionLagged(Exception):
@@ -198,8 +199,7 @@ class LiveFeed(Fanout):
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
-            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            assigned = [TopicPartition(self.topic, p) for p in await partitions(self.settings, self.topic)]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)
             for tp in assigned:  # resolve the end offsets now: a subscriber from here on misses nothing new
@@ -209,19 +209,6 @@ class LiveFeed(Fanout):
             raise
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="gateway-live-feed")
-
-    async def _partitions(self, consumer: AIOKafkaConsumer, timeout_s: float = 15.0) -> set[int]:
-        """The topic's partitions; a topic created a moment ago may take a few metadata rounds to appear."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            # aiokafka has no public call for a fresh cluster view; the client's is what `topics()` uses too.
-            cluster = await consumer._client.fetch_all_metadata()
-            partitions = cluster.partitions_for_topic(self.topic)
-            if partitions:
-                return set(partitions)
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"topic {self.topic} does not exist (ensure_topics creates it)")
-            await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         if self._task is not None:

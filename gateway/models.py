@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, new_id
-from gateway import queries
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
 from gateway.datasets import check_text, dataset_key
@@ -32,7 +31,9 @@ from gateway.views import (
     ModelView,
     Submitted,
 )
+from infra.db import queries
 from infra.db.tables import Model
+from infra.objectstore import artifacts
 from model.config import ALIASES, ConfigError, resolve_hyperparameters
 from model.tokenizers import tokenizer_options
 
@@ -165,7 +166,7 @@ async def delete_model(request: Request) -> JSONResponse:
     fact = ModelDeleted(job_id=job_id, seq=1, producer=gateway.producer_id, owner=owner, kind="delete",
                         model_id=row.id)
     await gateway.publisher.fact(fact)
-    await gateway.store.delete_prefix(f"models/{row.id}/")
+    await gateway.store.delete_prefix(artifacts.model_prefix(row.id))
 
     async def gone(session: Any) -> bool | None:
         return True if await queries.get_model(session, owner, row.id) is None else None

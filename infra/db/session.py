@@ -7,13 +7,17 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from asyncpg.exceptions import CannotConnectNowError, ConnectionDoesNotExistError
+from asyncpg.exceptions import InterfaceError as DriverInterfaceError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-
-# Errors that mean "the database is not there right now", as opposed to a statement it refuses.
+# Errors that mean "the database is not there right now", as opposed to a statement it refuses: what the pool, the
+# driver and the network raise while a server is down, restarting or out of connections. The one list of them.
 DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError,
+    OperationalError, InterfaceError, DisconnectionError, PoolTimeout, CannotConnectNowError,
+    ConnectionDoesNotExistError, DriverInterfaceError, OSError, ConnectionError, asyncio.TimeoutError,
 )
 
 

@@ -179,7 +179,10 @@ class JobQueueRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
-    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)  # the job's kind's JobSpec, as JSON
+    # The terminal fact of a completing job, written before it is published (an outbox): whoever takes the job over
+    # publishes it again, so the job ends once.
+    outbox: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

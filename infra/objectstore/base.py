@@ -30,7 +30,7 @@ class ObjectNotFound(LookupError):
 
 
 class ObjectStoreUnavailable(RuntimeError):
-    """The store cannot be reached or its bucket / folder is missing (raised by `health()`)."""
+    """The store cannot be reached (any call), or its bucket / folder is missing (`health()`)."""
 
 
 def validate_key(key: str) -> str:

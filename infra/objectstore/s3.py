@@ -1,9 +1,14 @@
-"""S3ObjectStore: objects in one bucket of an S3 server (MinIO, Versity S3 Gateway) through the `minio` client."""
+"""S3ObjectStore: objects in one bucket of an S3 server (MinIO, Versity S3 Gateway) through the `minio` client.
+
+A server that cannot be reached, or answers with a server error, raises `ObjectStoreUnavailable` from every method:
+its callers wait or answer 503 without knowing the HTTP library underneath."""
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -11,7 +16,7 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
 from infra.objectstore.base import (
     BINARY,
@@ -50,75 +55,92 @@ class S3ObjectStore(ObjectStore):
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.url!r}, bucket={self.bucket!r})"
 
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Connection failures and server errors (after the client's own retries) as ObjectStoreUnavailable."""
+        try:
+            yield
+        except (urllib3.exceptions.HTTPError, ServerError) as exc:
+            raise ObjectStoreUnavailable(f"S3 server {self.url} does not answer: {exc}") from exc
+
     def put_bytes(self, key: str, data: bytes, content_type: str = BINARY) -> None:
-        # An S3 PUT is atomic: the object appears whole when the request completes.
-        self.client.put_object(
-            self.bucket, validate_key(key), io.BytesIO(data), len(data), content_type=content_type
-        )
+        with self._reaching():
+            # An S3 PUT is atomic: the object appears whole when the request completes.
+            self.client.put_object(
+                self.bucket, validate_key(key), io.BytesIO(data), len(data), content_type=content_type
+            )
 
     def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = BINARY) -> None:
-        self.client.fput_object(self.bucket, validate_key(key), os.fspath(path), content_type=content_type)
+        with self._reaching():
+            self.client.fput_object(self.bucket, validate_key(key), os.fspath(path), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(self.bucket, validate_key(key))
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise ObjectNotFound(key) from None
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
-
-    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        validate_key(key)
-
-        def download(tmp: Path) -> None:
+        with self._reaching():
             try:
-                self.client.fget_object(self.bucket, key, os.fspath(tmp))
+                response = self.client.get_object(self.bucket, validate_key(key))
             except S3Error as exc:
                 if exc.code == "NoSuchKey":
                     raise ObjectNotFound(key) from None
                 raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
-        atomic_download(path, download)
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        with self._reaching():
+            validate_key(key)
+
+            def download(tmp: Path) -> None:
+                try:
+                    self.client.fget_object(self.bucket, key, os.fspath(tmp))
+                except S3Error as exc:
+                    if exc.code == "NoSuchKey":
+                        raise ObjectNotFound(key) from None
+                    raise
+
+            atomic_download(path, download)
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, validate_key(key))
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return False
-            raise
-        return True
+        with self._reaching():
+            try:
+                self.client.stat_object(self.bucket, validate_key(key))
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return False
+                raise
+            return True
 
     def list(self, prefix: str = "") -> list[str]:
-        objects = self.client.list_objects(self.bucket, prefix=validate_prefix(prefix) or None, recursive=True)
-        return sorted(obj.object_name for obj in objects if not obj.is_dir and obj.object_name is not None)
+        with self._reaching():
+            objects = self.client.list_objects(self.bucket, prefix=validate_prefix(prefix) or None, recursive=True)
+            return sorted(obj.object_name for obj in objects if not obj.is_dir and obj.object_name is not None)
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, validate_key(key))
+        with self._reaching():
+            self.client.remove_object(self.bucket, validate_key(key))
 
     def delete_prefix(self, prefix: str) -> int:
-        if not validate_prefix(prefix):
-            raise InvalidKey(prefix, "delete_prefix needs a non-empty prefix")
-        keys = self.list(prefix)
-        # One DeleteObjects request per 1000 keys; the call is lazy and yields only the failures.
-        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(key) for key in keys)))
-        if errors:
-            raise RuntimeError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
-        return len(keys)
+        with self._reaching():
+            if not validate_prefix(prefix):
+                raise InvalidKey(prefix, "delete_prefix needs a non-empty prefix")
+            keys = self.list(prefix)
+            # One DeleteObjects request per 1000 keys; the call is lazy and yields only the failures.
+            errors = list(self.client.remove_objects(self.bucket, (DeleteObject(key) for key in keys)))
+            if errors:
+                raise RuntimeError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
+            return len(keys)
 
     def ensure_bucket(self) -> None:
-        if self.client.bucket_exists(self.bucket):
-            return
-        try:
-            self.client.make_bucket(self.bucket)
-        except S3Error as exc:  # another process created it in between
-            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        with self._reaching():
+            if self.client.bucket_exists(self.bucket):
+                return
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:  # another process created it in between
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def health(self) -> None:
         try:

@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from infra.db import migrate
-from tests.integration.stack import free_port
+from infra.process import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "infra" / "services"
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,8 @@ from cli.client import ApiError, Client
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow
 from infra.kafka import stop_consumer
+from infra.process import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Process:

@@ -16,7 +16,8 @@ import httpx
 
 from cli.client import ApiError, Client
 from tests.integration.cli.conftest import corpus, embedded_env
-from tests.integration.stack import free_port, wait_until
+from infra.process import free_port
+from tests.integration.stack import wait_until
 
 
 def children_of(pid: int) -> list[int]:

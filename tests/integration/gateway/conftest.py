@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ import httpx
 import pytest
 
 from infra.db import migrate
+from infra.process import free_port
 from infra.settings import Settings
 
 KEYS = ("key-alice-0123456789", "key-bob-9876543210")
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Process:
@@ -69,7 +64,7 @@ def stack_env(settings: Settings, session_prefix: str, tmp_path_factory: pytest.
 
 
 def _start_gateway(name: str, env: dict[str, str], log_dir: Path, **extra: str) -> tuple[Process, str]:
-    port = _free_port()
+    port = free_port()
     process = Process(name, ["-m", "gateway"], {**env, "LFZ_PORT": str(port), **extra}, log_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

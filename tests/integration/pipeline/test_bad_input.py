@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from agents.train import model_id_for
+from agents.train.agent import model_id_for
 from events import DatasetRef, TrainRequested
 from tests.integration.pipeline.conftest import train_request
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from agents import artifacts
+from infra.objectstore import artifacts
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import Checkpoint, Model
 from infra.objectstore import ObjectNotFound, ObjectStore

@@ -7,7 +7,8 @@ import uuid
 
 from sqlalchemy import select
 
-from agents.replay import read_topic, rebuild, replay
+from agents.record.replay import rebuild, replay
+from infra.joblog import read_topic
 from infra.db import create_engine, sessionmaker
 from infra.db import migrate
 from infra.db.tables import Checkpoint, Evaluation, Job, JobEventRow, Model
@@ -48,7 +49,7 @@ async def _wait_projected(url: str, count: int, job_ids: set[str]) -> None:
 async def _settled_log(settings, timeout: float = 180) -> list:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        facts = await read_topic(settings)
+        facts = (await read_topic(settings)).facts
         open_jobs = {r.event.job_id for r in facts} - {r.event.job_id for r in facts if r.event.terminal}
         if not open_jobs:
             return facts

@@ -2,7 +2,9 @@
 
 from sqlalchemy import select
 
-from agents.projection import Recorded, apply, apply_batch, last_seq
+from agents.record.projection import apply, apply_batch
+from infra.db.queries import last_recorded
+from infra.joblog import Recorded
 from events import (
     CheckpointSaved,
     DatasetUploaded,
@@ -61,7 +63,7 @@ async def test_a_training_log_projects_to_a_completed_model(sessions):
         assert model.latest_checkpoint == "models/m1/checkpoints/step-50.pt"
         assert model.metrics["val_loss"] == 2.4
         assert (job.status, job.progress, job.last_seq, job.kind) == ("completed", 1.0, 6, "train")
-        assert await last_seq(session, "j1") == 6
+        assert (await last_recorded(session, "j1"))[0] == 6
 
 
 async def test_the_same_fact_twice_changes_nothing(sessions):
@@ -107,7 +109,7 @@ async def test_replaying_the_log_rebuilds_the_same_state(sessions, tmp_path):
 def test_partitions_merge_in_time_order_keeping_each_partitions_own_order():
     from datetime import timedelta
 
-    from agents.replay import in_time_order
+    from infra.joblog import in_time_order
 
     start = training_log()[0].time
     training = [fact.model_copy(update={"time": start + timedelta(seconds=i)})

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from agents.queue import COMPLETING, DONE, QUEUED, RUNNING, JobQueue
+from agents.jobs.queue import COMPLETING, DONE, QUEUED, RUNNING, JobQueue
 
 
 async def test_enqueue_is_idempotent(sessions):

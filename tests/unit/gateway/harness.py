@@ -1,5 +1,5 @@
 """What the gateway's tests run against: a real uvicorn server in the test's event loop, the projection applied
-from real Kafka (the same `agents.projection.apply` the record agent uses), and a scripted stand-in for the agents
+from real Kafka (the same `agents.record.projection.apply` the record agent uses), and a scripted stand-in for the agents
 that answers commands with plausible facts, for the tests that must not wait for real training."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from starlette.applications import Starlette
 
-from agents.projection import Recorded, apply
+from agents.record.projection import apply
+from infra.joblog import Recorded
 from events import (
     CancelRequested,
     Completion,

@@ -1,8 +1,8 @@
 """Error mapping (one place, JSON, never a traceback) and API-key auth, on a small app over httpx's ASGI transport."""
 
 import httpx
-import pytest
 from aiokafka.errors import KafkaConnectionError
+import pytest
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -12,6 +12,7 @@ from starlette.routing import Route
 from gateway.auth import AuthMiddleware, owner_of
 from gateway.errors import ApiError, component_of, exception_handlers
 from gateway.inputs import BodyLimitMiddleware
+from infra.kafka import KafkaUnavailable
 
 
 def _raise(exc: BaseException):
@@ -33,7 +34,7 @@ def make_app(keys=()):
     routes = [
         Route("/api/v1/conflict", _raise(ApiError(409, "conflict", "busy", "name"))),
         Route("/api/v1/db", _raise(OperationalError("SELECT 1", {}, ConnectionRefusedError("refused")))),
-        Route("/api/v1/kafka", _raise(KafkaConnectionError("no broker"))),
+        Route("/api/v1/kafka", _raise(KafkaUnavailable("no broker"))),
         Route("/api/v1/bug", _raise(ZeroDivisionError("secret detail"))),
         Route("/api/v1/whoami", whoami),
         Route("/api/v1/jobs/j1/events", whoami),

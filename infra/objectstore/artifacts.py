@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from infra.objectstore import ObjectNotFound, ObjectStore
+from infra.objectstore.base import ObjectNotFound, ObjectStore
 from model.checkpoint import CorruptCheckpoint, unpack_checkpoint
 
 _STEP = re.compile(r"/checkpoints/step-(\d+)\.pt$")

@@ -6,17 +6,18 @@ until it succeeds, so nothing is lost; applying is idempotent, so a batch that i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 import faust
 from faust.types import EventT
 
-from agents.projection import Recorded, apply_batch
+from agents.record.projection import apply_batch
 from agents.runtime import Runtime
 from events import DecodeError, dead_letter, decode_event
 from infra.db import DATABASE_DOWN
+from infra.joblog import Recorded
+from infra.retry import while_down
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +53,20 @@ async def _decode_batch(runtime: Runtime, events: Sequence[EventT]) -> list[Reco
             log.warning("undecodable job event at %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, error)
             await runtime.publisher.dead_letter(
-                dead_letter(event.value, error, producer=runtime.producer_name, topic=message.topic,
+                dead_letter(event.value, error, producer=runtime.publisher.producer_id, topic=message.topic,
                             partition=message.partition, offset=message.offset, key=message.key)
             )
     return batch
 
 
-async def apply_until_recorded(runtime: Runtime, batch: list[Recorded], max_delay_s: float = 5.0) -> int:
-    delay = 0.2
-    while True:
-        try:
-            return await _apply(runtime, batch)
-        except DATABASE_DOWN as exc:
-            log.warning("database unavailable, %d facts wait (retrying in %.1fs): %s", len(batch), delay,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-        except Exception:
-            # One fact the projection cannot apply must not hold back the others: apply them one by one.
-            log.exception("a batch of %d facts failed; applying them one at a time", len(batch))
-            return await _apply_each(runtime, batch)
+async def apply_until_recorded(runtime: Runtime, batch: list[Recorded]) -> int:
+    try:
+        return await while_down(lambda: _apply(runtime, batch), DATABASE_DOWN, what=f"recording {len(batch)} facts",
+                                logger=log)
+    except Exception:
+        # One fact the projection cannot apply must not hold back the others: apply them one by one.
+        log.exception("a batch of %d facts failed; applying them one at a time", len(batch))
+        return await _apply_each(runtime, batch)
 
 
 async def _apply(runtime: Runtime, batch: list[Recorded]) -> int:
@@ -92,7 +87,7 @@ async def _apply_each(runtime: Runtime, batch: list[Recorded]) -> int:
             log.exception("fact %s of job %s cannot be applied", recorded.event.event_id, recorded.event.job_id)
             await runtime.publisher.dead_letter(
                 dead_letter(recorded.event.to_json(), f"the projection could not apply it: {exc}",
-                            producer=runtime.producer_name, topic=runtime.topics.job_events,
+                            producer=runtime.publisher.producer_id, topic=runtime.topics.job_events,
                             partition=recorded.partition, offset=recorded.offset, key=recorded.event.job_id)
             )
     return applied

@@ -12,23 +12,18 @@ from typing import Any
 
 import faust
 
-from agents import artifacts
-from agents.datasets import readable_dataset
 from agents.intake import Refused, command_agent
-from agents.publisher import JobLog
+from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
-from agents.scheduler import Scheduler
-from events import JobAccepted, JobCancelled, TrainFailed, TrainRequested
+from agents.train.job import TrainSpec
+from events import JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
+from infra.db import queries
 from infra.db.tables import Dataset, Job, Model
+from infra.objectstore import artifacts
+from infra.publisher import JobLog
 from model.config import ConfigError, resolve_hyperparameters
 
 log = logging.getLogger(__name__)
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, field: str | None = None):
-        super().__init__(reason)
-        self.reason, self.field = reason, field
 
 
 def model_id_for(command: TrainRequested) -> str:
@@ -40,10 +35,10 @@ def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
     command_agent(app, runtime, runtime.topics.train_requested, TrainRequested, "train",
                   lambda command: accept(runtime, command), then=scheduler.kick)
 
+
 async def accept(runtime: Runtime, command: TrainRequested) -> None:
     model_id = model_id_for(command)
-    job = JobLog(runtime.publisher, job_id=command.job_id, kind="train", owner=command.owner,
-                 producer=runtime.producer_name)
+    job = JobLog(runtime.publisher, job_id=command.job_id, kind="train", owner=command.owner)
     accepted: dict[str, Any] = dict(
         event_id=f"{command.job_id}-accepted", model_id=model_id, model_name=command.model_name,
         description=command.description, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
@@ -63,8 +58,8 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
         return
-    accepted.update(dataset_key=spec["dataset_key"], resume=spec["base_checkpoint"] is not None)
-    row = await runtime.queue.enqueue(command.job_id, "train", command.owner, spec)
+    accepted.update(dataset_key=spec.dataset_key, resume=spec.base_checkpoint is not None)
+    row = await runtime.queue.enqueue(command.job_id, "train", command.owner, spec.model_dump(mode="json"))
     if row is None:
         await _redelivered(runtime, job, accepted)
         return
@@ -77,9 +72,9 @@ async def _already_queued(runtime: Runtime, job: JobLog, accepted: dict[str, Any
     row = await runtime.queue.get(job.job_id)
     if row is None or row.kind != "train":
         return False
-    spec = row.spec
-    await _redelivered(runtime, job, {**accepted, "dataset_key": spec["dataset_key"],
-                                      "resume": spec["base_checkpoint"] is not None})
+    spec = TrainSpec.model_validate(row.spec)
+    await _redelivered(runtime, job, {**accepted, "dataset_key": spec.dataset_key,
+                                      "resume": spec.base_checkpoint is not None})
     return True
 
 
@@ -107,7 +102,7 @@ async def _redelivered(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) 
         await job.emit(JobAccepted, **accepted)
 
 
-async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str) -> dict[str, Any]:
+async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str) -> TrainSpec:
     try:
         hp = resolve_hyperparameters(command.hyperparameters)
     except ConfigError as error:
@@ -116,8 +111,9 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
     base_checkpoint, base_step = None, 0
     async with runtime.sessions() as session:
         existing = await session.get(Model, model_id)
+        visible = await queries.get_model(session, command.owner, model_id)
     if existing is not None and existing.status != "deleted":
-        if existing.owner != command.owner:
+        if visible is None:
             raise Rejected(f"model_id: no model {model_id}", "model_id")
         if existing.trained_at is None or not existing.latest_checkpoint:
             raise Rejected(f"model_id: model {model_id} has no checkpoint to continue from yet", "model_id")
@@ -132,11 +128,13 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
     else:
         dataset_key = command.dataset.key
         assert dataset_key is not None
-        # A key is easy to write down: it must be one of this owner's uploads or texts, not just exist.
-        if not await readable_dataset(runtime.sessions, command.owner, dataset_key) or \
-                not await runtime.astore.exists(dataset_key):
+        # A key is easy to write down: it must be one of this owner's uploads or texts, not just exist. An upload
+        # answered a moment ago may not be recorded yet, so a miss is only final after a few seconds.
+        readable = await queries.wait_for(runtime.sessions,
+                                          lambda s: queries.dataset_readable(s, command.owner, dataset_key), 3.0, 0.2)
+        if readable is None or not await runtime.astore.exists(dataset_key):
             raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
-    return dict(
+    return TrainSpec(
         job_id=command.job_id, model_id=model_id, model_name=command.model_name, owner=command.owner,
         dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,

@@ -6,10 +6,8 @@ tables change only when that insert took place, so the same event delivered twic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,17 +31,9 @@ from events import (
     utc_now,
 )
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
+from infra.joblog import Recorded
 
 JOB_KINDS = ("train", "evaluate", "generate")
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """A fact and where it was read from."""
-
-    event: JobEvent
-    partition: int | None = None
-    offset: int | None = None
 
 
 async def apply(session: AsyncSession, recorded: Recorded) -> bool:
@@ -308,23 +298,3 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     DatasetUploaded: _on_dataset,
     ModelDeleted: _on_model_deleted,
 }
-
-
-async def last_recorded(session: AsyncSession, job_id: str) -> tuple[int, tuple[int, int] | None]:
-    """The highest sequence number recorded for a job (0 when none), and where on the topic that fact was read."""
-    row = (
-        await session.execute(
-            select(JobEventRow.seq, JobEventRow.kafka_partition, JobEventRow.kafka_offset)
-            .where(JobEventRow.job_id == job_id)
-            .order_by(JobEventRow.seq.desc())
-            .limit(1)
-        )
-    ).first()
-    if row is None:
-        return 0, None
-    seq, partition, offset = row
-    return seq, (partition, offset) if partition is not None and offset is not None else None
-
-
-async def last_seq(session: AsyncSession, job_id: str) -> int:
-    return (await last_recorded(session, job_id))[0]

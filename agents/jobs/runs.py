@@ -16,27 +16,29 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from agents import child
-from agents.projection import last_recorded
-from agents.replay import last_seq_in_log
-from agents.publisher import JobLog
-from agents.queue import Claim
+from agents.jobs import child
+from agents.jobs.child import CANCEL, RUN, SUSPEND, Report, Suspended
+from agents.jobs.kinds import JobKind
+from agents.jobs.queue import Claim
 from agents.runtime import Runtime
-from events import FACTS, JobCancelled, JobEvent, TrainFailed, decode_event
-from events.facts import EvaluationFailed
+from events import JobCancelled, JobEvent, decode_event
 from infra.db import DATABASE_DOWN
+from infra.db.queries import last_recorded
+from infra.joblog import last_seq_in_log
+from infra.publisher import JobLog
+from infra.retry import while_down
 
 log = logging.getLogger(__name__)
-RUN, CANCEL, SUSPEND = child.RUN, child.CANCEL, child.SUSPEND
 MAX_ATTEMPTS = 10  # a job whose runs keep dying (a poison job) is failed rather than retried for ever
-_FAILED = {"train": TrainFailed, "evaluate": EvaluationFailed}
 T = TypeVar("T")
 
 
 class Run:
-    def __init__(self, runtime: Runtime, claim: Claim, on_finished: Any = None, cancel_grace_s: float = 15.0):
+    def __init__(self, runtime: Runtime, claim: Claim, kind: JobKind, on_finished: Any = None,
+                 cancel_grace_s: float = 15.0):
         self.runtime = runtime
         self.claim = claim
+        self.kind = kind
         self.on_finished = on_finished
         self.cancel_grace_s = cancel_grace_s
         self.finished = False
@@ -67,10 +69,9 @@ class Run:
                 await self._publish_outbox(self.claim.outbox)
                 return
             self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
-                              owner=self.claim.owner, producer=self.runtime.producer_name,
-                              last_seq=await self._last_seq())
+                              owner=self.claim.owner, last_seq=await self._last_seq())
             if self.claim.attempt > MAX_ATTEMPTS:
-                await self._end(self.job.make(_FAILED[self.claim.kind], model_id=self.claim.spec.get("model_id"),
+                await self._end(self.job.make(self.kind.failed, model_id=self.claim.spec.get("model_id"),
                                               reason=f"gave up after {MAX_ATTEMPTS} attempts; see the workers' logs"))
                 return
             await self._run_child()
@@ -97,14 +98,15 @@ class Run:
     async def _run_child(self) -> None:
         assert self.job is not None
         reports = self._context.Queue()
-        spec = {**self.claim.spec, "attempt": self.claim.attempt, "worker": self.runtime.worker_id}
         # Started from the event-loop thread: the child's parent-death signal is tied to the starting thread.
         self.process = self._context.Process(
             target=child.main, name=f"lfz-{self.claim.kind}-{self.claim.job_id[:8]}",
-            args=(self.claim.kind, spec, self.runtime.settings.model_dump(mode="json"), reports, self._mode),
+            args=(self.kind.code, self.kind.name, self.kind.parse(self.claim.spec),
+                  self.runtime.settings.model_dump(mode="json"), reports, self._mode, self.claim.attempt,
+                  self.runtime.worker_id),
         )
         self.process.start()
-        inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        inbox: asyncio.Queue[Report | Suspended | None] = asyncio.Queue()
         reader = threading.Thread(target=_read_reports, args=(reports, self.process, inbox,
                                                               asyncio.get_running_loop()), daemon=True)
         reader.start()
@@ -113,13 +115,13 @@ class Run:
         suspended = False
         try:
             while (report := await inbox.get()) is not None:
-                if report.get("suspended"):
+                if isinstance(report, Suspended):
                     suspended = True
                     continue
-                fields = report["fields"]
-                if report["type"] == "JobCancelled" and self._cancel_reason:
+                fields = report.fields
+                if report.fact is JobCancelled and self._cancel_reason:
                     fields = {**fields, "reason": self._cancel_reason}  # the child does not know why
-                event = self.job.make(FACTS[report["type"]], **fields)
+                event = self.job.make(report.fact, **fields)
                 if event.terminal:
                     terminal = event
                 elif not self.lost:
@@ -143,7 +145,7 @@ class Run:
         if self._mode.value == CANCEL:
             return self.job.make(JobCancelled, reason=self._cancel_reason or "cancelled by request")
         code = self.process.exitcode
-        return self.job.make(_FAILED[self.claim.kind],
+        return self.job.make(self.kind.failed,
                              reason=f"the {self.claim.kind} process stopped unexpectedly (exit code {code}); "
                                     "see the worker's log", model_id=self.claim.spec.get("model_id"))
 
@@ -161,21 +163,12 @@ class Run:
         await self.runtime.publisher.publish(decode_event(payload), wait=True)
         await self._once_the_database_answers(lambda: self.runtime.queue.done(self.claim.job_id, self.claim.attempt))
 
-    async def _once_the_database_answers(self, call: Callable[[], Awaitable[T]], max_delay_s: float = 2.0) -> T:
+    async def _once_the_database_answers(self, call: Callable[[], Awaitable[T]]) -> T:
         """A job that ends while the database is down waits for it to come back. Giving up would leave the job
         running on a stale lease until another run took it over, to find nothing left to do. The retries stay well
         inside the lease, so this run, not a takeover, ends the job; only a worker that is stopping gives up."""
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except DATABASE_DOWN as exc:
-                if self._mode.value == SUSPEND:
-                    raise
-                log.warning("job %s: database unavailable, its end waits (retrying in %.1fs): %s", self.claim.job_id,
-                            delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay_s)
+        return await while_down(call, DATABASE_DOWN, what=f"the end of job {self.claim.job_id}", max_delay_s=2.0,
+                                give_up=lambda: self._mode.value == SUSPEND, logger=log)
 
     async def _renew_lease(self) -> None:
         assert self.job is not None and self.process is not None

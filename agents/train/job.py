@@ -15,10 +15,18 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from agents import artifacts
-from agents.child import CANCEL, SUSPEND, JobError, Reporter
-from infra.objectstore import ObjectNotFound, ObjectStore
-from infra.settings import Settings
+from agents.jobs.child import CANCEL, SUSPEND, JobContext
+from agents.jobs.kinds import JobKind, JobSpec
+from events import (
+    CheckpointSaved,
+    JobCancelled,
+    Rejected,
+    TrainCompleted,
+    TrainProgress,
+    TrainStarted,
+    ValidationCompleted,
+)
+from infra.objectstore import ObjectNotFound, ObjectStore, artifacts
 from model.checkpoint import CorruptCheckpoint, pack_checkpoint
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
@@ -27,34 +35,47 @@ from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
 
+class TrainSpec(JobSpec):
+    """A training job as the train agent accepted it."""
+
+    model_name: str
+    dataset_key: str
+    tokenizer: str
+    tokenizer_options: dict[str, int]
+    hyperparameters: dict[str, Any]
+    preset: str
+    base_checkpoint: str | None = None  # continuing a trained model: its checkpoint, and the step it is at
+    base_step: int = 0
+
+
 def read_text(store: ObjectStore, key: str, field: str) -> str:
     try:
         data = store.get_bytes(key)
     except ObjectNotFound:
-        raise JobError(f"{field}: no dataset at {key}", field) from None
+        raise Rejected(f"{field}: no dataset at {key}", field) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise JobError(f"{field}: the dataset is not UTF-8 text (byte {error.start})", field) from None
+        raise Rejected(f"{field}: the dataset is not UTF-8 text (byte {error.start})", field) from None
     if not text.strip():
-        raise JobError(f"{field}: the dataset is empty", field)
+        raise Rejected(f"{field}: the dataset is empty", field)
     return text
 
 
 class _Publishing(Callbacks):
     """Trainer callbacks that write checkpoints and report facts, progress at a bounded rate."""
 
-    def __init__(self, spec: dict[str, Any], settings: Settings, store: ObjectStore, reporter: Reporter):
+    def __init__(self, spec: TrainSpec, job: JobContext):
         super().__init__()
-        self.spec, self.settings, self.store, self.reporter = spec, settings, store, reporter
-        self.model_id = spec["model_id"]
+        self.job, self.settings, self.store = job, job.settings, job.store
+        self.model_id = spec.model_id
         self.last_report = 0.0
         self.last_checkpoint: str | None = None
         self.first_step = 0
         self.on_step = self._on_step
         self.on_validation = self._on_validation
         self.on_checkpoint = self._on_checkpoint
-        self.should_stop = reporter.should_stop
+        self.should_stop = job.should_stop
 
     def _on_step(self, info: StepInfo) -> None:
         now = time.monotonic()
@@ -65,16 +86,16 @@ class _Publishing(Callbacks):
         done = info.step - self.first_step
         remaining = info.max_iters - info.step
         eta = info.elapsed_s / done * remaining if done > 0 else None
-        self.reporter.emit("TrainProgress", step=info.step, max_iters=info.max_iters, loss=_finite(info.loss),
+        self.job.emit(TrainProgress, step=info.step, max_iters=info.max_iters, loss=_finite(info.loss),
                            learning_rate=info.lr, tokens_per_s=info.tokens_per_s, elapsed_s=info.elapsed_s,
                            eta_s=eta, progress=min(1.0, info.step / info.max_iters))
 
     def _on_validation(self, info: ValInfo) -> None:
-        self.reporter.emit("ValidationCompleted", step=info.step, val_loss=_finite(info.val_loss),
+        self.job.emit(ValidationCompleted, step=info.step, val_loss=_finite(info.val_loss),
                            best_val_loss=_finite(info.best_val_loss))
 
     def _on_checkpoint(self, info: CheckpointInfo) -> None:
-        if self.reporter.orphaned:
+        if self.job.orphaned:
             return  # the job belongs to another worker now
         data = pack_checkpoint(info.state)
         key = artifacts.checkpoint_key(self.model_id, info.step)
@@ -85,52 +106,53 @@ class _Publishing(Callbacks):
             self.store.put_bytes(best, data)
         artifacts.prune_checkpoints(self.store, self.model_id)
         self.last_checkpoint = key
-        self.reporter.emit("CheckpointSaved", model_id=self.model_id, step=info.step, key=key,
+        self.job.emit(CheckpointSaved, model_id=self.model_id, step=info.step, key=key,
                            sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
                            best_key=best)
 
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
-        raise JobError(f"training diverged (loss {value}); try a lower learning_rate", "hyperparameters.learning_rate")
+        raise Rejected(f"training diverged (loss {value}); try a lower learning_rate", "hyperparameters.learning_rate")
     return value
 
 
-def _starting_state(spec: dict[str, Any], store: ObjectStore) -> tuple[dict | None, str | None]:
+def _starting_state(spec: TrainSpec, store: ObjectStore) -> tuple[dict | None, str | None]:
     """(checkpoint state to start from, its key when it is this job's own)."""
-    own = artifacts.load_latest_valid(store, spec["model_id"], min_step=spec["base_step"] + 1)
+    own = artifacts.load_latest_valid(store, spec.model_id, min_step=spec.base_step + 1)
     if own is not None:
         return own[1], own[0]
-    if spec.get("base_checkpoint"):
+    if spec.base_checkpoint:
         try:
-            return artifacts.load_checkpoint(store, spec["base_checkpoint"]), None
+            return artifacts.load_checkpoint(store, spec.base_checkpoint), None
         except (ObjectNotFound, CorruptCheckpoint) as error:
-            raise JobError(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
+            raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
     return None, None
 
 
-def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, reporter: Reporter) -> None:
+def run_training(spec: TrainSpec, job: JobContext) -> None:
+    store = job.store
     try:
-        model_config, train_config = resolve_hyperparameters(spec["hyperparameters"])
+        model_config, train_config = resolve_hyperparameters(spec.hyperparameters)
     except ConfigError as error:
-        raise JobError(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
-    text = read_text(store, spec["dataset_key"], "dataset")
+        raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
+    text = read_text(store, spec.dataset_key, "dataset")
     state, own_key = _starting_state(spec, store)
     tokenizer: Tokenizer
     if state is not None:
         tokenizer = tokenizer_from_json(state["tokenizer"])
         if own_key is None:  # continue an earlier model: its shape, a new number of steps
-            train_config = replace(train_config, max_iters=spec["base_step"] + train_config.max_iters)
+            train_config = replace(train_config, max_iters=spec.base_step + train_config.max_iters)
         else:
             train_config = None  # the checkpoint's own training config wins
     else:
         try:
-            tokenizer = train_tokenizer(spec["tokenizer"], text, **spec["tokenizer_options"])
+            tokenizer = train_tokenizer(spec.tokenizer, text, **spec.tokenizer_options)
         except ConfigError as error:
-            raise JobError(f"tokenizer_options.{error.field}: {error.message}",
+            raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
                            f"tokenizer_options.{error.field}") from None
-    model_id = spec["model_id"]
-    callbacks = _Publishing(spec, settings, store, reporter)
+    model_id = spec.model_id
+    callbacks = _Publishing(spec, job)
     # A run taken over after its last step (its worker died, or the database was down, before the job could end)
     # trains no further: it ends with the checkpoint the earlier run left.
     callbacks.last_checkpoint = own_key
@@ -144,30 +166,30 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
     except ConfigError as error:
         size = f"{len(text)} characters ({len(train_ids) + len(val_ids)} tokens)"
         if error.field == "dataset":
-            raise JobError(f"dataset: the text is too short to train on ({error.message}); it holds {size}",
+            raise Rejected(f"dataset: the text is too short to train on ({error.message}); it holds {size}",
                            "dataset") from None
-        raise JobError(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
+        raise Rejected(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
     callbacks.first_step = trainer.step
     config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
     store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(), "application/json")
     store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(), "application/json")
-    reporter.emit("TrainStarted", model_id=model_id, attempt=spec["attempt"], worker=spec["worker"],
+    job.emit(TrainStarted, model_id=model_id, attempt=job.attempt, worker=job.worker,
                   resumed_from_step=trainer.step, max_iters=trainer.cfg.max_iters,
                   num_parameters=trainer.model.num_parameters(), device=str(trainer.device), config=config,
                   tokenizer_key=artifacts.tokenizer_key(model_id), vocab_size=tokenizer.vocab_size)
     result = trainer.run()
-    if reporter.orphaned:
+    if job.orphaned:
         return
-    if result.cancelled and reporter.mode == SUSPEND:
-        reporter.suspended()
+    if result.cancelled and job.mode == SUSPEND:
+        job.suspended()
         return
-    if result.cancelled and reporter.mode == CANCEL:
-        reporter.emit("JobCancelled", reason="cancelled by request", step=result.step)
+    if result.cancelled and job.mode == CANCEL:
+        job.emit(JobCancelled, reason="cancelled by request", step=result.step)
         return
     if callbacks.last_checkpoint is None:
-        raise JobError("training ended without writing a checkpoint")
+        raise Rejected("training ended without writing a checkpoint")
     train_loss = result.train_loss if result.step > callbacks.first_step or state is None else state["train_loss"]
-    reporter.emit("TrainCompleted", model_id=model_id, final_step=result.step, train_loss=_maybe(train_loss),
+    job.emit(TrainCompleted, model_id=model_id, final_step=result.step, train_loss=_maybe(train_loss),
                   val_loss=result.val_loss, best_val_loss=result.best_val_loss,
                   perplexity=math.exp(result.val_loss) if result.val_loss is not None else None,
                   wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
@@ -178,3 +200,6 @@ def run_training(spec: dict[str, Any], settings: Settings, store: ObjectStore, r
 
 def _maybe(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+TRAIN = JobKind("train", TrainSpec, run_training)

@@ -134,7 +134,7 @@ class JobQueue:
             row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
             assert row is not None
             return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
-                         row.spec.get("_outbox") if row.state == COMPLETING else None)
+                         row.outbox if row.state == COMPLETING else None)
 
     async def heartbeat(self, job_id: str, attempt: int, last_seq: int) -> Beat:
         async with self._sessions() as session:
@@ -157,13 +157,10 @@ class JobQueue:
         If the worker dies between this and `done`, whoever takes the job over publishes the same fact again
         (same event id), so the job ends once."""
         async with self._sessions() as session:
-            row = await session.get(JobQueueRow, self._key(job_id))
-            if row is None or row.attempt != attempt or row.state != RUNNING:
-                return False
             result = await session.execute(
                 update(JobQueueRow)
                 .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
-                .values(state=COMPLETING, spec={**row.spec, "_outbox": terminal}, last_seq=last_seq,
+                .values(state=COMPLETING, outbox=terminal, last_seq=last_seq,
                         heartbeat_at=utc_now(), updated_at=utc_now())
                 .execution_options(synchronize_session=False)
             )

@@ -12,17 +12,21 @@ import logging
 import time
 from datetime import datetime
 
-from agents.queue import Claim
-from agents.runs import Run
+from agents.jobs.kinds import JobKind
+from agents.jobs.queue import Claim
+from agents.jobs.runs import Run
 from agents.runtime import Runtime
 from infra.db import DATABASE_DOWN
+from infra.db.queries import last_recorded
+from infra.retry import first_line
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
+        self.kinds = kinds
         self.runs: dict[str, Run] = {}
         self._kick = asyncio.Event()
         self._seen: dict[str, tuple[datetime, float]] = {}  # job id -> (heartbeat value, first seen, monotonic)
@@ -43,7 +47,7 @@ class Scheduler:
                 await self.tick()
             except DATABASE_DOWN as exc:
                 self._seen.clear()  # what was observed before the outage proves nothing about after it
-                log.warning("scheduler cannot reach the database: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                log.warning("scheduler cannot reach the database: %s", first_line(exc))
             except Exception:
                 log.exception("scheduler tick failed")
 
@@ -51,14 +55,14 @@ class Scheduler:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
         abandoned = await self._abandoned()
         while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
-            claim = await self.runtime.queue.claim_next() or await self._take_over(abandoned)
+            claim = await self.runtime.queue.claim_next(tuple(self.kinds)) or await self._take_over(abandoned)
             if claim is None:
                 return
             self.start(claim)
 
     def start(self, claim: Claim) -> None:
         log.info("starting %s job %s (attempt %d)", claim.kind, claim.job_id, claim.attempt)
-        run = Run(self.runtime, claim, on_finished=self.kick)
+        run = Run(self.runtime, claim, self.kinds[claim.kind], on_finished=self.kick)
         self.runs[claim.job_id] = run
         run.start()
 
@@ -94,3 +98,29 @@ class Scheduler:
         runs = [run for run in self.runs.values() if not run.finished]
         await asyncio.gather(*(run.suspend() for run in runs))
         return [(run.claim.job_id, run.job.last_seq) for run in runs if run.job is not None]
+
+    async def hand_back_jobs(self, patience_s: float = 10.0) -> None:
+        """Suspend the running jobs while the agents still run, and give the record agent a moment to record the
+        facts that suspending them published (their last checkpoints). The worker calls this before it stops its
+        agents: with the embedded broker, which keeps nothing when it stops, a fact left unrecorded now is gone."""
+        if not self.runtime.ready.is_set():
+            return
+        handed_back = await self.stop()
+        # Not wait_for: a read held up by the database would hold the stop up as long, cancelled or not.
+        waiting = asyncio.ensure_future(self._recorded(handed_back))
+        done, _ = await asyncio.wait({waiting}, timeout=patience_s)
+        if not done:  # the facts are on the topic: a record agent records them once the database answers
+            waiting.cancel()
+            log.warning("stopping before the projection recorded the last facts of %s",
+                        ", ".join(job_id for job_id, _ in handed_back))
+
+    async def _recorded(self, jobs: list[tuple[str, int]]) -> None:
+        for job_id, last_seq in jobs:
+            while True:
+                try:
+                    async with self.runtime.sessions() as session:
+                        if (await last_recorded(session, job_id))[0] >= last_seq:
+                            break
+                except DATABASE_DOWN:
+                    pass
+                await asyncio.sleep(0.1)

@@ -1,6 +1,9 @@
-"""Reads of the projection, always through the caller's owner: with auth on, another key's rows do not exist.
+"""Reads of the projection, for the gateway and the agents alike, always through one owner rule (`owned`).
 
-The gateway never writes these tables; the agents' projector does. Each function takes a session the caller opened.
+The owner is the tenant a request comes from: the API key's over HTTP, the command's `owner` on Kafka. With an owner,
+another owner's rows do not exist; without one (auth off: one user) every row is visible. Only the agents' record
+agent writes these tables. Each function takes a session the caller opened, except the ones that wait, which open
+a short session per try.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.live import FeedEvent
+from events import Rejected
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 
 T = TypeVar("T")
@@ -25,8 +28,8 @@ def owned(statement: Select[Any], column: Any, owner: Owner) -> Select[Any]:
 
 
 def visible_to(owner: Owner) -> Callable[[str | None], bool]:
-    """The same rule for live events as `owned` is for rows."""
-    return (lambda _: True) if owner is None else (lambda event_owner: event_owner == owner)
+    """The same rule for a fact (by its owner) as `owned` is for rows."""
+    return (lambda _: True) if owner is None else (lambda fact_owner: fact_owner == owner)
 
 
 # -- datasets ---------------------------------------------------------------------------------------------------------
@@ -40,6 +43,15 @@ async def get_dataset(session: AsyncSession, owner: Owner, dataset_id: str) -> D
 async def list_datasets(session: AsyncSession, owner: Owner, limit: int, offset: int) -> tuple[list[Dataset], int]:
     statement = owned(select(Dataset), Dataset.owner, owner)
     return await _page(session, statement.order_by(Dataset.created_at.desc(), Dataset.id), limit, offset)
+
+
+async def dataset_readable(session: AsyncSession, owner: Owner, key: str) -> bool:
+    """Whether the owner may read the stored text at `key`: one of its uploads, or what one of its models trained
+    on. A key is easy to write down (another tenant's upload id, a model's inline text), so it is checked here."""
+    upload = owned(select(Dataset.id).where(Dataset.key == key), Dataset.owner, owner)
+    trained_on = owned(select(Model.id).where(Model.dataset_key == key), Model.owner, owner)
+    return owner is None or (await session.scalar(upload.limit(1)) is not None
+                             or await session.scalar(trained_on.limit(1)) is not None)
 
 
 # -- models -----------------------------------------------------------------------------------------------------------
@@ -76,6 +88,50 @@ async def list_models(
     return await _page(session, statement.order_by(Model.created_at.desc(), Model.id), limit, offset)
 
 
+async def trained_model(session: AsyncSession, owner: Owner, model_id: str | None, model_name: str | None) -> Model:
+    """The model a command names, by id or else by name, ready to serve; Rejected naming the field when it is
+    missing, not the owner's, or not trained yet."""
+    field = "model_id" if model_id is not None else "model_name"
+    label = f"model {model_id}" if model_id is not None else f"model named {model_name!r}"
+    if model_id is not None:
+        model = await get_model(session, owner, model_id)
+    else:
+        model = await model_named(session, owner, model_name or "")
+    if model is None:
+        raise Rejected(f"{field}: there is no {label}", field)
+    if model.trained_at is None or not (model.best_checkpoint or model.latest_checkpoint):
+        raise Rejected(f"{field}: {label} is not trained yet (status {model.status})", field)
+    return model
+
+
+async def trained_model_soon(sessions: async_sessionmaker[AsyncSession], owner: Owner, model_id: str | None,
+                             model_name: str | None, patience_s: float = 3.0) -> Model:
+    """`trained_model`, tried again for a few seconds: a model that finished training a moment ago may not be
+    recorded yet (the record agent runs a little behind the log), so a miss is only final after a short wait."""
+    rejected: Rejected | None = None
+
+    async def probe(session: AsyncSession) -> Model | None:
+        nonlocal rejected
+        try:
+            return await trained_model(session, owner, model_id, model_name)
+        except Rejected as error:
+            rejected = error
+            return None
+
+    model = await wait_for(sessions, probe, patience_s, interval_s=0.1)
+    if model is None:
+        assert rejected is not None
+        raise rejected
+    return model
+
+
+def serving_checkpoint(model: Model) -> str:
+    """The checkpoint that serves a model: the best by validation loss, else the latest."""
+    key = model.best_checkpoint or model.latest_checkpoint
+    assert key is not None
+    return key
+
+
 async def checkpoints(session: AsyncSession, model_id: str) -> list[Checkpoint]:
     statement = select(Checkpoint).where(Checkpoint.model_id == model_id).order_by(Checkpoint.step, Checkpoint.key)
     return list((await session.execute(statement)).scalars())
@@ -88,7 +144,7 @@ async def latest_evaluation(session: AsyncSession, model_id: str) -> Evaluation 
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-# -- jobs -------------------------------------------------------------------------------------------------------------
+# -- jobs and their logs ----------------------------------------------------------------------------------------------
 
 
 async def get_job(session: AsyncSession, owner: Owner, job_id: str) -> Job | None:
@@ -115,12 +171,28 @@ async def log_visible(session: AsyncSession, owner: Owner, job_id: str) -> bool:
     return (await session.execute(statement.limit(1))).first() is not None
 
 
-async def read_events(session: AsyncSession, job_id: str, after: int, before: int | None = None) -> list[FeedEvent]:
+async def read_log(session: AsyncSession, job_id: str, after: int, before: int | None = None) -> list[JobEventRow]:
+    """A job's recorded facts with after < seq < before (before None: no upper bound), in seq order."""
     statement = select(JobEventRow).where(JobEventRow.job_id == job_id, JobEventRow.seq > after)
     if before is not None:
         statement = statement.where(JobEventRow.seq < before)
-    rows = (await session.execute(statement.order_by(JobEventRow.seq, JobEventRow.position))).scalars()
-    return [FeedEvent.from_row(row.job_id, row.seq, row.type, row.owner, row.data) for row in rows]
+    return list((await session.execute(statement.order_by(JobEventRow.seq, JobEventRow.position))).scalars())
+
+
+async def last_recorded(session: AsyncSession, job_id: str) -> tuple[int, tuple[int, int] | None]:
+    """The highest sequence number recorded for a job (0 when none), and where on the topic that fact was read."""
+    row = (
+        await session.execute(
+            select(JobEventRow.seq, JobEventRow.kafka_partition, JobEventRow.kafka_offset)
+            .where(JobEventRow.job_id == job_id)
+            .order_by(JobEventRow.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return 0, None
+    seq, partition, offset = row
+    return seq, (partition, offset) if partition is not None and offset is not None else None
 
 
 # -- paging and waiting ----------------------------------------------------------------------------------------------
@@ -138,7 +210,8 @@ async def wait_for(
     timeout_s: float,
     interval_s: float = 0.05,
 ) -> T | None:
-    """Read-your-writes: poll until `probe` finds what the projector is about to write, or give up (None)."""
+    """Read-your-writes: poll until `probe` finds what the record agent is about to write (None or False: not yet),
+    or give up after `timeout_s` (None). A fact published a moment ago reaches the tables a little later."""
     deadline = time.monotonic() + timeout_s
     while True:
         async with sessions() as session:

@@ -13,23 +13,26 @@ from typing import Any
 
 import faust
 
-from agents.intake import TRANSIENT, command_agent
-from agents.models import ModelUnavailable, serving_checkpoint, wait_for_trained_model
-from agents.publisher import JobLog
+from agents.generate.serving import ModelCache
+from agents.intake import command_agent
 from agents.runtime import Runtime
-from agents.serving import ModelCache
-from events import Completion, GenerateRequested, GenerationCompleted, GenerationFailed, JobAccepted, TokensGenerated
+from events import (
+    Completion,
+    GenerateRequested,
+    GenerationCompleted,
+    GenerationFailed,
+    JobAccepted,
+    Rejected,
+    TokensGenerated,
+)
+from infra.db import queries
+from infra.publisher import JobLog
+from infra.retry import UNAVAILABLE
 from model.config import ConfigError
 from model.generate import Generator, SamplingParams, Token
 
 log = logging.getLogger(__name__)
 FLUSH_S, FLUSH_TOKENS = 0.02, 16
-
-
-class GenerationRejected(Exception):
-    def __init__(self, reason: str, field: str | None):
-        super().__init__(reason)
-        self.reason, self.field = reason, field
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -38,39 +41,40 @@ def register(app: faust.App, runtime: Runtime) -> None:
                   lambda command: serve(runtime, cache, command),
                   concurrency=runtime.settings.generate_concurrency)
 
+
 def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_prompt_chars: int) -> SamplingParams:
     if command.max_tokens > max_new_tokens_limit:
-        raise GenerationRejected(f"max_tokens: at most {max_new_tokens_limit} new tokens per request", "max_tokens")
+        raise Rejected(f"max_tokens: at most {max_new_tokens_limit} new tokens per request", "max_tokens")
     if len(command.prompt) > max_prompt_chars:
-        raise GenerationRejected(f"prompt: at most {max_prompt_chars} characters", "prompt")
+        raise Rejected(f"prompt: at most {max_prompt_chars} characters", "prompt")
     try:
         return SamplingParams(max_new_tokens=command.max_tokens, temperature=command.temperature, top_k=command.top_k,
                               top_p=command.top_p, repetition_penalty=command.repetition_penalty,
                               stop=tuple(command.stop), seed=command.seed, num_sequences=command.num_sequences)
     except ConfigError as error:
-        raise GenerationRejected(f"{error.field}: {error.message}", error.field) from None
+        raise Rejected(f"{error.field}: {error.message}", error.field) from None
 
 
 async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested) -> None:
-    job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner,
-                 producer=runtime.producer_name)
+    job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner)
     request = command.model_dump(mode="json")
     model_id = command.model_id
     try:
         settings = runtime.settings
         params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
-        model = await wait_for_trained_model(runtime.sessions, command.owner, command.model_id, command.model_name)
+        model = await queries.trained_model_soon(runtime.sessions, command.owner, command.model_id,
+                                                 command.model_name)
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
-        generator = await cache.get(serving_checkpoint(model), str(model.trained_at))
+        generator = await cache.get(queries.serving_checkpoint(model), str(model.trained_at))
         await _generate(job, generator, command, params, model.id)
-    except (GenerationRejected, ModelUnavailable) as error:
+    except Rejected as error:
         if job.last_seq == 0:
             await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
                            model_name=command.model_name, request=request)
         await job.emit(GenerationFailed, model_id=model_id, reason=error.reason, field=error.field)
-    except TRANSIENT:
+    except UNAVAILABLE:
         raise  # the agent waits for the server and serves the request again
     except Exception as error:  # one bad request must not stop the agent
         log.exception("generation %s failed", command.request_id)

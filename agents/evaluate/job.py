@@ -1,0 +1,78 @@
+"""Evaluation, as the child process runs it: load the model, measure it, write the report to the object store.
+
+Held-out text is what the request gave or, by default, the validation split of the model's own training data:
+the tail that the trainer held out and never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+
+from agents.jobs.child import JobContext
+from agents.jobs.kinds import JobKind, JobSpec
+from agents.train.job import read_text
+from events import EvaluationCompleted, JobCancelled, Rejected
+from infra.objectstore import ObjectNotFound, artifacts
+from model.checkpoint import CorruptCheckpoint, load_model
+from model.data import prepare_corpus
+from model.evaluate import evaluate
+from model.generate import SamplingParams
+
+DEFAULT_PROMPTS = 4
+
+
+class EvaluateSpec(JobSpec):
+    """An evaluation as the evaluate agent accepted it."""
+
+    checkpoint_key: str
+    held_out_key: str | None = None  # the request's held-out text; else the model's own training data's tail
+    training_dataset_key: str | None = None
+    prompts: list[str] = []
+    max_new_tokens: int
+    seed: int | None = None
+    report_key: str
+
+
+def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
+    """Beginnings of a few lines spread over the held-out text, so the prompts look like the data."""
+    lines = [line.strip() for line in text.splitlines() if len(line.strip()) >= 8]
+    if not lines:
+        return [text[:16]]
+    picks = [lines[i * len(lines) // count] for i in range(min(count, len(lines)))]
+    return [" ".join(line.split()[:3]) for line in picks]
+
+
+def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
+    store = job.store
+    try:
+        state = artifacts.load_checkpoint(store, spec.checkpoint_key)
+    except (ObjectNotFound, CorruptCheckpoint) as error:
+        raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
+    model, tokenizer = load_model(state)
+    if spec.held_out_key:
+        held_out = read_text(store, spec.held_out_key, "held_out")
+        source = "request"
+    elif spec.training_dataset_key:
+        text = read_text(store, spec.training_dataset_key, "held_out")
+        _, val_ids = prepare_corpus(text, tokenizer, state["train_config"]["val_fraction"])
+        held_out = tokenizer.decode(val_ids.tolist())
+        source = "validation split of the training data"
+    else:
+        raise Rejected("held_out: give held-out text; the model's training data is not available", "held_out")
+    prompts = spec.prompts or _default_prompts(held_out)
+    params = SamplingParams(max_new_tokens=spec.max_new_tokens, seed=spec.seed, temperature=0.8)
+    if job.should_stop():
+        job.emit(JobCancelled, reason="cancelled by request")
+        return
+    report = evaluate(model, tokenizer, held_out, prompts, params)
+    report["held_out_source"] = source
+    report["checkpoint"] = spec.checkpoint_key
+    report["step"] = state["step"]
+    if job.should_stop():
+        job.emit(JobCancelled, reason="cancelled by request")
+        return
+    store.put_bytes(spec.report_key, json.dumps(report, indent=2).encode(), "application/json")
+    job.emit(EvaluationCompleted, model_id=spec.model_id, report=report, report_key=spec.report_key)
+
+
+EVALUATE = JobKind("evaluate", EvaluateSpec, run_evaluation)

@@ -1,0 +1,1 @@
+"""Training: the agent that accepts TrainRequested (agent.py) and the training run in a child process (job.py)."""

@@ -1,0 +1,135 @@
+"""Sending to Kafka: one `Publisher` per process (gateway or agents worker), and `JobLog`, which numbers a job's facts.
+
+A message is sent one of two ways:
+- `send` (a command, or a fact the gateway itself makes) waits for the broker's acknowledgement and raises
+  `KafkaUnavailable` when it does not come in time: the caller answers 503 and nothing is half done;
+- `publish` (the agents' facts) queues the fact for one ordered sender, which waits out a broker outage and sends the
+  same batch again, so that no fact is lost and one job's facts stay in order. A retried batch may deliver a fact
+  twice; consumers drop repeats by event id (the projection) or by sequence number (the gateway's streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from events import Command, DeadLetter, JobEvent, Topics
+from infra.kafka import KafkaUnavailable
+from infra.retry import while_down
+
+log = logging.getLogger(__name__)
+E = TypeVar("E", bound=JobEvent)
+SEND_TIMEOUT_S = 15.0
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    delivered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Publisher:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics, producer_id: str, *, max_batch: int = 500,
+                 retry_s: float = 0.5, send_timeout_s: float = SEND_TIMEOUT_S):
+        self.producer = producer
+        self.topics = topics
+        self.producer_id = producer_id  # `gateway/<host>-<pid>` or `agents/<worker>`: the `producer` of its facts
+        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=50_000)
+        self._max_batch = max_batch
+        self._retry_s = retry_s
+        self._send_timeout_s = send_timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    async def start(self) -> None:
+        await self.producer.start()
+        self._task = asyncio.create_task(self._drain(), name="publisher")
+
+    async def stop(self, flush_timeout_s: float = 10.0) -> None:
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), flush_timeout_s)
+            except TimeoutError:
+                log.warning("stopping with %d facts not yet delivered", self._queue.qsize())
+            self._task.cancel()
+        await self.producer.stop()
+
+    # -- sent now, or an error --------------------------------------------------------------------------------------
+
+    async def send(self, topic: str, key: str, value: bytes) -> None:
+        """Send and wait for the acknowledgement; KafkaUnavailable when it does not come within the timeout."""
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await self.producer.send_and_wait(topic, value, key=key.encode())
+        except TimeoutError:
+            raise KafkaUnavailable(f"Kafka did not acknowledge a message on {topic} within "
+                                   f"{self._send_timeout_s:g}s") from None
+        except KafkaError as error:
+            raise KafkaUnavailable(f"Kafka did not take a message on {topic}: {error}") from error
+
+    async def command(self, topic: str, key: str, command: Command) -> None:
+        await self.send(topic, key, command.to_json())
+
+    async def fact(self, event: JobEvent) -> None:
+        await self.send(self.topics.job_events, event.job_id, event.to_json())
+
+    # -- queued, in order, retried until delivered ------------------------------------------------------------------
+
+    async def publish(self, event: JobEvent, *, wait: bool = False) -> None:
+        """Queue a fact for its job's partition; with `wait`, return once the broker has it."""
+        outgoing = _Outgoing(self.topics.job_events, event.job_id.encode(), event.to_json())
+        await self._queue.put(outgoing)
+        if wait:
+            await asyncio.shield(outgoing.delivered)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await self._queue.put(_Outgoing(self.topics.dead_letter, letter.job_id.encode() if letter.job_id else None,
+                                        letter.to_json()))
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._send_in_order(batch)
+            for item in batch:
+                if not item.delivered.done():
+                    item.delivered.set_result(None)
+                self._queue.task_done()
+            self.sent += len(batch)
+
+    async def _send_in_order(self, batch: list[_Outgoing]) -> None:
+        async def send() -> None:
+            pending = [await self.producer.send(item.topic, item.value, key=item.key) for item in batch]
+            await asyncio.gather(*pending)
+
+        await while_down(send, (KafkaError,), what=f"delivery of {len(batch)} facts", first_delay_s=self._retry_s,
+                         logger=log)
+
+
+class JobLog:
+    """The facts of one job, numbered 1, 2, 3, ... and stamped with who produced them."""
+
+    def __init__(self, publisher: Publisher, *, job_id: str, kind: str, owner: str | None, last_seq: int = 0):
+        self.publisher = publisher
+        self.job_id = job_id
+        self.kind = kind
+        self.owner = owner
+        self.last_seq = last_seq
+
+    def make(self, cls: type[E], **fields: Any) -> E:
+        self.last_seq += 1
+        return cls(job_id=self.job_id, seq=self.last_seq, kind=self.kind, owner=self.owner,
+                   producer=self.publisher.producer_id, **fields)
+
+    async def emit(self, cls: type[E], *, wait: bool = False, **fields: Any) -> E:
+        event = self.make(cls, **fields)
+        await self.publisher.publish(event, wait=wait)
+        return event
