@@ -1,5 +1,5 @@
 """The collaborators every agent needs, built once per worker process and passed in: the settings, the database, the
-object store, the publisher of facts and the job queue. Agents wait for `ready` before they work."""
+object store and the publisher of facts. Agents wait for `ready` before they work."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import socket
 
 import mode
 
-from agents.jobs.queue import JobQueue
 from events import Topics
 from infra.db import create_engine, sessionmaker
 from infra.kafka import create_producer, ensure_topics
@@ -38,7 +37,6 @@ class Runtime(mode.Service):
         self.store: ObjectStore = open_object_store(settings)
         self.astore = AsyncObjectStore(self.store)
         self.publisher: Publisher  # made in on_start: a Kafka producer needs the running event loop
-        self.queue = JobQueue(self.sessions, self.worker_id, settings.topic_prefix)
 
     async def on_start(self) -> None:
         await ensure_topics(self.settings)

@@ -9,7 +9,7 @@ split; `wall_s` covers everything from reading the file to that final loss. `gen
 `--tokens` new tokens from random weights (seeded; `--train-iters` trains briefly first), one sequence.
 `steps` compares the cost of a training step between variants of a preset: their steps alternate in one process,
 so that a shared machine's changing load falls on all of them alike (`attention=sdpa` as an override turns the
-CPU attention function of model/attention.py off for that variant).
+CPU attention function of model/fast/attention.py off for that variant, `fast=off` every fast path).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-import model.attention as cpu_attention
+from model import fast
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
 from model.device import configure_threads, keep_freed_memory, pick_device
@@ -186,21 +186,19 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
         hp = _overrides(argparse.Namespace(preset=args.preset, max_iters=None,
                                            set=[kv for kv in overrides.split(",") if kv]))
         sdpa = hp.pop("attention", "fused") == "sdpa"
+        fast_paths = str(hp.pop("fast", "on")).lower() not in ("off", "false", "0")
         model_cfg, train_cfg = resolve_hyperparameters(hp)
-        trainer = Trainer(model_cfg.with_vocab(len(_DEFAULT_ALPHABET)), train_cfg, ids, ids, device=device)
-        trainer.model.use_bf16_matmuls(trainer.bf16)  # as Trainer.run() trains
-        variants[name] = (trainer, sdpa, [])
-    limit = cpu_attention.MAX_LENGTH
-    try:
-        for i in range(args.warmup + args.steps):
-            for trainer, sdpa, times in variants.values():
-                cpu_attention.MAX_LENGTH = 0 if sdpa else limit
-                start = time.perf_counter()
-                trainer.train_step().item()  # .item() waits for the step on an accelerator
-                if i >= args.warmup:
-                    times.append(1000 * (time.perf_counter() - start))
-    finally:
-        cpu_attention.MAX_LENGTH = limit
+        trainer = Trainer(model_cfg.with_vocab(len(_DEFAULT_ALPHABET)), train_cfg, ids, ids, device=device,
+                          fast_paths=fast_paths)
+        if fast_paths:  # as Trainer.run() trains
+            fast.enable(trainer.model, attention=not sdpa, bf16=trainer.bf16)
+        variants[name] = (trainer, [])
+    for i in range(args.warmup + args.steps):
+        for trainer, times in variants.values():
+            start = time.perf_counter()
+            trainer.train_step().item()  # .item() waits for the step on an accelerator
+            if i >= args.warmup:
+                times.append(1000 * (time.perf_counter() - start))
     report: dict[str, Any] = {"benchmark": "steps", "preset": args.preset, "steps": args.steps, "variants": {}}
     for name, (*_, times) in variants.items():
         times.sort()

@@ -17,6 +17,7 @@ import typer
 
 from cli.client import ApiError, Client
 from cli.errors import EXIT_USAGE, CliError, explain
+from events import Rejected, dataset_text
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -63,9 +64,6 @@ def read_text_file(path: Path) -> str:
     except PermissionError:
         raise CliError(f"cannot read {path}: permission denied", EXIT_USAGE) from None
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CliError(f"{path} is not UTF-8 text (invalid byte at offset {error.start})", EXIT_USAGE) from None
-    if not text.strip():
-        raise CliError(f"{path} is empty", EXIT_USAGE)
-    return text
+        return dataset_text(data, str(path))
+    except Rejected as rejected:
+        raise CliError(rejected.reason, EXIT_USAGE) from None

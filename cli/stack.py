@@ -32,7 +32,7 @@ import httpx
 
 from infra.broker import BrokerStartError, EmbeddedBroker
 from infra.db import migrate
-from infra.process import free_port, own_session_dying_with_parent, port_in_use
+from infra.process import own_session_dying_with_parent, port_in_use
 from cli.errors import CliError
 from infra.settings import Settings
 

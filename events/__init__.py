@@ -36,15 +36,16 @@ from events.facts import (
     ValidationCompleted,
 )
 from events.errors import DecodeError, Rejected
-from events.fields import DatasetRef, new_id, utc_now
+from events.fields import DatasetRef, check_text, dataset_text, new_id, utc_now
 from events.sampling import Sampling
 from events.topics import Topics
 
 __all__ = [
-    "COMMANDS", "FACTS", "FAILED_TYPE_FOR_KIND", "TERMINAL_TYPES", "CancelRequested", "CheckpointSaved", "Command", "Completion",
-    "DatasetRef", "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted",
-    "EvaluationFailed", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
-    "JobCancelled", "JobEvent", "ModelDeleted", "Rejected", "Sampling", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
-    "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted", "dead_letter", "decode_command",
-    "decode_event", "id_from_position", "new_id", "utc_now",
+    "COMMANDS", "CancelRequested", "CheckpointSaved", "Command", "Completion", "DatasetRef", "DatasetUploaded",
+    "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted", "EvaluationFailed", "FACTS",
+    "FAILED_TYPE_FOR_KIND", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
+    "JobCancelled", "JobEvent", "ModelDeleted", "Rejected", "Sampling", "TERMINAL_TYPES", "TokensGenerated", "Topics",
+    "TrainCompleted", "TrainFailed", "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted",
+    "check_text", "dataset_text", "dead_letter", "decode_command", "decode_event", "id_from_position", "new_id",
+    "utc_now",
 ]

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from events.errors import Rejected
+
 # Identifiers travel into object-store keys and URLs, so they are kept to a safe alphabet.
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 ModelName = Annotated[
@@ -48,3 +50,21 @@ class DatasetRef(BaseModel):
         if (self.text is None) == (self.key is None):
             raise ValueError("give exactly one of `text` or `key`")
         return self
+
+
+def dataset_text(data: bytes, field: str) -> str:
+    """Training or held-out text from its bytes, as every surface takes it (an upload, a file given to the CLI, a
+    stored dataset a job reads): UTF-8, no NUL (a binary file), not empty. Rejected naming `field` otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(f"{field}: not UTF-8 text (invalid byte at offset {exc.start})", field) from None
+    check_text(text, field)
+    return text
+
+
+def check_text(text: str, field: str) -> None:
+    if "\x00" in text:
+        raise Rejected(f"{field}: looks like a binary file (it contains NUL bytes)", field)
+    if not text.strip():
+        raise Rejected(f"{field}: the dataset is empty", field)

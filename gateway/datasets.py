@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from events import DatasetUploaded, new_id
+from events import DatasetUploaded, check_text, dataset_text, new_id
 from gateway.bodies import DatasetBody, PageQuery
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, invalid, not_found
@@ -32,23 +32,6 @@ MULTIPART_SCHEMA = {
 }
 
 
-def decode_text(data: bytes, field: str) -> str:
-    """UTF-8 text, or 422: the server trains on text and says so when it is given something else."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise invalid(field, f"not UTF-8 text (invalid byte at offset {exc.start})") from None
-    check_text(text, field)
-    return text
-
-
-def check_text(text: str, field: str) -> None:
-    if "\x00" in text:
-        raise invalid(field, "looks like a binary file (it contains NUL bytes)")
-    if not text.strip():
-        raise invalid(field, "the dataset is empty")
-
-
 async def _read_upload(request: Request, limit: int) -> tuple[str, bytes, str]:
     form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
     upload = form.get("file")
@@ -62,7 +45,7 @@ async def _read_upload(request: Request, limit: int) -> tuple[str, bytes, str]:
     name = name.strip()[:200] or "dataset"
     if "\x00" in name:  # it becomes a row of the projection, and PostgreSQL stores no U+0000
         raise invalid("name", "must not contain a NUL character (U+0000)")
-    return name, data, decode_text(data, "file")
+    return name, data, dataset_text(data, "file")
 
 
 @operation(summary="Upload a dataset", tag="datasets", body=DatasetBody, multipart=MULTIPART_SCHEMA,

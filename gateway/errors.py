@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from events import Rejected
 from events.codec import describe_validation_error
 from infra.retry import UNAVAILABLE, first_line
 
@@ -102,7 +103,7 @@ def is_outage(exc: BaseException) -> bool:
 
 def outage_response(exc: BaseException) -> JSONResponse:
     component = component_of(exc) or "a backing service"
-    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    detail = first_line(exc)[:200]
     log.warning("%s unavailable: %s: %s", component, type(exc).__name__, detail)
     return error_response(
         503, "unavailable", f"{component} is unavailable, try again shortly ({type(exc).__name__}: {detail})",
@@ -127,6 +128,12 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers or {}))
 
 
+async def handle_rejected(request: Request, exc: Exception) -> Response:
+    """A check of the request's content that the events package holds (a dataset's text, for one): 422."""
+    assert isinstance(exc, Rejected)
+    return error_response(422, "invalid", exc.reason, exc.field)
+
+
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationError)
     error = from_validation_error(exc)
@@ -144,6 +151,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 def exception_handlers() -> dict[Any, Any]:
     handlers: dict[Any, Any] = {
         ApiError: handle_api_error,
+        Rejected: handle_rejected,
         HTTPException: handle_http_error,
         ValidationError: handle_validation_error,
         Exception: handle_unexpected,

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, new_id
+from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import check_text, dataset_key
+from gateway.datasets import dataset_key
 from gateway.errors import ApiError, invalid, not_found
 from gateway.inputs import json_body, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response

@@ -37,7 +37,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             existing = set(await admin.list_topics())
             missing = [name for name in topics.all() if name not in existing]
             if missing:
-                new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing]
+                new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+                       for name in missing]
                 try:
                     await admin.create_topics(new)
                 except TopicAlreadyExistsError:

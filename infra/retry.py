@@ -2,9 +2,9 @@
 
     await while_down(lambda: apply(batch), DATABASE_DOWN, what="42 facts")
 
-tries the call, and while it fails with one of `down` (`UNAVAILABLE`: any of the servers) waits 0.2 s, 0.4 s, ... up to `max_delay_s` and tries again,
-logging each wait. Any other error is the caller's. `give_up` (checked after each failure) lets a caller that is
-stopping stop waiting: the error is raised then.
+tries the call, and while it fails with one of `down` (`UNAVAILABLE`: any of the servers) waits 0.2 s, 0.4 s, ...
+up to `max_delay_s` and tries again, logging each wait. Any other error is the caller's. `give_up` (checked after
+each failure) lets a caller that is stopping stop waiting: the error is raised then.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch.nn import functional as F
 
+from model import fast
 from model.data import sequential_windows
 from model.device import autocast
 from model.generate import Generator, SamplingParams
@@ -106,6 +107,7 @@ def token_statistics(sequences: Sequence[Sequence[int]]) -> dict[str, float]:
 def evaluate(model: GPT, tokenizer: Tokenizer, held_out_text: str | None, prompts: Sequence[str] = (),
              params: SamplingParams | None = None, samples: int = 3) -> dict[str, Any]:
     """The full report. Prompts run one at a time, so that latencies are those a single request would see."""
+    fast.enable(model)
     report: dict[str, Any] = {
         "model": {"parameters": model.num_parameters(), "vocab_size": model.config.vocab_size,
                   "context_length": model.config.context_length, "tokenizer": tokenizer.kind},

@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import torch
 from torch.nn import functional as F
 
+from model import fast
 from model.config import ConfigError
 from model.device import autocast
 from model.gpt import GPT
@@ -112,10 +113,10 @@ class Generator:
     """Generation from one model. On a CPU, single sequences decode fastest with torch.set_num_threads(1)."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, device: torch.device | str | None = None,
-                 use_cache: bool = True):
+                 use_cache: bool = True, fast_paths: bool = True):
         if device is not None:
             model.to(device)
-        self.model = model.eval()
+        self.model = (fast.enable(model) if fast_paths else model).eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.use_cache = use_cache

@@ -1,9 +1,11 @@
-"""The network: a decoder-only transformer.
+"""The network: a decoder-only transformer, as plain as it can be written.
 
 token embedding (+ learned or sinusoidal positions) -> num_blocks x [pre-LayerNorm causal self-attention,
 pre-LayerNorm feed-forward] -> final LayerNorm -> output head (tied to the token embedding unless configured
 otherwise). Rotary positions, the default, rotate queries and keys inside attention instead.
-Reads one ModelConfig and nothing else.
+
+Reads one ModelConfig and nothing else. This is the model's definition: model/fast/ holds faster paths for some
+devices and shapes, each held equal to this one by a test, and the model is correct without them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from model.attention import apply_rotary, causal_attention, fused_attention_applies
-from model.bf16 import Linear, relu_squared_mlp
 from model.config import ConfigError, ModelConfig
 from model.kv_cache import KVCache
 
@@ -30,6 +30,14 @@ def rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tenso
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def apply_rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of features (2i, 2i+1) of x (..., hs) by its angle: one complex multiplication by the unit
+    complex numbers `rope` (..., hs/2), which broadcast against x's leading dimensions."""
+    if x.dtype in (torch.bfloat16, torch.float16):  # complex products need float32 at least (under autocast)
+        return apply_rotary(x.float(), rope).type_as(x)
+    return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rope).flatten(-2)
+
+
 def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
@@ -39,11 +47,6 @@ def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
     return table  # (length, d_model)
 
 
-def _affine(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (B, in) @ weight_t (in, out) (+ bias): a linear layer for rows, as one kernel."""
-    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -51,48 +54,37 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm
         self.scale = config.qk_gain / math.sqrt(config.head_size)
         self.dropout = config.dropout
-        self.qkv = Linear(config.d_model, 3 * config.d_model, bias=config.bias)
-        self.proj = Linear(config.d_model, config.d_model, bias=config.bias)
-        self.resid_drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
-        dropout = self.dropout if self.training else 0.0
-        if cache is None and fused_attention_applies(x, dropout):  # see attention.py
-            y = causal_attention(self.qkv(x), self.num_heads, self.scale, self.qk_norm,
-                                 None if rope is None else rope[:, 0, 0])
-        else:
-            y = self._attend(self.qkv(x), rope, cache, layer, dropout)
-        y = self.proj(y)
-        return y if self.resid_drop is None else self.resid_drop(y)
-
-    def _attend(self, qkv, rope, cache: KVCache | None, layer: int, dropout: float) -> torch.Tensor:
-        """qkv (B, T, 3C) -> (B, T, C) through scaled_dot_product_attention, with or without the KV cache."""
-        B, T, C3 = qkv.shape
-        C = C3 // 3
-        qkv = qkv.view(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, nh, hs)
-        qk, v = qkv[:, :, :2], qkv[:, :, 2]
-        if self.qk_norm:  # LayerNorm without weights: one fused kernel on the CPU, a third of RMSNorm's time
-            qk = F.layer_norm(qk, (qk.size(-1),))
-        if rope is not None:
-            qk = apply_rotary(qk, rope)  # rope broadcasts as (B or 1, T, 1, 1, hs/2)
-        q, k = qk.unbind(2)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, C // self.num_heads).unbind(2)  # (B, T, nh, hs) each
+        if self.qk_norm:  # a LayerNorm without weights, per head
+            q, k = F.layer_norm(q, (q.size(-1),)), F.layer_norm(k, (k.size(-1),))
+        if rope is not None:  # rope (T, 1, hs/2), or (B, T, 1, hs/2) when rows sit at positions of their own
+            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         if cache is None:
+            dropout = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
-        else:
+        else:  # keys and values of the earlier tokens come from the cache, which masks what a row may not see
             k, v, mask, causal = cache.attend(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
-        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_drop(self.proj(y))
 
 
 class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.mlp_ratio * config.d_model
-        self.fc = Linear(config.d_model, hidden, bias=config.bias)
-        self.proj = Linear(hidden, config.d_model, bias=config.bias)
+        self.fc = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, config.d_model, bias=config.bias)
         self.relu2 = config.activation == "relu2"
-        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
+        self.drop = nn.Dropout(config.dropout)
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
         if self.relu2:
@@ -100,11 +92,8 @@ class FeedForward(nn.Module):
             return h * h  # on the CPU, a product back-propagates faster than square() or pow(2)
         return F.gelu(h)  # exact: on the CPU faster than the tanh approximation at these sizes
 
-    def forward(self, x):
-        h = relu_squared_mlp(x, self.fc, self.proj) if self.relu2 else None
-        if h is None:
-            h = self.proj(self.activate(self.fc(x)))  # (B, T, mlp_ratio * C) inside
-        return h if self.drop is None else self.drop(h)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(self.activate(self.fc(x))))  # (B, T, mlp_ratio * C) inside
 
 
 class Block(nn.Module):
@@ -115,7 +104,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = FeedForward(config)
 
-    def forward(self, x, rope=None, cache=None, layer=0):
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), rope, cache, layer)
         return x + self.mlp(self.ln2(x))
 
@@ -134,8 +124,8 @@ class GPT(nn.Module):
             inv_freq = rotary_frequencies(config.head_size, config.rope_base)
             self.register_buffer("inv_freq", inv_freq, persistent=False)
             rope = rotary_table(torch.arange(config.context_length), inv_freq)  # (context_length, hs/2)
-            self.register_buffer("rope", rope[:, None, None], persistent=False)  # (T, 1, 1, hs/2)
-        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
+            self.register_buffer("rope", rope[:, None], persistent=False)  # (T, 1, hs/2): one angle for every head
+        self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -153,28 +143,27 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def _rope(self, length: int) -> torch.Tensor:
-        """The rotary table for positions 0 .. length-1 at least; grown on demand when decoding runs long."""
-        if length > self.rope.size(0):
-            positions = torch.arange(max(length, 2 * self.rope.size(0)), device=self.rope.device)
-            self.rope = rotary_table(positions, self.inv_freq)[:, None, None]
-        return self.rope
-
-    def use_bf16_matmuls(self, enabled: bool = True) -> None:
-        """Run the blocks' matrix products in bfloat16 while training (see bf16.py); for CPUs with AVX512-BF16."""
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.bf16_matmul = enabled
-
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.tok_emb.weight.numel() + (self.pos_emb.weight.numel() if self.pos_emb is not None else 0)
         return n
 
+    def rotary(self, start: int, length: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotations for positions start .. start+length-1 -> (T, 1, hs/2), or for `positions` (B, T) -> (B, T, 1,
+        hs/2). The table grows on demand when decoding runs past the context (the cache then slides as a ring)."""
+        if positions is not None:
+            return rotary_table(positions, self.inv_freq)[:, :, None]
+        if start + length > self.rope.size(0):
+            longer = torch.arange(max(start + length, 2 * self.rope.size(0)), device=self.rope.device)
+            self.rope = rotary_table(longer, self.inv_freq)[:, None]
+        return self.rope[start:start + length]
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False):
-        """idx (B, T) token ids -> logits (B, T, V) (or (B, 1, V) with last_only), and the mean loss if targets."""
+                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, V) (or (B, 1, V) with last_only), and the mean loss if targets.
+
+        With a cache, the T tokens follow those already in it; rows padded on the left get positions of their own."""
         B, T = idx.shape
         start, positions = 0, None  # positions (B, T) only when rows are padded differently
         if cache is None:
@@ -185,16 +174,12 @@ class GPT(nn.Module):
         x = self.tok_emb(idx)  # (B, T, C)
         rope = None
         if self.config.positions == "rotary":
-            if positions is None:
-                rope = self._rope(start + T)[start:start + T]  # (T, 1, 1, hs/2), broadcast over batch and heads
-            else:
-                rope = rotary_table(positions, self.inv_freq)[:, :, None, None]  # (B, T, 1, 1, hs/2)
+            rope = self.rotary(start, T, positions)
         elif self.config.positions == "learned":
             x = x + (self.pos_emb.weight[start:start + T] if positions is None else self.pos_emb(positions))
         else:
             x = x + (self.pos_table[start:start + T] if positions is None else self.pos_table[positions])
-        if self.drop is not None:
-            x = self.drop(x)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, rope, cache, i)
         if cache is not None:
@@ -207,53 +192,8 @@ class GPT(nn.Module):
         return logits, loss
 
     def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """One new token per row, idx (B, 1), through the cache -> next-token logits (B, V). Call it under
-        torch.inference_mode().
-
-        The same network as forward() (tests hold them equal), written as plain tensor operations over weights
-        gathered once per cache: at one token per pass, module calls and attribute look-ups would otherwise
-        take a third of the time on a CPU. Rows padded differently take forward(), which builds the masks."""
-        if cache.padded or cache.length == 0:
-            return self.forward(idx, cache=cache, last_only=True)[0][:, -1]
-        if cache.plan is None:
-            cache.plan = self._decode_plan()
-        C, nh, hs, qk_norm, scale, layers, ln_f, head_t = cache.plan
-        B = idx.size(0)
-        start, _ = cache.begin(1)
-        # Rows of (B, C), not (B, 1, C): a product of a matrix with a transposed weight is one kernel, where a
-        # linear layer over a 3-D input reshapes around it.
-        x = self.tok_emb.weight[idx[:, 0]]  # (B, C)
-        rope = None
-        if self.config.positions == "rotary":
-            rope = self._rope(start + 1)[start]  # (1, 1, hs/2)
-        elif self.pos_emb is not None:
-            x = x + self.pos_emb.weight[start]
-        else:
-            x = x + self.pos_table[start]
-        for i, (ln1, qkv_t, qkv_b, proj_t, proj_b, ln2, fc_t, fc_b, out_t, out_b, activate) in enumerate(layers):
-            qkv = _affine(F.layer_norm(x, (C,), *ln1), qkv_t, qkv_b).view(B, 3, nh, hs)
-            qk = qkv[:, :2]
-            if qk_norm:
-                qk = F.layer_norm(qk, (hs,))
-            if rope is not None:
-                qk = apply_rotary(qk, rope)  # (B, 2, nh, hs)
-            keys, values, _, _ = cache.attend(i, qk[:, 1, :, None], qkv[:, 2, :, None])  # (B, nh, n, hs)
-            y = F.scaled_dot_product_attention(qk[:, 0, :, None], keys, values, scale=scale)  # (B, nh, 1, hs)
-            x = x + _affine(y.view(B, C), proj_t, proj_b)
-            h = activate(_affine(F.layer_norm(x, (C,), *ln2), fc_t, fc_b))  # (B, 4C)
-            x = x + _affine(h, out_t, out_b)
-        cache.end(1)
-        return _affine(F.layer_norm(x, (C,), *ln_f), head_t, None)  # (B, V)
-
-    def _decode_plan(self) -> tuple:
-        """The weights decode() reads, gathered once per cache; matrices as transposed views (no copies)."""
-        c = self.config
-        layers = [((b.ln1.weight, b.ln1.bias), b.attn.qkv.weight.t(), b.attn.qkv.bias, b.attn.proj.weight.t(),
-                   b.attn.proj.bias, (b.ln2.weight, b.ln2.bias), b.mlp.fc.weight.t(), b.mlp.fc.bias,
-                   b.mlp.proj.weight.t(), b.mlp.proj.bias, b.mlp.activate) for b in self.blocks]
-        scale = c.qk_gain / math.sqrt(c.head_size)
-        ln_f = (self.ln_f.weight, self.ln_f.bias)
-        return c.d_model, c.num_heads, c.head_size, c.qk_norm, scale, layers, ln_f, self.head.weight.t()
+        """One new token per row, idx (B, 1), after the tokens in the cache -> next-token logits (B, V)."""
+        return self.forward(idx, cache=cache, last_only=True)[0][:, -1]
 
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
         c = self.config

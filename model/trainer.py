@@ -17,6 +17,7 @@ import torch
 
 from model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from model.data import BatchSampler, check_split
+from model import fast
 from model.device import autocast, bf16_matmuls, pick_device
 from model.gpt import GPT
 from model.optim import build_optimizers, lr_multiplier, set_lr
@@ -91,9 +92,10 @@ class Trainer:
     def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig | None,
                  train_ids: torch.Tensor, val_ids: torch.Tensor, callbacks: Any = None,
                  device: torch.device | str | None = None, resume: dict[str, Any] | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, fast_paths: bool = True):
         """With `resume`, the checkpoint's model config wins (the network must match its weights); its train
-        config is used unless another is given (e.g. to train for more steps)."""
+        config is used unless another is given (e.g. to train for more steps). `fast_paths` False trains the
+        readable network only (model/fast)."""
         if resume is not None:
             model_config = model_config_from_dict(resume["model_config"])
             train_config = train_config or train_config_from_dict(resume["train_config"])
@@ -109,6 +111,9 @@ class Trainer:
 
         torch.manual_seed(train_config.seed)
         self.model = GPT(model_config).to(self.device)
+        self.fast_paths = fast_paths
+        if fast_paths:
+            fast.enable(self.model)
         bf16 = bf16_matmuls(self.device, train_config.precision)
         self.optimizers = build_optimizers(self.model, train_config, self.device,
                                            bf16=bf16 or self.device.type == "cuda")
@@ -120,7 +125,7 @@ class Trainer:
         self.bad_evals = 0  # validations in a row without improvement
         if resume is not None:
             self._restore(resume)
-        self.bf16 = bf16
+        self.bf16 = bf16 and fast_paths  # the blocks' products in bfloat16 (model/fast/bf16.py)
         compile_ = train_config.compile == "always" or (train_config.compile == "auto" and self.device.type == "cuda")
         self.forward = torch.compile(self.model) if compile_ else self.model
 
@@ -196,11 +201,13 @@ class Trainer:
             hook(CheckpointInfo(self.step, self.state(train_loss), is_best, reason))
 
     def run(self) -> TrainResult:
-        self.model.use_bf16_matmuls(self.bf16)
+        if self.bf16:  # bfloat16 products for the run's steps and validations only
+            fast.enable(self.model, bf16=True)
         try:
             return self._run()
         finally:
-            self.model.use_bf16_matmuls(False)  # the trained model is handed out in plain float32
+            if self.bf16:
+                fast.enable(self.model, bf16=False)  # the trained model is handed out in plain float32
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step at the schedule's learning rate: grad_accum micro-batches, clipping, the

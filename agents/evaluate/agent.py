@@ -6,6 +6,7 @@ import faust
 
 from agents.evaluate.job import EvaluateSpec
 from agents.intake import command_agent
+from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from events import EvaluateRequested, EvaluationFailed, JobAccepted, Rejected
@@ -16,10 +17,10 @@ from infra.publisher import JobLog
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
     command_agent(app, runtime, runtime.topics.evaluate_requested, EvaluateRequested, "evaluate",
-                  lambda command: accept(runtime, command), then=scheduler.kick)
+                  lambda command: accept(runtime, scheduler.queue, command), then=scheduler.kick)
 
 
-async def accept(runtime: Runtime, command: EvaluateRequested) -> None:
+async def accept(runtime: Runtime, queue: JobQueue, command: EvaluateRequested) -> None:
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="evaluate", owner=command.owner)
     request = command.model_dump(mode="json", exclude={"held_out"})
 
@@ -57,8 +58,8 @@ async def accept(runtime: Runtime, command: EvaluateRequested) -> None:
         training_dataset_key=model.dataset_key, prompts=command.prompts, max_new_tokens=command.max_new_tokens,
         seed=command.seed, report_key=artifacts.evaluation_key(command.job_id),
     )
-    if await runtime.queue.enqueue(command.job_id, "evaluate", command.owner, spec.model_dump(mode="json")) is None:
-        row = await runtime.queue.get(command.job_id)
+    if await queue.enqueue(command.job_id, "evaluate", command.owner, spec.model_dump(mode="json")) is None:
+        row = await queue.get(command.job_id)
         if row is None or row.last_seq > 1:
             return
     await job.emit(JobAccepted, event_id=f"{command.job_id}-accepted", model_id=model.id, model_name=model.name,

@@ -33,6 +33,12 @@ class Claim:
     outbox: dict[str, Any] | None = None  # a terminal fact written but maybe not yet published
 
 
+    @classmethod
+    def of(cls, row: JobQueueRow) -> Claim:
+        return cls(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
+                   row.outbox if row.state == COMPLETING else None)
+
+
 @dataclass(frozen=True)
 class Beat:
     alive: bool  # False: the lease was lost (taken over, or the job ended elsewhere)
@@ -62,8 +68,8 @@ class JobQueue:
             dialect = session.bind.dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             statement = insert(JobQueueRow).values(
-                namespace=self.namespace, job_id=job_id, kind=kind, owner=owner, state=QUEUED, attempt=0, cancel_requested=False,
-                last_seq=1, spec=spec, created_at=now, updated_at=now,
+                namespace=self.namespace, job_id=job_id, kind=kind, owner=owner, state=QUEUED, attempt=0,
+                cancel_requested=False, last_seq=1, spec=spec, created_at=now, updated_at=now,
             ).on_conflict_do_nothing(index_elements=["namespace", "job_id"])
             result = await session.execute(statement.returning(JobQueueRow.job_id))
             inserted = result.first() is not None
@@ -74,10 +80,21 @@ class JobQueue:
         async with self._sessions() as session:
             return await session.get(JobQueueRow, self._key(job_id))
 
-    async def set_seq(self, job_id: str, last_seq: int) -> None:
+    async def _change(self, job_id: str, *conditions: Any, **values: Any) -> JobQueueRow | None:
+        """Update the job's row where `conditions` hold (one statement: another worker's change cannot interleave);
+        the row as it is now, or None when they did not hold."""
         async with self._sessions() as session:
-            await session.execute(update(JobQueueRow).where(*self._mine(job_id)).values(last_seq=last_seq))
+            result = await session.execute(
+                update(JobQueueRow).where(*self._mine(job_id), *conditions)
+                .values(**values, updated_at=utc_now()).execution_options(synchronize_session=False)
+            )
             await session.commit()
+            if result.rowcount != 1:
+                return None
+            return await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
+
+    async def set_seq(self, job_id: str, last_seq: int) -> None:
+        await self._change(job_id, last_seq=last_seq)
 
     async def claim_next(self, kinds: tuple[str, ...] = ("train", "evaluate")) -> Claim | None:
         """Take the oldest queued job, if another worker does not take it first."""
@@ -91,9 +108,10 @@ class JobQueue:
                 )
             ).all()
         for job_id, attempt in rows:
-            claim = await self._take(job_id, (QUEUED,), attempt, new_state=RUNNING)
-            if claim is not None:
-                return claim
+            row = await self._change(job_id, JobQueueRow.state == QUEUED, JobQueueRow.attempt == attempt,
+                                     state=RUNNING, **self._taken(attempt))
+            if row is not None:
+                return Claim.of(row)
         return None
 
     async def leases(self) -> list[tuple[str, int, datetime]]:
@@ -107,86 +125,37 @@ class JobQueue:
             return [(job_id, attempt, beat) for job_id, attempt, beat in rows.all()]
 
     async def take_over(self, job_id: str, attempt: int, heartbeat_at: datetime) -> Claim | None:
-        # The state stays: a job taken over while completing only needs its outbox published.
-        return await self._take(job_id, (RUNNING, COMPLETING), attempt, expect_heartbeat=heartbeat_at)
+        """Take a job whose worker stopped renewing its lease. The state stays: a job taken over while completing
+        only needs its outbox published."""
+        row = await self._change(job_id, JobQueueRow.state.in_((RUNNING, COMPLETING)), JobQueueRow.attempt == attempt,
+                                 JobQueueRow.heartbeat_at == heartbeat_at, **self._taken(attempt))
+        return Claim.of(row) if row is not None else None
 
-    async def _take(self, job_id: str, expect_state: tuple[str, ...], expect_attempt: int, *,
-                    new_state: str | None = None, expect_heartbeat: datetime | None = None) -> Claim | None:
-        now = utc_now()
-        async with self._sessions() as session:
-            condition = [
-                *self._mine(job_id),
-                JobQueueRow.state.in_(expect_state),
-                JobQueueRow.attempt == expect_attempt,
-            ]
-            if expect_heartbeat is not None:
-                condition.append(JobQueueRow.heartbeat_at == expect_heartbeat)
-            result = await session.execute(
-                update(JobQueueRow)
-                .where(*condition)
-                .values(worker=self.worker, attempt=expect_attempt + 1, heartbeat_at=now, updated_at=now,
-                        state=new_state or JobQueueRow.state)
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
-            if result.rowcount != 1:
-                return None
-            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
-            assert row is not None
-            return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
-                         row.outbox if row.state == COMPLETING else None)
+    def _taken(self, attempt: int) -> dict[str, Any]:
+        """This worker's lease, under the next attempt (which fences out the one before)."""
+        return dict(worker=self.worker, attempt=attempt + 1, heartbeat_at=utc_now())
 
     async def heartbeat(self, job_id: str, attempt: int, last_seq: int) -> Beat:
-        async with self._sessions() as session:
-            result = await session.execute(
-                update(JobQueueRow)
-                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
-                .values(heartbeat_at=utc_now(), last_seq=last_seq)
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
-            if result.rowcount != 1:
-                return Beat(alive=False)
-            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
-            assert row is not None
-            return Beat(True, row.cancel_requested, row.cancel_reason)
+        row = await self._change(job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING,
+                                 heartbeat_at=utc_now(), last_seq=last_seq)
+        return Beat(alive=False) if row is None else Beat(True, row.cancel_requested, row.cancel_reason)
 
     async def complete(self, job_id: str, attempt: int, terminal: dict[str, Any], last_seq: int) -> bool:
         """Write the terminal fact to the row before publishing it (an outbox); False if the lease was lost.
 
         If the worker dies between this and `done`, whoever takes the job over publishes the same fact again
         (same event id), so the job ends once."""
-        async with self._sessions() as session:
-            result = await session.execute(
-                update(JobQueueRow)
-                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
-                .values(state=COMPLETING, outbox=terminal, last_seq=last_seq,
-                        heartbeat_at=utc_now(), updated_at=utc_now())
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
-            return result.rowcount == 1
+        row = await self._change(job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING,
+                                 state=COMPLETING, outbox=terminal, last_seq=last_seq, heartbeat_at=utc_now())
+        return row is not None
 
     async def done(self, job_id: str, attempt: int) -> None:
-        async with self._sessions() as session:
-            await session.execute(
-                update(JobQueueRow)
-                .where(*self._mine(job_id), JobQueueRow.attempt == attempt)
-                .values(state=DONE, updated_at=utc_now())
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
+        await self._change(job_id, JobQueueRow.attempt == attempt, state=DONE)
 
     async def release(self, job_id: str, attempt: int, last_seq: int) -> None:
         """Give a running job back to the queue (its worker is shutting down); the next claim resumes it."""
-        async with self._sessions() as session:
-            await session.execute(
-                update(JobQueueRow)
-                .where(*self._mine(job_id), JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING)
-                .values(state=QUEUED, worker=None, last_seq=last_seq, updated_at=utc_now())
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
+        await self._change(job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING, state=QUEUED,
+                           worker=None, last_seq=last_seq)
 
     async def request_cancel(self, job_id: str, reason: str) -> str | None:
         """Flag a job for cancelling; returns its state then, or None if the job is not known yet (in which
@@ -195,9 +164,9 @@ class JobQueue:
         async with self._sessions() as session:
             row = await session.get(JobQueueRow, self._key(job_id))
             if row is None:
-                session.add(JobQueueRow(namespace=self.namespace, job_id=job_id, kind="unknown", owner=None, state=DONE, attempt=0,
-                                        cancel_requested=True, cancel_reason=reason, last_seq=0, spec={},
-                                        created_at=now, updated_at=now))
+                session.add(JobQueueRow(namespace=self.namespace, job_id=job_id, kind="unknown", owner=None,
+                                        state=DONE, attempt=0, cancel_requested=True, cancel_reason=reason,
+                                        last_seq=0, spec={}, created_at=now, updated_at=now))
                 await session.commit()
                 return None
             if row.state != DONE:
@@ -207,17 +176,5 @@ class JobQueue:
 
     async def cancel_queued(self, job_id: str) -> Claim | None:
         """End a job that has not started: the caller then publishes its JobCancelled."""
-        async with self._sessions() as session:
-            result = await session.execute(
-                update(JobQueueRow)
-                .where(*self._mine(job_id), JobQueueRow.state == QUEUED)
-                .values(state=DONE, updated_at=utc_now())
-                .execution_options(synchronize_session=False)
-            )
-            await session.commit()
-            if result.rowcount != 1:
-                return None
-            row = await session.get(JobQueueRow, self._key(job_id), populate_existing=True)
-            assert row is not None
-            return Claim(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec)
-
+        row = await self._change(job_id, JobQueueRow.state == QUEUED, state=DONE)
+        return Claim.of(row) if row is not None else None

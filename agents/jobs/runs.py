@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from agents.jobs import child
 from agents.jobs.child import CANCEL, RUN, SUSPEND, Report, Suspended
 from agents.jobs.kinds import JobKind
-from agents.jobs.queue import Claim
+from agents.jobs.queue import Claim, JobQueue
 from agents.runtime import Runtime
 from events import JobCancelled, JobEvent, decode_event
 from infra.db import DATABASE_DOWN
@@ -34,9 +34,10 @@ T = TypeVar("T")
 
 
 class Run:
-    def __init__(self, runtime: Runtime, claim: Claim, kind: JobKind, on_finished: Any = None,
+    def __init__(self, runtime: Runtime, queue: JobQueue, claim: Claim, kind: JobKind, on_finished: Any = None,
                  cancel_grace_s: float = 15.0):
         self.runtime = runtime
+        self.queue = queue
         self.claim = claim
         self.kind = kind
         self.on_finished = on_finished
@@ -133,7 +134,7 @@ class Run:
             log.warning("job %s: lease lost to another worker; this run published nothing more", self.job.job_id)
             return
         if self._mode.value == SUSPEND and terminal is None:
-            await self.runtime.queue.release(self.job.job_id, self.claim.attempt, self.job.last_seq)
+            await self.queue.release(self.job.job_id, self.claim.attempt, self.job.last_seq)
             log.info("job %s handed back to the queue (suspended=%s)", self.job.job_id, suspended)
             return
         if terminal is None:
@@ -154,14 +155,14 @@ class Run:
         assert job is not None
         payload = terminal.model_dump(mode="json")
         if not await self._once_the_database_answers(
-                lambda: self.runtime.queue.complete(job.job_id, self.claim.attempt, payload, job.last_seq)):
+                lambda: self.queue.complete(job.job_id, self.claim.attempt, payload, job.last_seq)):
             log.warning("job %s: lease lost before the end; not publishing %s", job.job_id, terminal.type)
             return
         await self._publish_outbox(payload)
 
     async def _publish_outbox(self, payload: dict[str, Any]) -> None:
         await self.runtime.publisher.publish(decode_event(payload), wait=True)
-        await self._once_the_database_answers(lambda: self.runtime.queue.done(self.claim.job_id, self.claim.attempt))
+        await self._once_the_database_answers(lambda: self.queue.done(self.claim.job_id, self.claim.attempt))
 
     async def _once_the_database_answers(self, call: Callable[[], Awaitable[T]]) -> T:
         """A job that ends while the database is down waits for it to come back. Giving up would leave the job
@@ -179,7 +180,7 @@ class Run:
                 log.warning("job %s: the child did not stop in time; killing it", self.job.job_id)
                 self.process.kill()
             try:
-                beat = await self.runtime.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq)
+                beat = await self.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq)
             except Exception as exc:  # a database outage must not stop the training
                 log.warning("job %s: could not renew the lease: %s", self.job.job_id, exc)
                 continue

@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 
 from agents.jobs.kinds import JobKind
-from agents.jobs.queue import Claim
+from agents.jobs.queue import Claim, JobQueue
 from agents.jobs.runs import Run
 from agents.runtime import Runtime
 from infra.db import DATABASE_DOWN
@@ -27,6 +27,7 @@ class Scheduler:
     def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
         self.kinds = kinds
+        self.queue = JobQueue(runtime.sessions, runtime.worker_id, runtime.settings.topic_prefix)
         self.runs: dict[str, Run] = {}
         self._kick = asyncio.Event()
         self._seen: dict[str, tuple[datetime, float]] = {}  # job id -> (heartbeat value, first seen, monotonic)
@@ -55,14 +56,14 @@ class Scheduler:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
         abandoned = await self._abandoned()
         while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
-            claim = await self.runtime.queue.claim_next(tuple(self.kinds)) or await self._take_over(abandoned)
+            claim = await self.queue.claim_next(tuple(self.kinds)) or await self._take_over(abandoned)
             if claim is None:
                 return
             self.start(claim)
 
     def start(self, claim: Claim) -> None:
         log.info("starting %s job %s (attempt %d)", claim.kind, claim.job_id, claim.attempt)
-        run = Run(self.runtime, claim, self.kinds[claim.kind], on_finished=self.kick)
+        run = Run(self.runtime, self.queue, claim, self.kinds[claim.kind], on_finished=self.kick)
         self.runs[claim.job_id] = run
         run.start()
 
@@ -70,7 +71,7 @@ class Scheduler:
         now = time.monotonic()
         seen: dict[str, tuple[datetime, float]] = {}
         abandoned = []
-        for job_id, attempt, beat in await self.runtime.queue.leases():
+        for job_id, attempt, beat in await self.queue.leases():
             if job_id in self.runs:
                 continue
             previous = self._seen.get(job_id)
@@ -84,7 +85,7 @@ class Scheduler:
     async def _take_over(self, abandoned: list[tuple[str, int, datetime]]) -> Claim | None:
         while abandoned:
             job_id, attempt, beat = abandoned.pop(0)
-            claim = await self.runtime.queue.take_over(job_id, attempt, beat)
+            claim = await self.queue.take_over(job_id, attempt, beat)
             if claim is not None:
                 log.warning("took over job %s from a worker that stopped renewing its lease", job_id)
                 self._seen.pop(job_id, None)

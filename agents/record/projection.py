@@ -11,25 +11,9 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events import (
-    CheckpointSaved,
-    DatasetUploaded,
-    EvaluationCompleted,
-    EvaluationFailed,
-    GenerationCompleted,
-    GenerationFailed,
-    JobAccepted,
-    JobCancelled,
-    JobEvent,
-    ModelDeleted,
-    TokensGenerated,
-    TrainCompleted,
-    TrainFailed,
-    TrainProgress,
-    TrainStarted,
-    ValidationCompleted,
-    utc_now,
-)
+from events import (CheckpointSaved, DatasetUploaded, EvaluationCompleted, EvaluationFailed, GenerationCompleted,
+                    GenerationFailed, JobAccepted, JobCancelled, JobEvent, ModelDeleted, TokensGenerated,
+                    TrainCompleted, TrainFailed, TrainProgress, TrainStarted, ValidationCompleted, utc_now)
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 

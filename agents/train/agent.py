@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from agents.intake import Refused, command_agent
+from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from agents.train.job import TrainSpec
@@ -33,10 +34,10 @@ def model_id_for(command: TrainRequested) -> str:
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
     command_agent(app, runtime, runtime.topics.train_requested, TrainRequested, "train",
-                  lambda command: accept(runtime, command), then=scheduler.kick)
+                  lambda command: accept(runtime, scheduler.queue, command), then=scheduler.kick)
 
 
-async def accept(runtime: Runtime, command: TrainRequested) -> None:
+async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> None:
     model_id = model_id_for(command)
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="train", owner=command.owner)
     accepted: dict[str, Any] = dict(
@@ -44,7 +45,7 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
         description=command.description, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters,
     )
-    if await _already_queued(runtime, job, accepted):
+    if await _already_queued(queue, job, accepted):
         return
     await _refuse_a_taken_job_id(runtime, command)
     try:
@@ -52,28 +53,28 @@ async def accept(runtime: Runtime, command: TrainRequested) -> None:
     except Rejected as rejected:
         # A twin delivery of this request may have been accepted meanwhile, and its model row is what failed the
         # checks ("no checkpoint to continue from"): then this is a redelivery, not a bad request.
-        if await _already_queued(runtime, job, accepted):
+        if await _already_queued(queue, job, accepted):
             return
         await job.emit(JobAccepted, **accepted, dataset_key=command.dataset.key)
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
         return
     accepted.update(dataset_key=spec.dataset_key, resume=spec.base_checkpoint is not None)
-    row = await runtime.queue.enqueue(command.job_id, "train", command.owner, spec.model_dump(mode="json"))
+    row = await queue.enqueue(command.job_id, "train", command.owner, spec.model_dump(mode="json"))
     if row is None:
-        await _redelivered(runtime, job, accepted)
+        await _redelivered(queue, job, accepted)
         return
     await job.emit(JobAccepted, **accepted)
 
 
-async def _already_queued(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> bool:
+async def _already_queued(queue: JobQueue, job: JobLog, accepted: dict[str, Any]) -> bool:
     """A request delivered again (after a rebalance, or produced twice) finds its job in the queue: it must not be
     checked again, since the job's own model row would now make it look like a request to continue training."""
-    row = await runtime.queue.get(job.job_id)
+    row = await queue.get(job.job_id)
     if row is None or row.kind != "train":
         return False
     spec = TrainSpec.model_validate(row.spec)
-    await _redelivered(runtime, job, {**accepted, "dataset_key": spec.dataset_key,
+    await _redelivered(queue, job, {**accepted, "dataset_key": spec.dataset_key,
                                       "resume": spec.base_checkpoint is not None})
     return True
 
@@ -89,13 +90,13 @@ async def _refuse_a_taken_job_id(runtime: Runtime, command: TrainRequested) -> N
         raise Refused(f"job_id: {command.job_id} is already taken by another job or dataset", "job_id")
 
 
-async def _redelivered(runtime: Runtime, job: JobLog, accepted: dict[str, Any]) -> None:
+async def _redelivered(queue: JobQueue, job: JobLog, accepted: dict[str, Any]) -> None:
     """The request was seen before, or a cancel for it arrived first."""
-    row = await runtime.queue.get(job.job_id)
+    row = await queue.get(job.job_id)
     if row is not None and row.kind == "unknown" and row.cancel_requested and row.last_seq == 0:
         await job.emit(JobAccepted, **accepted)
         await job.emit(JobCancelled, reason=row.cancel_reason or "cancelled before it started")
-        await runtime.queue.set_seq(job.job_id, job.last_seq)
+        await queue.set_seq(job.job_id, job.last_seq)
         return
     # Publishing the acceptance again is harmless (same event id) and covers a crash between enqueue and publish.
     if row is not None and row.last_seq <= 1:

@@ -25,6 +25,7 @@ from events import (
     TrainProgress,
     TrainStarted,
     ValidationCompleted,
+    dataset_text,
 )
 from infra.objectstore import ObjectNotFound, ObjectStore, artifacts
 from model.checkpoint import CorruptCheckpoint, pack_checkpoint
@@ -50,16 +51,9 @@ class TrainSpec(JobSpec):
 
 def read_text(store: ObjectStore, key: str, field: str) -> str:
     try:
-        data = store.get_bytes(key)
+        return dataset_text(store.get_bytes(key), field)
     except ObjectNotFound:
         raise Rejected(f"{field}: no dataset at {key}", field) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Rejected(f"{field}: the dataset is not UTF-8 text (byte {error.start})", field) from None
-    if not text.strip():
-        raise Rejected(f"{field}: the dataset is empty", field)
-    return text
 
 
 class _Publishing(Callbacks):
@@ -67,7 +61,7 @@ class _Publishing(Callbacks):
 
     def __init__(self, spec: TrainSpec, job: JobContext):
         super().__init__()
-        self.job, self.settings, self.store = job, job.settings, job.store
+        self.job, self.store = job, job.store
         self.model_id = spec.model_id
         self.last_report = 0.0
         self.last_checkpoint: str | None = None
@@ -79,8 +73,9 @@ class _Publishing(Callbacks):
 
     def _on_step(self, info: StepInfo) -> None:
         now = time.monotonic()
-        every = self.settings.progress_every_steps
-        if info.step % every and info.step != info.max_iters and now - self.last_report < self.settings.progress_every_s:
+        settings = self.job.settings
+        if info.step % settings.progress_every_steps and info.step != info.max_iters \
+                and now - self.last_report < settings.progress_every_s:
             return
         self.last_report = now
         done = info.step - self.first_step

@@ -7,17 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from infra.objectstore.base import (
-    BINARY,
-    PARTIAL_DIR,
-    InvalidKey,
-    ObjectNotFound,
-    ObjectStore,
-    ObjectStoreUnavailable,
-    atomic_download,
-    validate_key,
-    validate_prefix,
-)
+from infra.objectstore.base import (BINARY, PARTIAL_DIR, InvalidKey, ObjectNotFound, ObjectStore,
+                                    ObjectStoreUnavailable, atomic_download, validate_key, validate_prefix)
 
 
 class LocalObjectStore(ObjectStore):

@@ -18,16 +18,8 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
-from infra.objectstore.base import (
-    BINARY,
-    InvalidKey,
-    ObjectNotFound,
-    ObjectStore,
-    ObjectStoreUnavailable,
-    atomic_download,
-    validate_key,
-    validate_prefix,
-)
+from infra.objectstore.base import (BINARY, InvalidKey, ObjectNotFound, ObjectStore, ObjectStoreUnavailable,
+                                    atomic_download, validate_key, validate_prefix)
 
 
 class S3ObjectStore(ObjectStore):

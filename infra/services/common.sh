@@ -125,6 +125,33 @@ spawn() {
 }
 
 # One `make services` or `make services-down` at a time per checkout.
+# wait_listening NAME PIDFILE LOG PORT SECONDS: until the spawned server listens on its loopback port, or fail with its
+# log (the process exited, or nothing listens in time). Prints the server's pid.
+wait_listening() {
+    local name="$1" pidfile="$2" log="$3" port="$4" seconds="$5" pid i
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    for ((i = 0; i < seconds * 10; i++)); do
+        port_open "$port" && break
+        kill -0 "$pid" 2>/dev/null || fail_service "$name" "$log" "the process exited"
+        sleep 0.1
+    done
+    port_open "$port" || fail_service "$name" "$log" "nothing listens on 127.0.0.1:$port after $seconds s"
+    echo "$pid"
+}
+
+# stop_service NAME PIDFILE MARKER TIMEOUT: stop the server whose pid file and command line (MARKER) name it.
+stop_service() {
+    local name="$1" pidfile="$2" marker="$3" timeout="$4" pid
+    pid="$(live_pid "$pidfile" "$marker")"
+    if [[ -z "$pid" ]]; then
+        say "$name: not running"
+        return 0
+    fi
+    say "$name: stopping (pid $pid)"
+    stop_pid "$pid" "$timeout"
+    rm -f "$pidfile"
+}
+
 take_lock() {
     mkdir -p "$SERVICES_DIR"
     exec 9>"$SERVICES_DIR/.lock"
@@ -172,3 +199,8 @@ chosen_services() {
     done
     echo "$*"
 }
+
+# Each service's start, wait and stop, on the paths above.
+. "$(dirname "${BASH_SOURCE[0]}")/kafka.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/postgres.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/objectstore.sh"

@@ -6,10 +6,7 @@
 # data, and is refused unless SERVICES_DIR names a private set (see common.sh): a test's servers, not the checkout's.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-. "$here/common.sh"
-. "$here/kafka.sh"
-. "$here/postgres.sh"
-. "$here/objectstore.sh"
+. "$here/common.sh"  # and, through it, each service's script
 
 purge=0
 if [[ "${1:-}" == "--purge" ]]; then

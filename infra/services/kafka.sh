@@ -1,5 +1,5 @@
 # Apache Kafka: one KRaft node (broker + controller) from the jars that infra/kafka/pom.xml pins.
-# Sourced by up.sh and down.sh after common.sh.
+# Sourced by common.sh.
 
 KAFKA_DIR="$SERVICES_DIR/kafka"
 KAFKA_LOG="$SERVICES_DIR/kafka.log"
@@ -93,14 +93,8 @@ delete $KAFKA_DIR to start afresh, or run with the same ports"
 
 # Wait until Kafka answers a metadata request and can coordinate a consumer group.
 kafka_wait() {
-    local pid i
-    pid="$(cat "$KAFKA_PIDFILE" 2>/dev/null || true)"
-    for ((i = 0; i < 900; i++)); do
-        port_open "$KAFKA_PORT" && break
-        kill -0 "$pid" 2>/dev/null || fail_service "Kafka" "$KAFKA_LOG" "the process exited"
-        sleep 0.1
-    done
-    port_open "$KAFKA_PORT" || fail_service "Kafka" "$KAFKA_LOG" "nothing listens on 127.0.0.1:$KAFKA_PORT after 90 s"
+    local pid
+    pid="$(wait_listening "Kafka" "$KAFKA_PIDFILE" "$KAFKA_LOG" "$KAFKA_PORT" 90)"
     if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" kafka "127.0.0.1:$KAFKA_PORT" --timeout 60; then
         fail_service "Kafka" "$KAFKA_LOG" "it does not answer clients on 127.0.0.1:$KAFKA_PORT"
     fi
@@ -112,13 +106,5 @@ kafka_wait() {
 }
 
 kafka_stop() {
-    local pid
-    pid="$(live_pid "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties")"
-    if [[ -z "$pid" ]]; then
-        say "Kafka: not running"
-        return 0
-    fi
-    say "Kafka: stopping (pid $pid)"
-    stop_pid "$pid" 60
-    rm -f "$KAFKA_PIDFILE"
+    stop_service "Kafka" "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties" 60
 }

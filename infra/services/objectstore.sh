@@ -1,5 +1,5 @@
 # The S3 server: Versity S3 Gateway over a folder (posix backend), built from source with `go install` at a
-# pinned version. Sourced by up.sh and down.sh after common.sh.
+# pinned version. Sourced by common.sh.
 
 S3_DIR="$SERVICES_DIR/s3"
 S3_LOG="$SERVICES_DIR/s3.log"
@@ -50,14 +50,8 @@ s3_start() {
 
 # Wait until the gateway answers S3 requests with our credentials, and create the bucket.
 s3_wait() {
-    local pid i
-    pid="$(cat "$S3_PIDFILE" 2>/dev/null || true)"
-    for ((i = 0; i < 300; i++)); do
-        port_open "$S3_PORT" && break
-        kill -0 "$pid" 2>/dev/null || fail_service "S3 (versitygw)" "$S3_LOG" "the process exited"
-        sleep 0.1
-    done
-    port_open "$S3_PORT" || fail_service "S3 (versitygw)" "$S3_LOG" "nothing listens on 127.0.0.1:$S3_PORT after 30 s"
+    local pid
+    pid="$(wait_listening "S3 (versitygw)" "$S3_PIDFILE" "$S3_LOG" "$S3_PORT" 30)"
     if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" s3 "http://127.0.0.1:$S3_PORT" \
         --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" --bucket "$S3_BUCKET" --timeout 30; then
         fail_service "S3 (versitygw)" "$S3_LOG" "it does not answer S3 requests on 127.0.0.1:$S3_PORT"
@@ -70,13 +64,5 @@ s3_wait() {
 }
 
 s3_stop() {
-    local pid
-    pid="$(live_pid "$S3_PIDFILE" "$S3_DIR/data")"
-    if [[ -z "$pid" ]]; then
-        say "S3: not running"
-        return 0
-    fi
-    say "S3: stopping (pid $pid)"
-    stop_pid "$pid" 20
-    rm -f "$S3_PIDFILE"
+    stop_service "S3" "$S3_PIDFILE" "$S3_DIR/data" 20
 }

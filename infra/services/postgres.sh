@@ -1,5 +1,5 @@
 # PostgreSQL from Debian's packages: a private cluster of this checkout, run as the `postgres` system user.
-# Sourced by up.sh and down.sh after common.sh.
+# Sourced by common.sh.
 
 pg_install() {
     if [[ -n "$(pg_bindir)" ]] && id postgres >/dev/null 2>&1; then

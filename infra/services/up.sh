@@ -12,10 +12,7 @@
 # named at start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-. "$here/common.sh"
-. "$here/kafka.sh"
-. "$here/postgres.sh"
-. "$here/objectstore.sh"
+. "$here/common.sh"  # and, through it, each service's script
 
 wanted="$(chosen_services "$@")"
 has() { [[ " $wanted " == *" $1 "* ]]; }

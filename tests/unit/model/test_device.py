@@ -3,18 +3,20 @@
 import subprocess
 import sys
 
-# Ten forward and backward passes of the cpu-baby network, in a process of its own (the setting is process-wide),
-# counting the page faults they cause after a first pass has warmed everything up.
+# Ten forward and backward passes of the cpu-baby network as the trainer runs it (with its fast paths), in a process
+# of its own (the setting is process-wide), counting the page faults they cause after a first pass has warmed
+# everything up.
 SCRIPT = """
 import resource, sys, torch
 from model.config import resolve_hyperparameters
+from model import fast
 from model.device import keep_freed_memory
 from model.gpt import GPT
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 torch.set_num_threads(1)
 model_config, _ = resolve_hyperparameters({"preset": "cpu-baby"})
-model = GPT(model_config.with_vocab(65))
+model = fast.enable(GPT(model_config.with_vocab(65)))
 x = torch.randint(0, 65, (12, 64))
 model(x, x)[1].backward()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -1,4 +1,4 @@
-"""Causal self-attention over short contexts on a CPU, as one autograd function.
+"""Causal self-attention over short contexts on a CPU, as one autograd function (a fast path: see model/fast).
 
 `scaled_dot_product_attention` is the attention of the network everywhere else (CUDA, generation with a KV cache,
 long contexts). Its CPU kernel is a flash-attention kernel blocked for long sequences; at the lengths a CPU trains
@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from model.gpt import CausalSelfAttention, apply_rotary
+from model.kv_cache import KVCache
+
 MAX_LENGTH = 128  # longer contexts keep the flash kernel, which stores no (T, T) matrix per layer
 _EPS = 1e-5  # F.layer_norm's default, as the module path uses
 
@@ -27,14 +30,6 @@ _EPS = 1e-5  # F.layer_norm's default, as the module path uses
 def fused_attention_applies(x: torch.Tensor, dropout: float) -> bool:
     """Whether causal_attention() serves this input: CPU tensors, a short context, no attention dropout."""
     return x.device.type == "cpu" and x.size(1) <= MAX_LENGTH and dropout == 0.0
-
-
-def apply_rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair of features (2i, 2i+1) of x (..., hs) by its angle: one complex multiplication by the unit
-    complex numbers `rope` (..., hs/2), which broadcast against x's leading dimensions."""
-    if x.dtype in (torch.bfloat16, torch.float16):  # complex products need float32 at least (under autocast)
-        return apply_rotary(x.float(), rope).type_as(x)
-    return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rope).flatten(-2)
 
 
 class _CausalAttention(torch.autograd.Function):
@@ -89,3 +84,17 @@ def causal_attention(qkv: torch.Tensor, num_heads: int, scale: float, qk_norm: b
     `qk_norm` normalises each head's queries and keys (a LayerNorm without weights); `rope` (T, hs/2) complex
     rotates them; `scale` multiplies the logits."""
     return _CausalAttention.apply(qkv, num_heads, scale, qk_norm, rope)
+
+
+class FusedCausalSelfAttention(CausalSelfAttention):
+    """CausalSelfAttention that takes causal_attention() where it applies (no cache, see fused_attention_applies)
+    and the readable path everywhere else."""
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        dropout = self.dropout if self.training else 0.0
+        if cache is not None or not fused_attention_applies(x, dropout):
+            return super().forward(x, rope, cache, layer)
+        y = causal_attention(self.qkv(x), self.num_heads, self.scale, self.qk_norm,
+                             None if rope is None else rope[:, 0])  # rope (T, 1, hs/2) -> (T, hs/2)
+        return self.resid_drop(self.proj(y))

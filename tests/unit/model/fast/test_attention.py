@@ -1,4 +1,4 @@
-"""The CPU attention function (model/attention.py): the numbers and gradients of the modules it replaces."""
+"""The CPU attention function (model/fast/attention.py): the numbers and gradients of the readable module."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import model.attention as attention
-from model.attention import apply_rotary, causal_attention, fused_attention_applies
-from model.gpt import GPT, rotary_frequencies, rotary_table
+import model.fast.attention as attention
+from model import fast
+from model.fast.attention import causal_attention, fused_attention_applies
+from model.gpt import GPT, apply_rotary, rotary_frequencies, rotary_table
 
 
 def reference(qkv, num_heads, scale, qk_norm, rope):
@@ -84,17 +85,18 @@ def test_the_network_takes_it_on_the_cpu_and_learns_the_same(model_config, monke
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    import model.gpt as gpt
-
+    loss, grads = loss_and_grads()  # the readable network
     calls = []
-    monkeypatch.setattr(gpt, "causal_attention", lambda *a: calls.append(1) or causal_attention(*a))
+    monkeypatch.setattr(attention, "causal_attention", lambda *a: calls.append(1) or causal_attention(*a))
+    fast.enable(model, attention=True, bf16=False, decode=False)
     fused_loss, fused_grads = loss_and_grads()
     assert len(calls) == model.config.num_blocks  # every block took it
-    monkeypatch.setattr(attention, "MAX_LENGTH", 0)  # every context is "too long": the module path
-    loss, grads = loss_and_grads()
     assert torch.allclose(fused_loss, loss, atol=1e-6)
     for name, g in grads.items():
         assert torch.allclose(fused_grads[name], g, atol=1e-5), name
+    monkeypatch.setattr(attention, "MAX_LENGTH", 0)  # every context is "too long": the readable path again
+    loss_and_grads()
+    assert len(calls) == model.config.num_blocks
 
 
 def test_which_inputs_it_serves():

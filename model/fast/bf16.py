@@ -1,4 +1,5 @@
-"""Linear layers whose matrix products can run in bfloat16 while everything else stays float32.
+"""Linear layers whose matrix products run in bfloat16 while everything else stays float32 (a fast path for CPUs
+with AVX512-BF16: see model/fast).
 
 On a CPU with AVX512-BF16 a bf16 matrix product runs at twice the float32 rate, but bf16 element-wise kernels
 are slower than float32 ones, so autocast (which also moves activations to bf16) gains nothing there. This
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from model.gpt import FeedForward
 
 
 class _BF16MatMul(torch.autograd.Function):
@@ -54,20 +57,22 @@ class _BF16ReluSquaredMLP(torch.autograd.Function):
         return grad_x, grad_fc, grad_proj
 
 
-def relu_squared_mlp(x: torch.Tensor, fc: "Linear", proj: "Linear") -> torch.Tensor | None:
-    """The fused feed-forward pass when both layers run bf16 products without biases; None otherwise."""
-    if fc.bf16_matmul and proj.bf16_matmul and fc.bias is None and proj.bias is None and x.dtype == torch.float32:
-        return _BF16ReluSquaredMLP.apply(x, fc.weight, proj.weight)
-    return None
-
-
-class Linear(nn.Linear):
-    """nn.Linear, plus `bf16_matmul`: when set, products run as described above (the trainer sets it for its
-    run only, so that its validation estimates are as fast as its steps)."""
-
-    bf16_matmul = False
+class BF16Linear(nn.Linear):
+    """nn.Linear whose product runs in bfloat16 as described above, for float32 inputs without a bias; the readable
+    path otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bf16_matmul and self.bias is None and x.dtype == torch.float32:
+        if self.bias is None and x.dtype == torch.float32:
             return _BF16MatMul.apply(x, self.weight)
-        return F.linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class BF16ReluSquaredFeedForward(FeedForward):
+    """The feed-forward network with both products in bfloat16 and ReLU^2 in one piece, where its layers are
+    BF16Linear without biases; the readable path otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.relu2 and isinstance(self.fc, BF16Linear) and isinstance(self.proj, BF16Linear)
+                and self.fc.bias is None and self.proj.bias is None and x.dtype == torch.float32):
+            return super().forward(x)
+        return self.drop(_BF16ReluSquaredMLP.apply(x, self.fc.weight, self.proj.weight))
