@@ -198,15 +198,6 @@ class Client:
                                                    f"answer with events for {patience_s:g}s")
             time.sleep(retry_delay_s)
 
-    def follow_all(self) -> Iterator[dict[str, Any]]:
-        """Every new event of every visible job, live, until the caller stops iterating."""
-        with connect_sse(self.http, "GET", "/api/v1/events",
-                         timeout=httpx.Timeout(self.http.timeout.connect, read=None)) as source:
-            _raise_for(source.response)
-            for sse in source.iter_sse():
-                if sse.data:  # not a keep-alive comment
-                    yield json.loads(sse.data)
-
     def wait_for_job(self, job_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
         """Follow the job to its end, then return its final state."""
         deadline = time.monotonic() + timeout_s

@@ -95,7 +95,6 @@ class CancelRequested(Command):
     reason: str = Field(default="cancelled by request", max_length=500)
 
 
-AnyCommand = TrainRequested | EvaluateRequested | GenerateRequested | CancelRequested
 COMMANDS: dict[str, type[Command]] = {
     cls.model_fields["type"].default: cls
     for cls in (TrainRequested, EvaluateRequested, GenerateRequested, CancelRequested)

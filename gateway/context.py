@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -36,14 +34,6 @@ class StreamLimiter:
         self.limit = limit
         self.metrics = metrics
         self.open: Counter[str | None] = Counter()
-
-    @contextmanager
-    def hold(self, owner: str | None) -> Iterator[None]:
-        self.acquire(owner)
-        try:
-            yield
-        finally:
-            self.release(owner)
 
     def acquire(self, owner: str | None) -> None:
         if self.open[owner] >= self.limit:

@@ -185,7 +185,6 @@ class LiveFeed(Fanout):
         self.client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self.received = 0
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -244,5 +243,4 @@ class LiveFeed(Fanout):
         except DecodeError as exc:  # the record agent dead-letters it; the feed only skips it
             log.debug("live feed: skipped an undecodable event: %s", exc.reason)
             return
-        self.received += 1
         self.publish(FeedEvent.from_event(event, received_at))

@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     job_memory_mb: int = Field(default=0, ge=0)  # a job process's allocations; 0: 3/4 of the memory / worker_max_jobs
     progress_every_steps: int = Field(default=10, ge=1)
     progress_every_s: float = Field(default=2.0, gt=0)
-    checkpoint_every_steps: int = Field(default=250, ge=1)
     lease_s: float = Field(default=15.0, gt=0)
     model_cache_size: int = Field(default=4, ge=1)
     generate_concurrency: int = Field(default=4, ge=1)

@@ -10,9 +10,10 @@ import json
 
 from agents.jobs.child import JobContext
 from agents.jobs.kinds import JobKind, JobSpec
+from agents.train import checkpoints
 from agents.train.job import read_text
 from events import EvaluationCompleted, JobCancelled, Rejected
-from infra.objectstore import ObjectNotFound, artifacts
+from infra.objectstore import ObjectNotFound
 from model.checkpoint import CorruptCheckpoint, load_model
 from model.data import prepare_corpus
 from model.evaluate import evaluate
@@ -45,7 +46,7 @@ def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
 def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
     store = job.store
     try:
-        state = artifacts.load_checkpoint(store, spec.checkpoint_key)
+        state = checkpoints.load_checkpoint(store, spec.checkpoint_key)
     except (ObjectNotFound, CorruptCheckpoint) as error:
         raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
     model, tokenizer = load_model(state)

@@ -17,6 +17,7 @@ from typing import Any
 
 from agents.jobs.child import CANCEL, SUSPEND, JobContext
 from agents.jobs.kinds import JobKind, JobSpec
+from agents.train import checkpoints
 from events import (
     CheckpointSaved,
     JobCancelled,
@@ -99,7 +100,7 @@ class _Publishing(Callbacks):
         if info.is_best:
             best = artifacts.best_key(self.model_id)
             self.store.put_bytes(best, data)
-        artifacts.prune_checkpoints(self.store, self.model_id)
+        checkpoints.prune_checkpoints(self.store, self.model_id)
         self.last_checkpoint = key
         self.job.emit(CheckpointSaved, model_id=self.model_id, step=info.step, key=key,
                            sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
@@ -114,12 +115,12 @@ def _finite(value: float) -> float:
 
 def _starting_state(spec: TrainSpec, store: ObjectStore) -> tuple[dict | None, str | None]:
     """(checkpoint state to start from, its key when it is this job's own)."""
-    own = artifacts.load_latest_valid(store, spec.model_id, min_step=spec.base_step + 1)
+    own = checkpoints.load_latest_valid(store, spec.model_id, min_step=spec.base_step + 1)
     if own is not None:
         return own[1], own[0]
     if spec.base_checkpoint:
         try:
-            return artifacts.load_checkpoint(store, spec.base_checkpoint), None
+            return checkpoints.load_checkpoint(store, spec.base_checkpoint), None
         except (ObjectNotFound, CorruptCheckpoint) as error:
             raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
     return None, None

@@ -1,4 +1,5 @@
-"""Where a model's files live in the object store, and reading them back safely.
+"""Where a model's files live in the object store (names only: reading checkpoints back is the jobs' business, in
+agents/train/checkpoints.py).
 
     datasets/<id>                              uploaded or inline training text
     models/<id>/config.json                    resolved model and training configuration
@@ -12,11 +13,7 @@ from __future__ import annotations
 
 import re
 
-from infra.objectstore.base import ObjectNotFound, ObjectStore
-from model.checkpoint import CorruptCheckpoint, unpack_checkpoint
-
 _STEP = re.compile(r"/checkpoints/step-(\d+)\.pt$")
-KEEP_LATEST = 2
 
 
 def dataset_key(dataset_id: str) -> str:
@@ -35,12 +32,16 @@ def tokenizer_key(model_id: str) -> str:
     return f"models/{model_id}/tokenizer.json"
 
 
+def checkpoint_prefix(model_id: str) -> str:
+    return f"models/{model_id}/checkpoints/"
+
+
 def checkpoint_key(model_id: str, step: int) -> str:
-    return f"models/{model_id}/checkpoints/step-{step}.pt"
+    return f"{checkpoint_prefix(model_id)}step-{step}.pt"
 
 
 def best_key(model_id: str) -> str:
-    return f"models/{model_id}/checkpoints/best.pt"
+    return f"{checkpoint_prefix(model_id)}best.pt"
 
 
 def evaluation_key(job_id: str) -> str:
@@ -50,31 +51,3 @@ def evaluation_key(job_id: str) -> str:
 def step_of(key: str) -> int | None:
     match = _STEP.search(key)
     return int(match.group(1)) if match else None
-
-
-def checkpoint_steps(store: ObjectStore, model_id: str) -> list[tuple[int, str]]:
-    """The model's step checkpoints, newest first."""
-    keys = store.list(f"models/{model_id}/checkpoints/")
-    steps = [(step, key) for key in keys if (step := step_of(key)) is not None]
-    return sorted(steps, reverse=True)
-
-
-def load_latest_valid(store: ObjectStore, model_id: str, min_step: int = 0) -> tuple[str, dict] | None:
-    """The newest checkpoint at or after `min_step` whose checksum verifies; a torn or corrupt one is skipped."""
-    for step, key in checkpoint_steps(store, model_id):
-        if step < min_step:
-            break
-        try:
-            return key, unpack_checkpoint(store.get_bytes(key))
-        except (CorruptCheckpoint, ObjectNotFound):
-            continue
-    return None
-
-
-def load_checkpoint(store: ObjectStore, key: str) -> dict:
-    return unpack_checkpoint(store.get_bytes(key))
-
-
-def prune_checkpoints(store: ObjectStore, model_id: str, keep: int = KEEP_LATEST) -> None:
-    for _, key in checkpoint_steps(store, model_id)[keep:]:
-        store.delete(key)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from agents.train import checkpoints
 from infra.objectstore import artifacts
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import Checkpoint, Model
@@ -72,7 +73,7 @@ async def test_a_cancel_during_a_checkpoint_upload_ends_the_job_and_no_torn_chec
         latest = object_store.get_bytes(model.latest_checkpoint)
         assert hashlib.sha256(latest).hexdigest() == rows[model.latest_checkpoint]
         assert unpack_checkpoint(latest)["step"] < artifacts.step_of(proxy.held_path or "")
-        resumable = artifacts.load_latest_valid(object_store, model_id)
+        resumable = checkpoints.load_latest_valid(object_store, model_id)
         assert resumable is not None and resumable[0] in stored and resumable[0] not in torn
         print(f"\ncancel while {proxy.held_path} was half-uploaded: JobCancelled {took:.1f}s after the request; "
               f"stored {sorted(stored)}, latest {model.latest_checkpoint}, torn {torn}")

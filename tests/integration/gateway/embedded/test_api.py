@@ -9,8 +9,8 @@ import pytest
 from events import TrainCompleted, TrainProgress
 
 from gateway.app import create_app
-from tests.unit.gateway.conftest import make_settings
-from tests.unit.gateway.harness import Projector, ScriptedAgents, serve
+from tests.integration.gateway.embedded.conftest import make_settings
+from tests.integration.gateway.embedded.harness import Projector, ScriptedAgents, serve
 
 TINY = {"preset": "tiny", "max_iters": 20}
 

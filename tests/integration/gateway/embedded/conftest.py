@@ -1,5 +1,6 @@
-"""Fixtures for the gateway's tests: the embedded broker (real Kafka protocol), a migrated SQLite file, a local
-object store, the projection, scripted agents and the app served over real HTTP."""
+"""Fixtures for the gateway's tests on the embedded defaults, which need no server of `make services`: the embedded
+broker (the real Kafka protocol), a migrated SQLite file, a local object store, the projection, scripted agents and
+the app served over real HTTP. These fixtures override the real servers' `settings` of tests/integration/."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from gateway.app import create_app
 from infra.broker import EmbeddedBroker
 from infra.db import migrate
 from infra.settings import Settings
-from tests.unit.gateway.harness import Projector, ScriptedAgents, serve
+from tests.integration.gateway.embedded.harness import Projector, ScriptedAgents, serve
 
 
 @pytest.fixture(scope="session")
