@@ -20,6 +20,7 @@ from agents.record import agent as record
 from agents.runtime import Runtime
 from agents.train import agent as train
 from agents.train.job import TRAIN
+from agents.transport import App
 from infra.settings import Settings
 
 
@@ -34,8 +35,9 @@ def create_app(settings: Settings) -> Agents:
     runtime = Runtime(settings)
     datadir = settings.data_dir / "faust" / runtime.worker_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = App(
         f"{settings.topic_prefix}agents",
+        fetch_wait_ms=settings.fetch_wait_ms,
         broker=settings.kafka_url,
         value_serializer="raw",
         key_serializer="raw",

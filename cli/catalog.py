@@ -48,7 +48,7 @@ def upload_dataset(
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload a text file; train on it later with its id."""
+    """Upload a text file; train on it later with its id (`lfz train --data <id>`). The same file is stored once."""
     out = Output()
     read_text_file(file)  # a clear message for a missing or binary file before anything is sent
     with gateway(url) as api:
@@ -56,7 +56,24 @@ def upload_dataset(
     if as_json:
         out.json(view)
         return
-    out.line(f"uploaded {view['name']!r} as dataset {view['id']} ({view['characters']:,} characters)")
+    done = "already uploaded" if view.get("reused") else "uploaded"
+    out.line(f"{done} {view['name']!r} as dataset {view['id']} ({view['characters']:,} characters); train on it: "
+             f"lfz train --data {view['id']}")
+
+
+@datasets.command("delete")
+def delete_dataset(
+    dataset: Annotated[str, typer.Argument(help="A dataset's id.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Delete an uploaded dataset (models trained on it keep their checkpoints)."""
+    out = Output()
+    with gateway(url) as api:
+        view = api.get_dataset(dataset)
+        confirm(out, yes, f"delete dataset {view['name']} ({view['id']})?")
+        api.delete_dataset(view["id"])
+    out.line(f"deleted dataset {view['name']} ({view['id']})")
 
 
 @datasets.command("list")
@@ -78,6 +95,15 @@ def _more(out: Output, listing: dict[str, Any]) -> None:
     shown = len(listing["items"])
     if listing["total"] > shown + listing["offset"]:
         out.note(f"{shown} of {listing['total']} shown; --limit shows more")
+
+
+def confirm(out: Output, yes: bool, question: str) -> None:
+    """Ask before deleting, unless --yes; without a terminal to ask on, refuse."""
+    if yes:
+        return
+    if not out.out.is_terminal:
+        raise CliError("refusing to delete without confirmation: add --yes", EXIT_USAGE)
+    typer.confirm(question, abort=True)
 
 
 def model_row(m: dict[str, Any]) -> list[Any]:
@@ -121,6 +147,8 @@ def show_model(
     evaluation = detail.get("latest_evaluation") or {}
     held = (evaluation.get("report") or {}).get("held_out") or {}
     best = next((c["step"] for c in detail.get("checkpoints", []) if c.get("is_best")), None)
+    serving = detail.get("serving_checkpoint")
+    serves = f"{serving['kind']} checkpoint, step {serving.get('step')}" if serving else "- (no checkpoint yet)"
     out.fields([
         ("id", detail["id"]), ("name", detail["name"]), ("status", detail["status"]),
         ("progress", f"{100 * (detail.get('progress') or 0):.0f}% (step {detail.get('step') or 0} of "
@@ -128,10 +156,11 @@ def show_model(
         ("error", detail.get("error")),
         ("tokenizer", f"{detail.get('tokenizer') or '-'} (vocabulary {number(detail.get('vocab_size'))})"),
         ("parameters", number(detail.get("num_parameters"))),
-        ("hyperparameters", detail.get("hyperparameters")),
+        ("hyperparameters", f"{detail.get('hyperparameters')} (its latest run's)"),
         ("validation loss", number(metrics.get("val_loss"))),
         ("perplexity", number(metrics.get("perplexity"))),
         ("checkpoints", f"{len(detail.get('checkpoints', []))} (best at step {best if best is not None else '-'})"),
+        ("serves from", serves),
         ("held-out perplexity", number(held.get("perplexity")) if held else "- (`lfz evaluate` measures it)"),
         ("train job", detail.get("train_job_id")),
         ("created", when(detail.get("created_at"))), ("trained", when(detail.get("trained_at"))),
@@ -148,9 +177,27 @@ def delete_model(
     out = Output()
     with gateway(url) as api:
         detail = resolve_model(api, model)
-        if not yes:
-            if not out.out.is_terminal:
-                raise CliError("refusing to delete without confirmation: add --yes", EXIT_USAGE)
-            typer.confirm(f"delete model {detail['name']} ({detail['id']})?", abort=True)
+        confirm(out, yes, f"delete model {detail['name']} ({detail['id']})?")
         api.delete_model(detail["id"])
     out.line(f"deleted model {detail['name']} ({detail['id']})")
+
+
+def presets(
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
+) -> None:
+    """The presets (what each is for, its values), then every hyperparameter `--set` takes: its meaning, default,
+    bounds or choices, and the other names it answers to (the classic upper-case ones, nanoGPT's)."""
+    out = Output()
+    with gateway(url) as api:
+        document = api.presets()
+    if as_json:
+        out.json(document)
+        return
+    out.table(["preset", "for"], [[("* " if p["name"] == document["default"] else "") + p["name"], p["about"]]
+                                  for p in document["presets"]], title="presets (* the default)")
+    rows = [[h["name"], h["default"], h["bounds"] or (", ".join(h["choices"]) if h["choices"] else ""), h["help"]
+             + (f" (also {', '.join(h['aliases'])})" if h["aliases"] else "")] for h in document["hyperparameters"]]
+    out.table(["hyperparameter", "default", "values", "meaning"], rows, title="hyperparameters (--set NAME=VALUE)")
+    tokenizers = [[kind, ", ".join(f"{name} (default {spec['default']})" for name, spec in options.items()) or "-"]
+                  for kind, options in document["tokenizers"].items()]
+    out.table(["tokenizer", "options (--vocab-size sets vocab_size)"], tokenizers)

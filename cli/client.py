@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import connect_sse
@@ -21,15 +22,35 @@ from gateway.errors import ApiError
 __all__ = ["ApiError", "Client"]
 
 
+def _model_path(model: str) -> str:
+    return f"/api/v1/models/{quote(model, safe='')}"
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
     response.read()
     try:
         error = response.json()["error"]
-        raise ApiError(response.status_code, error.get("code", "error"), error.get("message", ""), error.get("field"))
-    except (ValueError, KeyError, TypeError):
-        raise ApiError(response.status_code, "error", response.text[:500]) from None
+        raise ApiError(response.status_code, str(error.get("code", "error")), str(error.get("message", "")),
+                       error.get("field") or error.get("param"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise _not_the_gateway(response) from None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise _not_the_gateway(response) from None
+
+
+def _not_the_gateway(response: httpx.Response) -> ApiError:
+    """An answer that is not the gateway's JSON: another server (a proxy's error page, an S3 server's XML)."""
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return ApiError(response.status_code, "not_the_gateway",
+                    f"{response.request.url} answered HTTP {response.status_code} with {kind}, not as an "
+                    "llm-from-zero gateway does: is the URL right?")
 
 
 class Client:
@@ -52,7 +73,7 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         _raise_for(response)
-        return response.json()
+        return _json(response)
 
     # -- system -------------------------------------------------------------------------------------------------------
 
@@ -60,7 +81,7 @@ class Client:
         response = self.http.get("/health")
         if response.status_code not in (200, 503):
             _raise_for(response)
-        return response.json()
+        return _json(response)
 
     def metrics(self) -> str:
         response = self.http.get("/metrics")
@@ -85,9 +106,15 @@ class Client:
         return self._call("GET", "/api/v1/datasets", params={"limit": limit, "offset": offset})
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/datasets/{dataset_id}")
+        return self._call("GET", f"/api/v1/datasets/{quote(dataset_id, safe='')}")
 
-    # -- models -------------------------------------------------------------------------------------------------------
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/datasets/{quote(dataset_id, safe='')}")
+
+    def presets(self) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/presets")
+
+    # -- models: each method takes a model's id or its name -----------------------------------------------------------
 
     def create_model(self, name: str, *, text: str | None = None, dataset_id: str | None = None,
                      description: str = "", tokenizer: str = "char", tokenizer_options: dict[str, int] | None = None,
@@ -102,25 +129,25 @@ class Client:
         params = {k: v for k, v in (("status", status), ("name", name)) if v is not None}
         return self._call("GET", "/api/v1/models", params={**params, "limit": limit, "offset": offset})
 
-    def get_model(self, model_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/models/{model_id}")
+    def get_model(self, model: str) -> dict[str, Any]:
+        return self._call("GET", _model_path(model))
 
-    def model_status(self, model_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/models/{model_id}/status")
+    def model_status(self, model: str) -> dict[str, Any]:
+        return self._call("GET", f"{_model_path(model)}/status")
 
-    def delete_model(self, model_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/api/v1/models/{model_id}")
+    def delete_model(self, model: str) -> dict[str, Any]:
+        return self._call("DELETE", _model_path(model))
 
-    def train_more(self, model_id: str, *, max_iters: int | None = None, dataset_id: str | None = None,
+    def train_more(self, model: str, *, max_iters: int | None = None, dataset_id: str | None = None,
                    text: str | None = None, hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"hyperparameters": dict(hyperparameters or {})}
         if max_iters is not None:
             body["hyperparameters"]["max_iters"] = max_iters
         if dataset_id is not None or text is not None:
             body["dataset"] = {"id": dataset_id} if dataset_id is not None else {"text": text}
-        return self._call("POST", f"/api/v1/models/{model_id}/train", json=body)
+        return self._call("POST", f"{_model_path(model)}/train", json=body)
 
-    def evaluate(self, model_id: str, *, prompts: list[str] | None = None, held_out_text: str | None = None,
+    def evaluate(self, model: str, *, prompts: list[str] | None = None, held_out_text: str | None = None,
                  dataset_id: str | None = None, max_new_tokens: int = 64, wait: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"prompts": prompts or [], "max_new_tokens": max_new_tokens}
         if held_out_text is not None:
@@ -128,16 +155,16 @@ class Client:
         if dataset_id is not None:
             body["dataset_id"] = dataset_id
         params = {"wait": "true"} if wait else {}
-        return self._call("POST", f"/api/v1/models/{model_id}/evaluate", json=body, params=params)
+        return self._call("POST", f"{_model_path(model)}/evaluate", json=body, params=params)
 
-    def generate(self, model_id: str, prompt: str = "", **sampling: Any) -> dict[str, Any]:
-        """`max_length`, `temperature`, `top_p`, `top_k`, `repetition_penalty`, `stop`, `seed`, `num_sequences`."""
-        return self._call("POST", f"/api/v1/models/{model_id}/generate", json={"prompt": prompt, **sampling})
+    def generate(self, model: str, prompt: str = "", **sampling: Any) -> dict[str, Any]:
+        """`max_tokens`, `temperature`, `top_p`, `top_k`, `repetition_penalty`, `stop`, `seed`, `num_sequences`."""
+        return self._call("POST", f"{_model_path(model)}/generate", json={"prompt": prompt, **sampling})
 
-    def generate_stream(self, model_id: str, prompt: str = "", **sampling: Any) -> Iterator[dict[str, Any]]:
+    def generate_stream(self, model: str, prompt: str = "", **sampling: Any) -> Iterator[dict[str, Any]]:
         """Each event of the generation as it happens: TokensGenerated..., then GenerationCompleted."""
         body = {"prompt": prompt, **sampling, "stream": True}
-        with connect_sse(self.http, "POST", f"/api/v1/models/{model_id}/generate", json=body) as source:
+        with connect_sse(self.http, "POST", f"{_model_path(model)}/generate", json=body) as source:
             _raise_for(source.response)
             for sse in source.iter_sse():
                 if not sse.data:
@@ -152,8 +179,12 @@ class Client:
 
     def list_jobs(self, kind: str | None = None, status: str | None = None, model_id: str | None = None,
                   limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """`kind`: train, evaluate or generate, or several separated by commas."""
         params = {k: v for k, v in (("kind", kind), ("status", status), ("model_id", model_id)) if v is not None}
         return self._call("GET", "/api/v1/jobs", params={**params, "limit": limit, "offset": offset})
+
+    def prune_jobs(self, kind: str = "generate", older_than_s: float = 0.0) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/jobs/prune", json={"kind": kind, "older_than_s": older_than_s})
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/jobs/{job_id}")

@@ -87,7 +87,7 @@ def run_demo(api: Client, out: Output, run: DemoRun, out_dir: Path) -> dict[str,
     samples = []
     for index, prompt in enumerate(prompts[:run.samples]):
         out.line(f"\nsample {index + 1} of {run.samples}", "bold")
-        done = stream_generation(api, out, model_id, prompt, echo_prompt=True, max_length=SAMPLE_TOKENS,
+        done = stream_generation(api, out, model_id, prompt, echo_prompt=True, max_tokens=SAMPLE_TOKENS,
                                  temperature=0.8, seed=index)
         samples.append({"prompt": prompt, "completion": done["completions"][0]["text"],
                         "tokens": done["completion_tokens"], "tokens_per_s": done.get("tokens_per_s"),

@@ -33,8 +33,9 @@ def describe(event: dict[str, Any]) -> str:
         return (f"training started on {e.get('device')}: {e.get('num_parameters', 0):,} parameters, "
                 f"{e.get('max_iters')} steps, attempt {e.get('attempt', 1)}{resumed}")
     if kind == "TrainProgress":
+        warning = f"\n  note: {e['warning']}" if e.get("warning") else ""
         return (f"step {e['step']}/{e['max_iters']}  loss {e['loss']:.4f}  {e.get('tokens_per_s', 0):,.0f} tok/s  "
-                f"eta {duration(e.get('eta_s'))}")
+                f"eta {duration(e.get('eta_s'))}{warning}")
     if kind == "ValidationCompleted":
         return f"step {e['step']}: validation loss {e['val_loss']:.4f} (best {e['best_val_loss']:.4f})"
     if kind == "CheckpointSaved":
@@ -113,6 +114,8 @@ class Follower:
                 self._open_bar(event)
         elif kind == "TrainProgress":
             self.losses.append((event["step"], event["loss"]))
+            if event.get("warning"):
+                self._say(f"note: {event['warning']}", "yellow")
             self._progress_update(event)
         elif kind == "ValidationCompleted":
             self.val_losses.append((event["step"], event["val_loss"]))

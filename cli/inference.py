@@ -99,7 +99,7 @@ def generate(
 ) -> None:
     """Continue a prompt with a trained model (the completion goes to stdout)."""
     out = Output()
-    sampling: dict[str, Any] = {"max_length": max_tokens, "temperature": temperature, "top_p": top_p}
+    sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
     sampling |= {k: v for k, v in (("top_k", top_k), ("seed", seed)) if v is not None}
     with gateway(url, timeout_s=600.0) as api:
         model_id = resolve_model(api, model)["id"]
@@ -113,6 +113,8 @@ def generate(
             out.raw(result["text"] + "\n")
             out.note(f"{result['completion_tokens']} tokens in {result['total_ms'] / 1000:.2f}s "
                      f"({number(result.get('tokens_per_s'))} tokens/s)")
+            for warning in result.get("warnings", []):
+                out.note(f"note: {warning}")
             return
         stream_generation(api, out, model_id, prompt, as_json=as_json, **sampling)
 
@@ -138,6 +140,8 @@ def stream_generation(api: Client, out: Output, model_id: str, prompt: str, *, a
                     out.raw("\n")
                     out.note(f"{event['completion_tokens']} tokens in {event['total_ms'] / 1000:.2f}s "
                              f"({number(event.get('tokens_per_s'))} tokens/s)")
+                    for warning in event.get("warnings", []):
+                        out.note(f"note: {warning}")
                 return event
     except KeyboardInterrupt:
         out.raw("\n")

@@ -18,6 +18,7 @@ from events.facts import (
     TERMINAL_TYPES,
     CheckpointSaved,
     Completion,
+    DatasetDeleted,
     DatasetUploaded,
     DeadLetter,
     EvaluationCompleted,
@@ -27,6 +28,7 @@ from events.facts import (
     JobAccepted,
     JobCancelled,
     JobEvent,
+    JobsPruned,
     ModelDeleted,
     TokensGenerated,
     TrainCompleted,
@@ -41,11 +43,11 @@ from events.sampling import Sampling
 from events.topics import Topics
 
 __all__ = [
-    "COMMANDS", "CancelRequested", "CheckpointSaved", "Command", "Completion", "DatasetRef", "DatasetUploaded",
-    "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted", "EvaluationFailed", "FACTS",
-    "FAILED_TYPE_FOR_KIND", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
-    "JobCancelled", "JobEvent", "ModelDeleted", "Rejected", "Sampling", "TERMINAL_TYPES", "TokensGenerated", "Topics",
-    "TrainCompleted", "TrainFailed", "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted",
-    "check_text", "dataset_text", "dead_letter", "decode_command", "decode_event", "id_from_position", "new_id",
-    "utc_now",
+    "COMMANDS", "CancelRequested", "CheckpointSaved", "Command", "Completion", "DatasetDeleted", "DatasetRef",
+    "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted", "EvaluationFailed",
+    "FACTS", "FAILED_TYPE_FOR_KIND", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
+    "JobCancelled", "JobEvent", "JobsPruned", "ModelDeleted", "Rejected", "Sampling", "TERMINAL_TYPES",
+    "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed", "TrainProgress", "TrainRequested", "TrainStarted",
+    "ValidationCompleted", "check_text", "dataset_text", "dead_letter", "decode_command", "decode_event",
+    "id_from_position", "new_id", "utc_now",
 ]

@@ -86,6 +86,7 @@ class TrainProgress(JobEvent):
     elapsed_s: float
     eta_s: float | None = None
     progress: float = Field(ge=0.0, le=1.0)
+    warning: str | None = Field(default=None, description="On a run's first progress: it will take over an hour.")
 
 
 class ValidationCompleted(JobEvent):
@@ -104,6 +105,7 @@ class CheckpointSaved(JobEvent):
     bytes: int
     is_best: bool = False
     best_key: str | None = None
+    pruned: list[str] = Field(default_factory=list, description="Older checkpoints deleted as this one was kept.")
 
 
 class TrainCompleted(JobEvent):
@@ -172,6 +174,8 @@ class GenerationCompleted(JobEvent):
     ttft_ms: float | None = None
     total_ms: float
     tokens_per_s: float | None = None
+    warnings: list[str] = Field(default_factory=list, description="What the caller should know, e.g. that the "
+                                                                   "prompt holds characters the model never saw.")
 
 
 class GenerationFailed(FailureFields, JobEvent):
@@ -190,6 +194,20 @@ class DatasetUploaded(JobEvent):
     bytes: int
     characters: int
     preview: str
+    sha256: str | None = Field(default=None, description="Of the stored bytes: the same file is stored once.")
+
+
+class DatasetDeleted(JobEvent):
+    type: Literal["DatasetDeleted"] = "DatasetDeleted"
+    dataset_id: Identifier
+
+
+class JobsPruned(JobEvent):
+    """Finished jobs of one owner taken out of the listings, with their facts in the database's copy of the log (the
+    topic keeps them)."""
+
+    type: Literal["JobsPruned"] = "JobsPruned"
+    job_ids: list[Identifier] = Field(max_length=1000)
 
 
 class ModelDeleted(JobEvent):
@@ -214,6 +232,8 @@ FACTS: dict[str, type[JobEvent]] = {
         GenerationCompleted,
         GenerationFailed,
         DatasetUploaded,
+        DatasetDeleted,
+        JobsPruned,
         ModelDeleted,
     )
 }
@@ -228,6 +248,8 @@ TERMINAL_TYPES = frozenset(
         "GenerationCompleted",
         "GenerationFailed",
         "DatasetUploaded",
+        "DatasetDeleted",
+        "JobsPruned",
         "ModelDeleted",
     }
 )

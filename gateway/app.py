@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from events import Topics
-from gateway import datasets, evaluation, generation, jobs, models, openai_compat, system
+from gateway import datasets, evaluation, generation, jobs, models, openai_compat, presets, system
 from gateway.auth import AuthMiddleware
 from gateway.context import Gateway, StreamLimiter, process_name
 from gateway.errors import exception_handlers
@@ -49,6 +49,7 @@ def api_routes() -> list[BaseRoute]:
         *evaluation.routes,
         *generation.routes,
         *jobs.routes,
+        *presets.routes,
         Route("/health", system.health, methods=["GET"]),
     ]
 

@@ -89,10 +89,10 @@ class AuthMiddleware:
         if key is None:
             response = error_response(
                 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>`",
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": "Bearer"}, path=path,
             )
         elif not self.ring.accepts(key):
-            response = error_response(403, "forbidden", "this API key is not valid")
+            response = error_response(403, "forbidden", "this API key is not valid", path=path)
         else:
             state["owner"] = owner_of(key)
             await self.app(scope, receive, send)

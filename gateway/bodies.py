@@ -6,9 +6,10 @@ new tokens, dataset size) are checked by the endpoints, which know the settings.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator,
+                      model_validator)
 
 from events import Sampling
 from events.commands import TokenizerKind
@@ -83,10 +84,19 @@ class GenerateBody(Body, Sampling):
     """What to generate and how each token is picked (the sampling fields are GenerateRequested's)."""
 
     prompt: str = ""
-    max_length: int = Field(
-        default=64, ge=1, validation_alias=AliasChoices("max_length", "max_tokens"),
-        description="New tokens to generate, not counting the prompt (alias `max_tokens`).",
+    max_tokens: int = Field(
+        default=64, ge=1, validation_alias=AliasChoices("max_tokens", "max_length"),
+        description="New tokens to generate, not counting the prompt (`max_length`, the first service's name, too).",
     )
+    _max_tokens_as: str = PrivateAttr(default="max_tokens")  # the name the request used, to name it back in errors
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_the_spelling(cls, data: Any, handler: Any) -> GenerateBody:
+        body = handler(data)
+        if isinstance(data, dict) and "max_length" in data and "max_tokens" not in data:
+            body._max_tokens_as = "max_length"
+        return body
     stop: StopString | list[StopString] | None = Field(default=None, description="Stop at any of these strings.")
     stream: bool = Field(default=False, description="Stream TokensGenerated events as server-sent events.")
 
@@ -113,6 +123,7 @@ class PageQuery(Query):
 ModelStatus = Literal["pending", "training", "completed", "failed", "cancelled", "deleted"]
 JobStatus = Literal["accepted", "running", "completed", "failed", "cancelled"]
 JobKind = Literal["train", "evaluate", "generate"]
+JOB_KINDS = ("train", "evaluate", "generate")
 
 
 class ModelsQuery(PageQuery):
@@ -121,9 +132,34 @@ class ModelsQuery(PageQuery):
 
 
 class JobsQuery(PageQuery):
-    kind: JobKind | None = None
+    kind: str | None = Field(default=None, max_length=100,
+                             description="train, evaluate or generate; several separated by commas.")
     status: JobStatus | None = None
     model_id: Identifier | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kinds(cls, value: str | None) -> str | None:
+        if value is not None and not set(value.split(",")) <= set(JOB_KINDS):
+            raise ValueError(f"each kind must be one of {', '.join(JOB_KINDS)}")
+        return value
+
+    @property
+    def kinds(self) -> list[str] | None:
+        return self.kind.split(",") if self.kind else None
+
+
+class PruneBody(Body):
+    """Finished jobs to take out of the listings: of these kinds, finished at least this long ago."""
+
+    kind: str = Field(default="generate", max_length=100, description="train, evaluate or generate, or several "
+                                                                      "separated by commas.")
+    older_than_s: float = Field(default=0.0, ge=0.0, le=10 * 365 * 86400, allow_inf_nan=False)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        return JobsQuery._known_kinds(value) or value
 
 
 class EventsQuery(Query):

@@ -6,19 +6,23 @@ projector records it, and the answer waits (briefly) for that row so that a list
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from events import DatasetUploaded, check_text, dataset_text, new_id
+from events import DatasetDeleted, DatasetUploaded, check_text, dataset_text, new_id
 from gateway.bodies import DatasetBody, PageQuery
 from gateway.context import gateway_of, owner_of
-from gateway.errors import ApiError, invalid, not_found
+from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
 from gateway.openapi import operation
-from gateway.views import DatasetList, DatasetView
+from gateway.views import DatasetList, DatasetView, DeletedDataset
 from infra.db import queries
+from infra.db.tables import Dataset
 from infra.objectstore import artifacts
 
 PREVIEW_CHARS = 200
@@ -63,16 +67,22 @@ async def upload_dataset(request: Request) -> JSONResponse:
         data = text.encode()
         if len(data) > limit:
             raise too_large(limit)
+    owner = owner_of(request)
+    digest = hashlib.sha256(data).hexdigest()
+    async with gateway.sessions() as session:
+        same = await queries.dataset_with_digest(session, owner, digest)
+    if same is not None:  # the same file again: stored once, its first upload answers
+        view = DatasetView.of(same).model_copy(update={"reused": True})
+        return JSONResponse(view.json_dict(), headers={"Location": f"/api/v1/datasets/{same.id}"})
     dataset_id = new_id()
     key = artifacts.dataset_key(dataset_id)
     await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
     fact = DatasetUploaded(
-        job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner_of(request), kind="dataset",
+        job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner, kind="dataset",
         dataset_id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-        preview=text[:PREVIEW_CHARS],
+        preview=text[:PREVIEW_CHARS], sha256=digest,
     )
     await gateway.publisher.fact(fact)
-    owner = owner_of(request)
     row = await queries.wait_for(
         gateway.sessions, lambda s: queries.get_dataset(s, owner, dataset_id), gateway.settings.submit_wait_s
     )
@@ -80,7 +90,7 @@ async def upload_dataset(request: Request) -> JSONResponse:
         view = DatasetView.of(row)
     else:
         view = DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-                           preview=fact.preview, created_at=fact.time, status="stored")
+                           preview=fact.preview, sha256=digest, created_at=fact.time, status="stored")
     return JSONResponse(view.json_dict(), status_code=201, headers={"Location": f"/api/v1/datasets/{dataset_id}"})
 
 
@@ -95,25 +105,41 @@ async def list_datasets(request: Request) -> JSONResponse:
 
 @operation(summary="Get a dataset", tag="datasets", responses={200: DatasetView})
 async def get_dataset(request: Request) -> JSONResponse:
-    dataset_id = request.path_params["dataset_id"]
-    async with gateway_of(request).sessions() as session:
-        row = await queries.get_dataset(session, owner_of(request), dataset_id)
-    if row is None:
-        raise not_found("dataset", dataset_id)
+    row = await visible_dataset(request, request.path_params["dataset_id"])
     return JSONResponse(DatasetView.of(row).json_dict())
 
 
-async def dataset_key(request: Request, dataset_id: str, field: str) -> str:
-    """The object key of one of the caller's datasets, or 404 naming the field that referred to it."""
+@operation(summary="Delete a dataset", tag="datasets", responses={200: DeletedDataset})
+async def delete_dataset(request: Request) -> JSONResponse:
+    """Removes the stored text and its listing. Models trained on it keep their checkpoints; continuing one of them
+    then needs a dataset given."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    row = await visible_dataset(request, request.path_params["dataset_id"])
+    job_id = new_id()
+    await gateway.publisher.fact(DatasetDeleted(job_id=job_id, seq=1, producer=gateway.producer_id, owner=owner,
+                                                kind="delete", dataset_id=row.id))
+    await gateway.store.delete(row.key)
+
+    async def gone(session: Any) -> bool | None:
+        return True if await queries.get_dataset(session, owner, row.id) is None else None
+
+    await queries.wait_for(gateway.sessions, gone, gateway.settings.submit_wait_s)
+    return JSONResponse(DeletedDataset(dataset_id=row.id, job_id=job_id).json_dict())
+
+
+async def visible_dataset(request: Request, dataset_id: str, field: str = "dataset_id") -> Dataset:
+    """One of the caller's datasets, or 404 naming the field that referred to it."""
     async with gateway_of(request).sessions() as session:
         row = await queries.get_dataset(session, owner_of(request), dataset_id)
     if row is None:
         raise ApiError(404, "not_found", f"{field}: dataset {dataset_id!r} not found", field)
-    return row.key
+    return row
 
 
 routes = [
     Route("/datasets", upload_dataset, methods=["POST"]),
     Route("/datasets", list_datasets, methods=["GET"]),
     Route("/datasets/{dataset_id}", get_dataset, methods=["GET"]),
+    Route("/datasets/{dataset_id}", delete_dataset, methods=["DELETE"]),
 ]

@@ -48,8 +48,23 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return {"error": error}
 
 
+# The OpenAI-compatible routes answer in the shape OpenAI's clients parse: {"error": {"message", "type", "param",
+# "code"}}, and 400 where the rest of the API says 422.
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def openai_error_body(status: int, code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": field, "code": code}}
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, path: str = "") -> JSONResponse:
+    """The error as JSON; `path` is the request's, so that the /v1 routes answer in OpenAI's shape."""
+    if path.startswith(OPENAI_PREFIX):
+        status = 400 if status == 422 else status
+        return JSONResponse(openai_error_body(status, code, message, field), status_code=status, headers=headers)
     return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
@@ -101,19 +116,19 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OUTAGE_TYPES)
 
 
-def outage_response(exc: BaseException) -> JSONResponse:
+def outage_response(exc: BaseException, path: str = "") -> JSONResponse:
     component = component_of(exc) or "a backing service"
     detail = first_line(exc)[:200]
     log.warning("%s unavailable: %s: %s", component, type(exc).__name__, detail)
     return error_response(
         503, "unavailable", f"{component} is unavailable, try again shortly ({type(exc).__name__}: {detail})",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": "5"}, path=path,
     )
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers, request.url.path)
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -125,27 +140,28 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "error"), message,
-                          headers=dict(exc.headers or {}))
+                          headers=dict(exc.headers or {}), path=request.url.path)
 
 
 async def handle_rejected(request: Request, exc: Exception) -> Response:
     """A check of the request's content that the events package holds (a dataset's text, for one): 422."""
     assert isinstance(exc, Rejected)
-    return error_response(422, "invalid", exc.reason, exc.field)
+    return error_response(422, "invalid", exc.reason, exc.field, path=request.url.path)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationError)
     error = from_validation_error(exc)
-    return error_response(error.status, error.code, error.message, error.field)
+    return error_response(error.status, error.code, error.message, error.field, path=request.url.path)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Outages become 503 naming the service; anything else is a bug, logged here and answered without detail."""
     if is_outage(exc):
-        return outage_response(exc)
+        return outage_response(exc, request.url.path)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal", "internal error; the gateway's log has the details")
+    return error_response(500, "internal", "internal error; the gateway's log has the details",
+                          path=request.url.path)
 
 
 def exception_handlers() -> dict[Any, Any]:

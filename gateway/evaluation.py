@@ -16,7 +16,7 @@ from starlette.routing import Route
 from events import DatasetRef, EvaluateRequested, new_id
 from gateway.bodies import EvaluateBody, WaitQuery
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import dataset_key
+from gateway.datasets import visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.generation import usable_model
 from gateway.inputs import json_body, query
@@ -48,14 +48,14 @@ async def evaluate(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     wait = query(request, WaitQuery).wait
     body = await json_body(request, EvaluateBody, empty_ok=True)
-    row = await usable_model(request, request.path_params["model_id"], "model_id")
+    row = await usable_model(request, request.path_params["model"], "model")
     if not body.prompts and body.held_out is None and body.dataset_id is None:
         raise invalid("prompts", "give `prompts`, `held_out` text or a `dataset_id` to evaluate on")
     held_out = None
     if body.held_out is not None:
-        held_out = await dataset_ref(request, body.held_out, "held_out")
+        held_out, _, _ = await dataset_ref(request, body.held_out, "held_out")
     elif body.dataset_id is not None:
-        held_out = DatasetRef(key=await dataset_key(request, body.dataset_id, "dataset_id"))
+        held_out = DatasetRef(key=(await visible_dataset(request, body.dataset_id, "dataset_id")).key)
     job_id = new_id()
     command = EvaluateRequested(
         job_id=job_id, model_id=row.id, model_name=row.name, held_out=held_out, prompts=body.prompts,
@@ -101,4 +101,4 @@ async def _final_event(source: Any, timeout_s: float) -> FeedEvent | None:
         await source.aclose()
 
 
-routes = [Route("/models/{model_id}/evaluate", evaluate, methods=["POST"])]
+routes = [Route("/models/{model}/evaluate", evaluate, methods=["POST"])]

@@ -33,15 +33,17 @@ from infra.db.tables import Model
 FINAL = ("GenerationCompleted", "GenerationFailed")
 
 
-async def usable_model(request: Request, id_or_name: str, field: str, by_name: bool = False) -> Model:
-    """A model the caller may generate with: 404 when unknown (or not theirs), 409 when not trained yet."""
+async def usable_model(request: Request, id_or_name: str, field: str) -> Model:
+    """A model the caller may generate with or evaluate, by id or by name: 404 when unknown (or not theirs), 409 when
+    it has no checkpoint yet. Any checkpoint serves (see ServingCheckpoint): a cancelled or failed run's too."""
     async with gateway_of(request).sessions() as session:
-        owner = owner_of(request)
-        row = await (queries.find_model if by_name else queries.get_model)(session, owner, id_or_name)
+        row = await queries.find_model(session, owner_of(request), id_or_name)
     if row is None:
-        raise ApiError(404, "not_found", f"model {id_or_name!r} not found", field)
-    if row.trained_at is None and row.status != "completed":
-        raise ApiError(409, "not_trained", f"model {id_or_name!r} is {row.status}; it can generate once trained")
+        raise ApiError(404, "not_found", f"there is no model with the id or name {id_or_name!r}", field)
+    if not (row.best_checkpoint or row.latest_checkpoint):
+        step = f", step {row.step} of {row.max_iters}" if row.max_iters else ""
+        raise ApiError(409, "no_checkpoint", f"model {id_or_name!r} has no checkpoint yet ({row.status}{step}); it "
+                                             "can generate from its first one")
     return row
 
 
@@ -143,6 +145,7 @@ def generation_result(payload: dict[str, Any], request_id: str) -> GenerationRes
         completions=completions, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens, ttft_ms=payload.get("ttft_ms"),
         total_ms=payload.get("total_ms", 0.0), tokens_per_s=payload.get("tokens_per_s"),
+        warnings=payload.get("warnings", []),
     )
 
 
@@ -180,15 +183,14 @@ async def native_sse(call: GenerationCall) -> AsyncIterator[ServerSentEvent]:
 @operation(summary="Generate text", tag="generation", body=GenerateBody, responses={200: GenerationResult},
            streams=200)
 async def generate(request: Request) -> Response:
-    """`max_length` (alias `max_tokens`) counts new tokens only; `temperature` 0 is greedy. With `"stream": true`
+    """`max_tokens` (or `max_length`) counts new tokens only; `temperature` 0 is greedy. With `"stream": true`
     the answer is server-sent events: TokensGenerated as tokens are produced, then GenerationCompleted."""
     gateway = gateway_of(request)
-    model_id = request.path_params["model_id"]
     body = await json_body(request, GenerateBody)
-    row = await usable_model(request, model_id, "model_id")
-    command = generate_command(request, row, body.prompt, body.max_length,
+    row = await usable_model(request, request.path_params["model"], "model")
+    command = generate_command(request, row, body.prompt, body.max_tokens,
                                sampling_of(body, body.stop, body.num_sequences), stream=body.stream,
-                               max_tokens_field="max_length")
+                               max_tokens_field=body._max_tokens_as)
     call = GenerationCall(gateway, command)
     if body.stream:
         return await start_stream(request, call, native_sse(call))
@@ -196,4 +198,4 @@ async def generate(request: Request) -> Response:
     return JSONResponse(generation_result(payload, command.request_id).json_dict())
 
 
-routes = [Route("/models/{model_id}/generate", generate, methods=["POST"])]
+routes = [Route("/models/{model}/generate", generate, methods=["POST"])]

@@ -4,6 +4,7 @@ typed models."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,7 +39,7 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             error = too_large(limit)
-            await error_response(error.status, error.code, error.message)(scope, receive, send)
+            await error_response(error.status, error.code, error.message, path=scope["path"])(scope, receive, send)
             return
         seen = 0
 
@@ -64,14 +65,16 @@ class UrlCheckMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
             response = error_response(400, "bad_request", "the URL holds a NUL character (%00); no id, name or "
-                                                          "parameter may contain one")
+                                                          "parameter may contain one", path=scope["path"])
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-async def json_body(request: Request, model: type[M], empty_ok: bool = False) -> M:
-    """The body as `model`: 400 when it is not JSON, 422 naming the field when it does not validate."""
+async def json_body(request: Request, model: type[M], empty_ok: bool = False,
+                    check: Callable[[dict[str, Any]], None] | None = None) -> M:
+    """The body as `model`: 400 when it is not JSON, 422 naming the field when it does not validate. `check` sees the
+    decoded object first (and raises ApiError for what the model cannot say)."""
     raw = await request.body()
     value: Any
     if not raw.strip():
@@ -89,6 +92,8 @@ async def json_body(request: Request, model: type[M], empty_ok: bool = False) ->
     if nul is not None:
         message, field = nul_character_error(nul)
         raise ApiError(422, "invalid", message, field)
+    if check is not None:
+        check(value)
     try:
         return model.model_validate(value)
     except ValidationError as exc:

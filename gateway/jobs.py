@@ -7,22 +7,25 @@ so that the job can be read back at once; with no agent running it still answers
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import CancelRequested, Command
-from gateway.bodies import EventsQuery, FeedQuery, JobsQuery
+from events import CancelRequested, Command, JobsPruned, new_id, utc_now
+from gateway.bodies import EventsQuery, FeedQuery, JobsQuery, PruneBody
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, not_found
-from gateway.inputs import last_event_id, query
+from gateway.inputs import json_body, last_event_id, query
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.openapi import operation
 from gateway.sse import EventStreamResponse, ServerSentEvent
 from gateway.streams import all_events, job_events, log_reader
-from gateway.views import Cancelling, JobList, JobView, Submitted
+from gateway.views import Cancelling, JobList, JobView, PruneResult, QueuePlace, Submitted
 from infra.db import queries
+from infra.db.tables import Job
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -47,11 +50,43 @@ async def list_jobs(request: Request) -> JSONResponse:
     params = query(request, JobsQuery)
     async with gateway_of(request).sessions() as session:
         rows, total = await queries.list_jobs(
-            session, owner_of(request), kind=params.kind, status=params.status, model_id=params.model_id,
+            session, owner_of(request), kinds=params.kinds, status=params.status, model_id=params.model_id,
             limit=params.limit, offset=params.offset,
         )
-    listing = JobList(items=[JobView.of(r) for r in rows], total=total, limit=params.limit, offset=params.offset)
+        items = [await job_view(request, session, row) for row in rows]
+    listing = JobList(items=items, total=total, limit=params.limit, offset=params.offset)
     return JSONResponse(listing.json_dict())
+
+
+async def job_view(request: Request, session: Any, row: Job) -> JobView:
+    """The job, with its place in the queue while it waits for a worker."""
+    view = JobView.of(row)
+    if row.status == "accepted" and row.kind in ("train", "evaluate"):
+        place = await queries.place_in_queue(session, gateway_of(request).settings.topic_prefix, row.id)
+        if place is not None:
+            view.queue = QueuePlace(ahead=place[0], running=place[1])
+    return view
+
+
+@operation(summary="Prune finished jobs", tag="jobs", body=PruneBody, responses={200: PruneResult})
+async def prune_jobs(request: Request) -> JSONResponse:
+    """Take finished jobs (by default generations) of the caller out of the listings, with their facts in the
+    database's copy of the log; the Kafka topic keeps them. At most 1000 a call."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    body = await json_body(request, PruneBody, empty_ok=True)
+    before = utc_now() - timedelta(seconds=body.older_than_s)
+    async with gateway.sessions() as session:
+        ids = await queries.finished_jobs(session, owner, body.kind.split(","), before, limit=1000)
+    if ids:
+        await gateway.publisher.fact(JobsPruned(job_id=new_id(), seq=1, producer=gateway.producer_id, owner=owner,
+                                                kind="delete", job_ids=ids))
+
+        async def gone(session: Any) -> bool | None:
+            return True if await queries.get_job(session, owner, ids[-1]) is None else None
+
+        await queries.wait_for(gateway.sessions, gone, gateway.settings.submit_wait_s)
+    return JSONResponse(PruneResult(pruned=len(ids)).json_dict())
 
 
 @operation(summary="Get a job", tag="jobs", responses={200: JobView})
@@ -59,9 +94,10 @@ async def get_job(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
     async with gateway_of(request).sessions() as session:
         row = await queries.get_job(session, owner_of(request), job_id)
-    if row is None:
-        raise not_found("job", job_id)
-    return JSONResponse(JobView.of(row).json_dict())
+        if row is None:
+            raise not_found("job", job_id)
+        view = await job_view(request, session, row)
+    return JSONResponse(view.json_dict())
 
 
 @operation(summary="Cancel a job", tag="jobs", responses={202: Cancelling})
@@ -169,6 +205,7 @@ async def all_events_route(request: Request) -> Response:
 
 routes = [
     Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/prune", prune_jobs, methods=["POST"]),
     Route("/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/jobs/{job_id}/events", job_events_route, methods=["GET"]),

@@ -2,7 +2,8 @@
 
 The gateway names the new model and its job, publishes `TrainRequested`, and reads everything back from the
 projection. Hyperparameters and tokenizer options are validated here with the model library's own checks, so a
-typo is a 422 that names the field instead of a failed job later.
+typo is a 422 that names the field (and suggests the name meant) instead of a failed job later. Every route takes
+a model's id or its name.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from starlette.routing import Route
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import dataset_key
-from gateway.errors import ApiError, invalid, not_found
+from gateway.datasets import visible_dataset
+from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
 from gateway.openapi import operation
@@ -32,27 +33,39 @@ from gateway.views import (
     Submitted,
 )
 from infra.db import queries
-from infra.db.tables import Model
+from infra.db.tables import Dataset, Model
 from infra.objectstore import artifacts
-from model.config import ALIASES, ConfigError, resolve_hyperparameters
+from model.config import ALIASES, ConfigError, Hyperparameters, resolve_hyperparameters
 from model.tokenizers import tokenizer_options
 
 BUSY = ("pending", "training")
+STOP_WAIT_S = 20.0  # a cancelled run stops within its grace period (15 s) and a checkpoint
 
 
-def check_hyperparameters(hp: dict[str, Any]) -> None:
+def check_hyperparameters(hp: dict[str, Any]) -> Hyperparameters:
     try:
-        resolve_hyperparameters(hp)
+        return resolve_hyperparameters(hp)
     except ConfigError as error:
         raise invalid(f"hyperparameters.{error.field}", error.message) from None
 
 
-def check_tokenizer_options(kind: str, options: dict[str, int]) -> None:
+def check_tokenizer_options(kind: str, options: dict[str, int]) -> dict[str, int]:
     try:
         tokenizer_options(kind, options)
     except ConfigError as error:
         field = "tokenizer" if error.field == "tokenizer" else f"tokenizer_options.{error.field}"
         raise invalid(field, error.message) from None
+    return options
+
+
+def tokenizer_options_of(hyperparameters: dict[str, Any], options: dict[str, int]) -> tuple[dict, dict[str, int]]:
+    """`vocab_size` is the tokenizer's, wherever the request puts it: moved from the hyperparameters to the options."""
+    if "vocab_size" not in hyperparameters:
+        return hyperparameters, options
+    rest = {k: v for k, v in hyperparameters.items() if k != "vocab_size"}
+    if "vocab_size" in options and options["vocab_size"] != hyperparameters["vocab_size"]:
+        raise invalid("hyperparameters.vocab_size", "given twice with different values (also in tokenizer_options)")
+    return rest, {**options, "vocab_size": hyperparameters["vocab_size"]}
 
 
 def merge_hyperparameters(original: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -62,22 +75,37 @@ def merge_hyperparameters(original: dict[str, Any], overrides: dict[str, Any]) -
     return {**kept, **overrides}
 
 
-async def dataset_ref(request: Request, choice: DatasetChoice, field: str) -> DatasetRef:
+def check_length(size: int, tokenizer: str, hp: Hyperparameters, field: str) -> None:
+    """A text too short to hold out a validation split of at least two tokens is refused now, not as a failed job
+    later. `size` is its characters, or for bpe its UTF-8 bytes: no tokenizer makes more tokens than that."""
+    needed = int(2 / hp.train.val_fraction) + 1
+    if size < needed:
+        unit = "bytes" if tokenizer == "bpe" else "characters"
+        raise invalid(field, f"the text is too short to train on: {size} {unit}; at least {needed} are needed to "
+                             f"hold out a validation split of {hp.train.val_fraction:g}")
+
+
+async def dataset_ref(request: Request, choice: DatasetChoice, field: str) -> tuple[DatasetRef, int, int]:
+    """The dataset a body names, and its size in characters and in bytes."""
     if choice.id is not None:
-        return DatasetRef(key=await dataset_key(request, choice.id, f"{field}.id"))
+        row: Dataset = await visible_dataset(request, choice.id, f"{field}.id")
+        return DatasetRef(key=row.key), row.characters, row.bytes
     assert choice.text is not None
     check_text(choice.text, f"{field}.text")
+    data = choice.text.encode()
     limit = gateway_of(request).settings.max_dataset_bytes
-    if len(choice.text.encode()) > limit:
+    if len(data) > limit:
         raise too_large(limit)
-    return DatasetRef(text=choice.text)
+    return DatasetRef(text=choice.text), len(choice.text), len(data)
 
 
-async def visible_model(request: Request, model_id: str) -> Model:
+async def visible_model(request: Request) -> Model:
+    """The model the path names, by id or by name: 404 naming what was typed when there is none for the caller."""
+    named = request.path_params["model"]
     async with gateway_of(request).sessions() as session:
-        row = await queries.get_model(session, owner_of(request), model_id)
+        row = await queries.find_model(session, owner_of(request), named)
     if row is None:
-        raise not_found("model", model_id)
+        raise ApiError(404, "not_found", f"there is no model with the id or name {named!r}", "model")
     return row
 
 
@@ -87,16 +115,21 @@ async def create_model(request: Request) -> JSONResponse:
     """The body mirrors TrainRequested. Answers 202 with the model's and the job's ids and the job's event stream."""
     gateway = gateway_of(request)
     body = await json_body(request, CreateModelBody)
-    check_hyperparameters(body.hyperparameters)
-    check_tokenizer_options(body.tokenizer, body.tokenizer_options)
+    hyperparameters, options = tokenizer_options_of(body.hyperparameters, body.tokenizer_options)
+    hp = check_hyperparameters(hyperparameters)
+    check_tokenizer_options(body.tokenizer, options)
     async with gateway.sessions() as session:
         if await queries.model_named(session, owner_of(request), body.name) is not None:
-            raise ApiError(409, "name_taken", f"name: a model named {body.name!r} exists already", "name")
-    dataset = await dataset_ref(request, body.dataset, "dataset")
+            raise ApiError(409, "name_taken", f"name: a model named {body.name!r} exists already; train it further "
+                                              f"with POST /api/v1/models/{body.name}/train (`lfz train --continue "
+                                              f"{body.name}`), or choose another name", "name")
+    dataset, characters, size = await dataset_ref(request, body.dataset, "dataset")
+    check_length(size if body.tokenizer == "bpe" else characters, body.tokenizer, hp,
+                 "dataset.id" if body.dataset.id else "dataset.text")
     model_id, job_id = new_id(), new_id()
     command = TrainRequested(
         job_id=job_id, model_id=model_id, model_name=body.name, description=body.description, dataset=dataset,
-        tokenizer=body.tokenizer, tokenizer_options=body.tokenizer_options, hyperparameters=body.hyperparameters,
+        tokenizer=body.tokenizer, tokenizer_options=options, hyperparameters=hyperparameters,
         owner=owner_of(request),
     )
     submitted = await submit(request, gateway.topics.train_requested, command, job_id, model_id)
@@ -118,14 +151,12 @@ async def list_models(request: Request) -> JSONResponse:
 
 @operation(summary="Get a model", tag="models", responses={200: ModelDetail})
 async def get_model(request: Request) -> JSONResponse:
-    """Status, progress, configuration, metrics, checkpoints and the latest evaluation."""
-    model_id = request.path_params["model_id"]
+    """Status, progress, configuration, metrics, checkpoints (exactly one of them the best) and which one serves,
+    and the latest evaluation."""
+    row = await visible_model(request)
     async with gateway_of(request).sessions() as session:
-        row = await queries.get_model(session, owner_of(request), model_id)
-        if row is None:
-            raise not_found("model", model_id)
-        checkpoints = await queries.checkpoints(session, model_id)
-        evaluation = await queries.latest_evaluation(session, model_id)
+        checkpoints = await queries.checkpoints(session, row.id)
+        evaluation = await queries.latest_evaluation(session, row.id)
     detail = ModelDetail(
         **ModelView.of(row).model_dump(), checkpoints=[CheckpointView.of(c) for c in checkpoints],
         latest_evaluation=EvaluationView.of(evaluation) if evaluation is not None else None,
@@ -135,13 +166,9 @@ async def get_model(request: Request) -> JSONResponse:
 
 @operation(summary="A model's training status", tag="models", responses={200: ModelStatusView})
 async def model_status(request: Request) -> JSONResponse:
-    model_id = request.path_params["model_id"]
-    owner = owner_of(request)
+    row = await visible_model(request)
     async with gateway_of(request).sessions() as session:
-        row = await queries.get_model(session, owner, model_id)
-        if row is None:
-            raise not_found("model", model_id)
-        job = await queries.get_job(session, owner, row.train_job_id) if row.train_job_id else None
+        job = await queries.get_job(session, owner_of(request), row.train_job_id) if row.train_job_id else None
     view = ModelStatusView(
         model_id=row.id, name=row.name, status=row.status, progress=row.progress or 0.0, step=row.step or 0,
         max_iters=row.max_iters, loss=job.loss if job else None, val_loss=job.val_loss if job else None,
@@ -152,20 +179,30 @@ async def model_status(request: Request) -> JSONResponse:
 
 @operation(summary="Delete a model", tag="models", responses={200: DeletedModel})
 async def delete_model(request: Request) -> JSONResponse:
-    """Stops its training if it is running, marks it deleted and removes its checkpoints and tokenizer."""
+    """Stops its training if it is running, marks it deleted and removes its files: checkpoints (the one its
+    stopping run writes last included), tokenizer, configuration."""
     gateway = gateway_of(request)
     owner = owner_of(request)
-    row = await visible_model(request, request.path_params["model_id"])
+    row = await visible_model(request)
+    running = None
     if row.train_job_id:
         async with gateway.sessions() as session:
-            job = await queries.get_job(session, owner, row.train_job_id)
-        if job is not None and job.status not in FINISHED:
-            cancel = CancelRequested(job_id=job.id, owner=owner, reason="the model was deleted")
-            await gateway.publisher.command(gateway.topics.job_control, job.id, cancel)
+            running = await queries.get_job(session, owner, row.train_job_id)
+        if running is not None and running.status not in FINISHED:
+            cancel = CancelRequested(job_id=running.id, owner=owner, reason="the model was deleted")
+            await gateway.publisher.command(gateway.topics.job_control, running.id, cancel)
+        else:
+            running = None
     job_id = new_id()
     fact = ModelDeleted(job_id=job_id, seq=1, producer=gateway.producer_id, owner=owner, kind="delete",
                         model_id=row.id)
     await gateway.publisher.fact(fact)
+    if running is not None:  # a stopping run writes a last checkpoint: its files go once it has ended
+        async def ended(session: Any) -> bool | None:
+            job = await queries.get_job(session, owner, running.id)
+            return True if job is None or job.status in FINISHED else None
+
+        await queries.wait_for(gateway.sessions, ended, STOP_WAIT_S, interval_s=0.2)
     await gateway.store.delete_prefix(artifacts.model_prefix(row.id))
 
     async def gone(session: Any) -> bool | None:
@@ -178,22 +215,26 @@ async def delete_model(request: Request) -> JSONResponse:
 @operation(summary="Continue training from the latest checkpoint", tag="models", body=TrainMoreBody,
            responses={202: Submitted})
 async def train_more(request: Request) -> JSONResponse:
-    """`hyperparameters.max_iters` counts the additional iterations; the dataset defaults to the model's own."""
+    """From the model's latest checkpoint, whatever ended its last run (completed, cancelled, failed after a
+    checkpoint). `hyperparameters.max_iters` counts the additional iterations; the dataset defaults to the
+    model's own."""
     gateway = gateway_of(request)
-    row = await visible_model(request, request.path_params["model_id"])
+    row = await visible_model(request)
     body = await json_body(request, TrainMoreBody, empty_ok=True)
+    named = request.path_params["model"]
     if row.status in BUSY:
-        raise ApiError(409, "conflict", f"model {row.id!r} is {row.status}; wait for it to finish or cancel it")
-    if row.trained_at is None:
-        raise ApiError(409, "not_trained", f"model {row.id!r} has no checkpoint to continue from")
+        raise ApiError(409, "conflict", f"model {named!r} is {row.status}; wait for it to finish or cancel it")
+    if not row.latest_checkpoint:
+        raise ApiError(409, "no_checkpoint", f"model {named!r} has no checkpoint to continue from yet")
     hyperparameters = merge_hyperparameters(row.hyperparameters or {}, body.hyperparameters)
+    hyperparameters.pop("vocab_size", None)  # the model keeps its tokenizer
     check_hyperparameters(hyperparameters)
     if body.dataset is not None:
-        dataset = await dataset_ref(request, body.dataset, "dataset")
-    elif row.dataset_key:
+        dataset, _, _ = await dataset_ref(request, body.dataset, "dataset")
+    elif row.dataset_key and await gateway.store.exists(row.dataset_key):
         dataset = DatasetRef(key=row.dataset_key)
     else:
-        raise invalid("dataset", "the model has no stored dataset to continue with; give one")
+        raise invalid("dataset", "the model's own dataset is not stored any more (deleted?); give one")
     job_id = new_id()
     command = TrainRequested(
         job_id=job_id, model_id=row.id, model_name=row.name, description=row.description or "", dataset=dataset,
@@ -207,8 +248,8 @@ routes = [
     Route("/models", create_model, methods=["POST"]),
     Route("/models/create", create_model, methods=["POST"]),
     Route("/models", list_models, methods=["GET"]),
-    Route("/models/{model_id}", get_model, methods=["GET"]),
-    Route("/models/{model_id}", delete_model, methods=["DELETE"]),
-    Route("/models/{model_id}/status", model_status, methods=["GET"]),
-    Route("/models/{model_id}/train", train_more, methods=["POST"]),
+    Route("/models/{model}", get_model, methods=["GET"]),
+    Route("/models/{model}", delete_model, methods=["DELETE"]),
+    Route("/models/{model}/status", model_status, methods=["GET"]),
+    Route("/models/{model}/train", train_more, methods=["POST"]),
 ]

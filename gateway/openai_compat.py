@@ -2,7 +2,8 @@
 
 The official `openai` client pointed at `http://host:port/v1` works unchanged. A model is named by its name (as
 `GET /v1/models` lists it) or its id. Chat messages become one plain prompt: `role: content` lines, then
-`assistant:`. Fields this server does not use (`logprobs`, `user`, penalties) are accepted and ignored.
+`assistant:`. OpenAI's field names and limits hold; a field this server does not implement is refused with a 400
+naming it unless it asks for the default, and errors come in OpenAI's shape (gateway/errors.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,7 +22,7 @@ from starlette.routing import Route
 from events import Sampling
 from gateway.bodies import sampling_of
 from gateway.context import gateway_of, owner_of
-from gateway.errors import invalid
+from gateway.errors import ApiError, invalid
 from gateway.generation import GenerationCall, generate_command, start_stream, usable_model
 from gateway.inputs import json_body
 from gateway.live import SubscriptionLagged
@@ -40,18 +42,47 @@ class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class OpenAISampling(Sampling):
-    """OpenAI's names where they differ from GenerateRequested's (`n`, a `stop` that may be one string), and its
-    default temperature of 1."""
+# OpenAI's fields this server does not implement. Each is accepted while it asks for what the server does anyway
+# (its default), and refused with a 400 naming it otherwise: a client never gets a silent default instead of what it
+# asked for. `user`, `store`, `metadata` and `service_tier` change nothing in the answer, and are accepted as they are.
+NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "suffix": (None, ""),
+    "frequency_penalty": (None, 0), "presence_penalty": (None, 0), "logit_bias": (None, {}), "best_of": (None, 1),
+    "response_format": (None, {"type": "text"}), "tools": (None, []), "tool_choice": (None, "none"),
+    "functions": (None, []), "function_call": (None, "none"), "parallel_tool_calls": (None, False),
+}
+HARMLESS = ("user", "store", "metadata", "service_tier")
 
-    model_config = ConfigDict(extra="ignore")
+
+class OpenAISampling(Sampling):
+    """OpenAI's names and limits where they differ from GenerateRequested's: `n`, a `stop` that may be one string (at
+    most 4), a temperature from 0 to 2 that defaults to 1."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=100, description="A model's name or id.")
-    temperature: float = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     n: int = Field(default=1, ge=1, le=8)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(default=None, max_length=8)  # type: ignore[assignment]
+    stop: str | list[str] | None = Field(default=None, max_length=4)  # type: ignore[assignment]
     max_tokens: int | None = Field(default=None, ge=1)
+    num_sequences: SkipJsonSchema[int] = 1  # OpenAI says `n` (check_openai_fields refuses this name)
+
+
+def check_openai_fields(body: dict[str, Any]) -> None:
+    """400 naming a field of OpenAI's that this server does not implement, set to something it would not do; the
+    harmless ones are dropped before the body is validated (which then refuses any other unknown field)."""
+    for name in HARMLESS:
+        body.pop(name, None)
+    if "num_sequences" in body:
+        raise ApiError(400, "unknown_field", "num_sequences: OpenAI's name for it is `n`", "num_sequences")
+    for name, defaults in NOT_IMPLEMENTED.items():
+        if name in body:
+            if body[name] in defaults:
+                del body[name]
+            else:
+                raise ApiError(400, "unsupported_parameter", f"{name}: not supported by this server (only "
+                                                             f"{', '.join(map(json.dumps, defaults))})", name)
 
 
 class CompletionRequest(OpenAISampling):
@@ -191,16 +222,16 @@ def stream_chunks(chat: bool, call: GenerationCall, model: str, n: int,
 async def _run(request: Request, chat: bool) -> Response:
     body: CompletionRequest | ChatRequest
     if chat:
-        body = await json_body(request, ChatRequest)
+        body = await json_body(request, ChatRequest, check=check_openai_fields)
         prompt = chat_prompt(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens or 64
     else:
-        body = await json_body(request, CompletionRequest)
+        body = await json_body(request, CompletionRequest, check=check_openai_fields)
         if isinstance(body.prompt, list) and len(body.prompt) > 1:
             raise invalid("prompt", "one prompt per request (use `n` for several completions)")
         prompt = body.prompt[0] if isinstance(body.prompt, list) and body.prompt else body.prompt or ""
         max_tokens = body.max_tokens or 16
-    row: Model = await usable_model(request, body.model, "model", by_name=True)
+    row: Model = await usable_model(request, body.model, "model")
     command = generate_command(request, row, str(prompt), max_tokens, sampling_of(body, body.stop, body.n),
                                stream=body.stream)
     call = GenerationCall(gateway_of(request), command)

@@ -84,11 +84,15 @@ def _models(routes: list[tuple[str, Route]]) -> list[tuple[type[BaseModel], str]
     return list(models)
 
 
+def _path_parameter(name: str) -> dict[str, Any]:
+    if name == "model":  # a model is named by its id or its name
+        return {"name": name, "in": "path", "required": True, "description": "A model's id or name.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": IDENTIFIER_PATTERN}}
+
+
 def _parameters(path: str, spec: Operation) -> list[dict[str, Any]]:
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": IDENTIFIER_PATTERN}}
-        for name in re.findall(r"{(\w+)(?::\w+)?}", path)
-    ]
+    parameters = [_path_parameter(name) for name in re.findall(r"{(\w+)(?::\w+)?}", path)]
     if spec.query is not None:
         schema = spec.query.model_json_schema()
         required = set(schema.get("required", ()))

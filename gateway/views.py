@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, Model
+from infra.objectstore.artifacts import step_of
 
 API = "/api/v1"
 
@@ -34,15 +35,23 @@ class DatasetView(View):
     bytes: int
     characters: int
     preview: str
+    sha256: str | None = None
     created_at: datetime | None = None
     status: Literal["stored", "recorded"] = Field(
         default="recorded", description="`stored`: uploaded, not yet in listings (no projector running)."
     )
+    reused: bool = Field(default=False, description="The same file was uploaded before: this is that upload.")
 
     @classmethod
     def of(cls, row: Dataset) -> DatasetView:
         return cls(id=row.id, name=row.name, key=row.key, bytes=row.bytes, characters=row.characters,
-                   preview=row.preview, created_at=row.created_at)
+                   preview=row.preview, sha256=row.sha256, created_at=row.created_at)
+
+
+class DeletedDataset(View):
+    dataset_id: str
+    status: Literal["deleted"] = "deleted"
+    job_id: str
 
 
 class DatasetList(View):
@@ -94,6 +103,22 @@ class EvaluationView(View):
                    created_at=row.created_at)
 
 
+class ServingCheckpoint(View):
+    """The checkpoint a model generates and evaluates with: the best by validation loss, else the latest."""
+
+    key: str
+    step: int | None = None
+    kind: Literal["best", "latest"]
+
+    @classmethod
+    def of(cls, row: Model) -> ServingCheckpoint | None:
+        if row.best_checkpoint:
+            return cls(key=row.best_checkpoint, step=row.best_step, kind="best")
+        if row.latest_checkpoint:
+            return cls(key=row.latest_checkpoint, step=step_of(row.latest_checkpoint), kind="latest")
+        return None
+
+
 class ModelView(View):
     id: str
     name: str
@@ -111,6 +136,8 @@ class ModelView(View):
     dataset_key: str | None = None
     latest_checkpoint: str | None = None
     best_checkpoint: str | None = None
+    serving_checkpoint: ServingCheckpoint | None = Field(
+        default=None, description="What generation and evaluation use; null until the first checkpoint.")
     train_job_id: str | None = None
     error: str | None = None
     created_at: datetime | None = None
@@ -125,8 +152,8 @@ class ModelView(View):
             hyperparameters=row.hyperparameters or {}, config=row.config or {}, metrics=row.metrics or {},
             num_parameters=row.num_parameters, vocab_size=row.vocab_size, dataset_key=row.dataset_key,
             latest_checkpoint=row.latest_checkpoint, best_checkpoint=row.best_checkpoint,
-            train_job_id=row.train_job_id, error=row.error, created_at=row.created_at, updated_at=row.updated_at,
-            trained_at=row.trained_at,
+            serving_checkpoint=ServingCheckpoint.of(row), train_job_id=row.train_job_id, error=row.error,
+            created_at=row.created_at, updated_at=row.updated_at, trained_at=row.trained_at,
         )
 
 
@@ -162,6 +189,15 @@ class DeletedModel(View):
     job_id: str
 
 
+class QueuePlace(View):
+    ahead: int = Field(description="Queued jobs that start before it.")
+    running: int = Field(description="Jobs running now (each worker runs LFZ_WORKER_MAX_JOBS at once).")
+
+
+class PruneResult(View):
+    pruned: int
+
+
 class JobView(View):
     id: str
     kind: str
@@ -186,6 +222,7 @@ class JobView(View):
     finished_at: datetime | None = None
     updated_at: datetime | None = None
     events_url: str
+    queue: QueuePlace | None = Field(default=None, description="While it waits for a worker: its place.")
 
     @classmethod
     def of(cls, row: Job) -> JobView:
@@ -238,6 +275,31 @@ class GenerationResult(View):
     ttft_ms: float | None = None
     total_ms: float
     tokens_per_s: float | None = None
+    warnings: list[str] = Field(default_factory=list, description="E.g. prompt characters the model never saw.")
+
+
+class PresetView(View):
+    name: str
+    about: str
+    values: dict[str, Any]
+
+
+class HyperparameterView(View):
+    name: str
+    group: Literal["model", "train"]
+    type: str
+    default: Any
+    help: str
+    bounds: str | None = None
+    choices: list[str] | None = None
+    aliases: list[str] = Field(default_factory=list)
+
+
+class Presets(View):
+    default: str
+    presets: list[PresetView]
+    hyperparameters: list[HyperparameterView]
+    tokenizers: dict[str, dict[str, dict[str, int]]] = Field(description="Each tokenizer's options: default, min.")
 
 
 class ComponentState(View):

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     progress_every_s: float = Field(default=2.0, gt=0)
     lease_s: float = Field(default=15.0, gt=0)
     model_cache_size: int = Field(default=4, ge=1)
+    fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)  # how long a consumer's fetch waits for new records
     generate_concurrency: int = Field(default=4, ge=1)
 
     log_level: str = "INFO"

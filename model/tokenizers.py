@@ -49,6 +49,11 @@ class Tokenizer:
         """The UTF-8 bytes one token stands for (b"" for specials): streaming decodes these incrementally."""
         raise NotImplementedError
 
+    def unseen(self, text: str) -> str:
+        """The characters of `text` that the vocabulary cannot hold, each once in order of appearance: each would be
+        read as <|unk|>. Empty for byte-level BPE, which holds every text."""
+        return ""
+
     def to_json(self) -> str:
         raise NotImplementedError
 
@@ -106,6 +111,10 @@ class PieceTokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
+
+    def unseen(self, text: str) -> str:
+        plain = "".join(_SPECIAL_RE.split(text)[::2])
+        return "".join(dict.fromkeys(c for c in plain if c not in self.char_ids))
 
     def to_json(self) -> str:
         d = {"kind": self.kind, "version": FORMAT_VERSION, "specials": list(SPECIALS), "chars": self.chars}
@@ -177,9 +186,15 @@ def tokenizer_options(kind: str, options: dict) -> dict[str, int]:
     if kind not in OPTIONS:
         raise ConfigError("tokenizer", f"unknown tokenizer {kind!r}; known: {', '.join(OPTIONS)}")
     known = OPTIONS[kind]
+    if kind == "word" and "vocab_size" in options:  # the one name of a vocabulary's size, for word and bpe alike
+        if "max_vocab" in options:
+            raise ConfigError("vocab_size", "give vocab_size or max_vocab, not both")
+        options = {("max_vocab" if name == "vocab_size" else name): value for name, value in options.items()}
     unknown = [name for name in options if name not in known]
     if unknown:
-        raise ConfigError(str(unknown[0]), f"unknown option for the {kind} tokenizer")
+        hint = ("; the char tokenizer's vocabulary is the text's characters (word and bpe take vocab_size)"
+                if kind == "char" and unknown[0] == "vocab_size" else "")
+        raise ConfigError(str(unknown[0]), f"unknown option for the {kind} tokenizer{hint}")
     resolved = {}
     for name, (default, minimum) in known.items():
         value = options.get(name, default)

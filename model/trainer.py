@@ -245,7 +245,8 @@ class Trainer:
             loss_sum = self.train_step()
 
             last = self.step == cfg.max_iters
-            if self.step % cfg.log_every == 0 or last:
+            # The run's first step is reported too: its time says how long the whole run will take.
+            if self.step % cfg.log_every == 0 or last or self.step == first_step + 1:
                 train_loss = loss_sum.item() / cfg.grad_accum
                 now = time.perf_counter()
                 if on_step is not None:

@@ -31,7 +31,7 @@ async def accept(runtime: Runtime, queue: JobQueue, command: EvaluateRequested) 
                        field=field)
 
     try:
-        model = await queries.trained_model_soon(runtime.sessions, command.owner, command.model_id,
+        model = await queries.servable_model_soon(runtime.sessions, command.owner, command.model_id,
                                                  command.model_name)
     except Rejected as error:
         await reject(command.model_id, command.model_name, error.reason, error.field)
@@ -52,10 +52,16 @@ async def accept(runtime: Runtime, queue: JobQueue, command: EvaluateRequested) 
         if readable is None:
             await reject(model.id, model.name, f"held_out.key: no dataset at {held_out_key}", "held_out.key")
             return
+    # By default the held-out text is the tail of the model's own training text: only when the sender may read it.
+    training_key = model.dataset_key
+    if held_out_key is None and training_key is not None:
+        async with runtime.sessions() as session:
+            training_key = training_key if await queries.dataset_readable(session, command.owner, training_key) \
+                else None
     spec = EvaluateSpec(
         job_id=command.job_id, model_id=model.id, owner=command.owner,
         checkpoint_key=queries.serving_checkpoint(model), held_out_key=held_out_key,
-        training_dataset_key=model.dataset_key, prompts=command.prompts, max_new_tokens=command.max_new_tokens,
+        training_dataset_key=training_key, prompts=command.prompts, max_new_tokens=command.max_new_tokens,
         seed=command.seed, report_key=artifacts.evaluation_key(command.job_id),
     )
     if await queue.enqueue(command.job_id, "evaluate", command.owner, spec.model_dump(mode="json")) is None:

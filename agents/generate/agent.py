@@ -62,12 +62,12 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
     try:
         settings = runtime.settings
         params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
-        model = await queries.trained_model_soon(runtime.sessions, command.owner, command.model_id,
+        model = await queries.servable_model_soon(runtime.sessions, command.owner, command.model_id,
                                                  command.model_name)
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
-        generator = await cache.get(queries.serving_checkpoint(model), str(model.trained_at))
+        generator = await cache.get(queries.serving_checkpoint(model), queries.serving_version(model))
         await _generate(job, generator, command, params, model.id)
     except Rejected as error:
         if job.last_seq == 0:
@@ -138,7 +138,16 @@ async def _generate(job: JobLog, generator: Generator, command: GenerateRequeste
         prompt_tokens=len(generator.tokenizer.encode(command.prompt)), completion_tokens=completion_tokens,
         ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, total_ms=total_ms,
         tokens_per_s=completion_tokens / (total_ms / 1000) if total_ms > 0 else None,
+        warnings=prompt_warnings(generator.tokenizer.unseen(command.prompt)),
     )
+
+
+def prompt_warnings(unseen: str) -> list[str]:
+    if not unseen:
+        return []
+    shown = ", ".join(repr(c) for c in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
+    return [f"the prompt holds {len(unseen)} character(s) the model never saw in training ({shown}); the model read "
+            "each as <|unk|>"]
 
 
 async def _publish_tokens(job: JobLog, pending: list[Token]) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events import (CheckpointSaved, DatasetUploaded, EvaluationCompleted, EvaluationFailed, GenerationCompleted,
-                    GenerationFailed, JobAccepted, JobCancelled, JobEvent, ModelDeleted, TokensGenerated,
-                    TrainCompleted, TrainFailed, TrainProgress, TrainStarted, ValidationCompleted, utc_now)
+from events import (CheckpointSaved, DatasetDeleted, DatasetUploaded, EvaluationCompleted, EvaluationFailed,
+                    GenerationCompleted, GenerationFailed, JobAccepted, JobCancelled, JobEvent, JobsPruned,
+                    ModelDeleted, TokensGenerated, TrainCompleted, TrainFailed, TrainProgress, TrainStarted,
+                    ValidationCompleted, utc_now)
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
@@ -111,6 +113,7 @@ async def _on_accepted(session: AsyncSession, event: JobAccepted) -> None:
         session.add(model)
     if model.status != "deleted":
         model.status = "pending" if model.trained_at is None else model.status
+    model.hyperparameters = event.hyperparameters  # the latest run's (a continue names the steps it adds)
     model.dataset_key = event.dataset_key or model.dataset_key
     model.train_job_id = event.job_id
     model.updated_at = event.time
@@ -159,11 +162,18 @@ async def _on_checkpoint(session: AsyncSession, event: CheckpointSaved) -> None:
                 bytes=event.bytes, is_best=event.is_best, created_at=event.time,
             )
         )
+    if event.is_best:  # exactly one checkpoint of a model is the best: this one
+        others = (Checkpoint.model_id == event.model_id, Checkpoint.key != event.key)
+        await session.execute(update(Checkpoint).where(*others).values(is_best=False))
+    if event.pruned:  # their objects are gone (the best lives on as best.pt, so its row stays)
+        pruned = (Checkpoint.key.in_(event.pruned), Checkpoint.is_best.is_(False))
+        await session.execute(delete(Checkpoint).where(*pruned))
     model = await _model(session, event.model_id)
     if model is not None:
         model.latest_checkpoint = event.key
         if event.is_best:
             model.best_checkpoint = event.best_key or event.key
+            model.best_step = event.step
 
 
 async def _on_train_completed(session: AsyncSession, event: TrainCompleted) -> None:
@@ -181,7 +191,9 @@ async def _on_train_completed(session: AsyncSession, event: TrainCompleted) -> N
         model.status, model.progress, model.step = "completed", 1.0, event.final_step
         model.num_parameters = event.num_parameters
         model.latest_checkpoint = event.checkpoint_key
-        model.best_checkpoint = event.best_checkpoint_key or model.best_checkpoint or event.checkpoint_key
+        if event.best_checkpoint_key or not model.best_checkpoint:  # without a validation, the last one serves
+            model.best_checkpoint = event.best_checkpoint_key or event.checkpoint_key
+            model.best_step = model.best_step if event.best_checkpoint_key else event.final_step
         metrics: dict[str, Any] = {k: v for k, v in job.result.items() if v is not None}
         model.metrics = {**model.metrics, **metrics}
         model.error, model.trained_at, model.updated_at = None, event.time, event.time
@@ -254,9 +266,23 @@ async def _on_dataset(session: AsyncSession, event: DatasetUploaded) -> None:
         session.add(
             Dataset(
                 id=event.dataset_id, owner=event.owner, name=event.name, key=event.key, bytes=event.bytes,
-                characters=event.characters, preview=event.preview, created_at=event.time,
+                characters=event.characters, preview=event.preview, sha256=event.sha256, created_at=event.time,
             )
         )
+
+
+async def _on_dataset_deleted(session: AsyncSession, event: DatasetDeleted) -> None:
+    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id))
+
+
+async def _on_jobs_pruned(session: AsyncSession, event: JobsPruned) -> None:
+    """Only the owner's finished jobs go (whatever else the fact names); their log rows in the database with them."""
+    finished = (Job.id.in_(event.job_ids), Job.status.in_(("completed", "failed", "cancelled")),
+                Job.owner.is_(None) if event.owner is None else Job.owner == event.owner)
+    gone = list((await session.execute(select(Job.id).where(*finished))).scalars())
+    if gone:
+        await session.execute(delete(JobEventRow).where(JobEventRow.job_id.in_(gone)))
+        await session.execute(delete(Job).where(Job.id.in_(gone)))
 
 
 async def _on_model_deleted(session: AsyncSession, event: ModelDeleted) -> None:
@@ -280,5 +306,7 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     TokensGenerated: _on_tokens,
     GenerationCompleted: _on_generation_completed,
     DatasetUploaded: _on_dataset,
+    DatasetDeleted: _on_dataset_deleted,
+    JobsPruned: _on_jobs_pruned,
     ModelDeleted: _on_model_deleted,
 }

@@ -55,7 +55,10 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
         # checks ("no checkpoint to continue from"): then this is a redelivery, not a bad request.
         if await _already_queued(queue, job, accepted):
             return
-        await job.emit(JobAccepted, **accepted, dataset_key=command.dataset.key)
+        # The facts of a refused request name only what the sender may name: a model id of another tenant's (or a
+        # dataset key) in them would let the projection tie that model (or that dataset) to the sender.
+        model_id = await _own_or_new(runtime, command.owner, model_id)
+        await job.emit(JobAccepted, **{**accepted, "model_id": model_id})
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
         return
@@ -65,6 +68,14 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
         await _redelivered(queue, job, accepted)
         return
     await job.emit(JobAccepted, **accepted)
+
+
+async def _own_or_new(runtime: Runtime, owner: str | None, model_id: str) -> str | None:
+    """`model_id` when it names no model yet or one of the owner's; None when it is another tenant's."""
+    async with runtime.sessions() as session:
+        if await session.get(Model, model_id) is None or await queries.get_model(session, owner, model_id, True):
+            return model_id
+    return None
 
 
 async def _already_queued(queue: JobQueue, job: JobLog, accepted: dict[str, Any]) -> bool:
@@ -116,9 +127,14 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
     if existing is not None and existing.status != "deleted":
         if visible is None:
             raise Rejected(f"model_id: no model {model_id}", "model_id")
-        if existing.trained_at is None or not existing.latest_checkpoint:
+        if existing.status in ("pending", "training") and existing.train_job_id != command.job_id:
+            raise Rejected(f"model_id: model {model_id} is {existing.status} (job {existing.train_job_id}); wait for "
+                           "it to end, or cancel it, before continuing", "model_id")
+        if not existing.latest_checkpoint:
             raise Rejected(f"model_id: model {model_id} has no checkpoint to continue from yet", "model_id")
-        base_checkpoint, base_step = existing.latest_checkpoint, existing.step
+        # Its latest checkpoint, whatever ended its last run (completed, cancelled, failed after a checkpoint).
+        base_checkpoint = existing.latest_checkpoint
+        base_step = artifacts.step_of(base_checkpoint) or existing.step
 
     if command.dataset.text is not None:
         text = command.dataset.text

@@ -33,6 +33,9 @@ def load_checkpoint(store: ObjectStore, key: str) -> dict:
     return unpack_checkpoint(store.get_bytes(key))
 
 
-def prune_checkpoints(store: ObjectStore, model_id: str, keep: int = KEEP_LATEST) -> None:
-    for _, key in checkpoint_steps(store, model_id)[keep:]:
+def prune_checkpoints(store: ObjectStore, model_id: str, keep: int = KEEP_LATEST) -> list[str]:
+    """Delete all but the `keep` newest step checkpoints; returns the keys deleted."""
+    pruned = [key for _, key in checkpoint_steps(store, model_id)[keep:]]
+    for key in pruned:
         store.delete(key)
+    return pruned

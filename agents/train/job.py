@@ -37,6 +37,9 @@ from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
 
+LONG_RUN_S = 3600.0  # a run that will take longer says so in its first progress fact
+
+
 class TrainSpec(JobSpec):
     """A training job as the train agent accepted it."""
 
@@ -67,6 +70,7 @@ class _Publishing(Callbacks):
         self.last_report = 0.0
         self.last_checkpoint: str | None = None
         self.first_step = 0
+        self.device = "cpu"
         self.on_step = self._on_step
         self.on_validation = self._on_validation
         self.on_checkpoint = self._on_checkpoint
@@ -75,20 +79,25 @@ class _Publishing(Callbacks):
     def _on_step(self, info: StepInfo) -> None:
         now = time.monotonic()
         settings = self.job.settings
-        if info.step % settings.progress_every_steps and info.step != info.max_iters \
+        done = info.step - self.first_step
+        first = done == 1  # always reported: its time is the first estimate of the whole run's
+        if not first and info.step % settings.progress_every_steps and info.step != info.max_iters \
                 and now - self.last_report < settings.progress_every_s:
             return
         self.last_report = now
-        done = info.step - self.first_step
         remaining = info.max_iters - info.step
         eta = info.elapsed_s / done * remaining if done > 0 else None
+        warning = None
+        if first and eta is not None and eta > LONG_RUN_S:
+            warning = (f"this run will take about {eta / 3600:.1f} h on {self.device} ({remaining} more steps at "
+                       f"{info.elapsed_s:.1f} s each); the cpu-baby preset trains in about a minute on a CPU")
         self.job.emit(TrainProgress, step=info.step, max_iters=info.max_iters, loss=_finite(info.loss),
-                           learning_rate=info.lr, tokens_per_s=info.tokens_per_s, elapsed_s=info.elapsed_s,
-                           eta_s=eta, progress=min(1.0, info.step / info.max_iters))
+                      learning_rate=info.lr, tokens_per_s=info.tokens_per_s, elapsed_s=info.elapsed_s,
+                      eta_s=eta, progress=min(1.0, info.step / info.max_iters), warning=warning)
 
     def _on_validation(self, info: ValInfo) -> None:
         self.job.emit(ValidationCompleted, step=info.step, val_loss=_finite(info.val_loss),
-                           best_val_loss=_finite(info.best_val_loss))
+                      best_val_loss=_finite(info.best_val_loss))
 
     def _on_checkpoint(self, info: CheckpointInfo) -> None:
         if self.job.orphaned:
@@ -100,11 +109,11 @@ class _Publishing(Callbacks):
         if info.is_best:
             best = artifacts.best_key(self.model_id)
             self.store.put_bytes(best, data)
-        checkpoints.prune_checkpoints(self.store, self.model_id)
+        pruned = checkpoints.prune_checkpoints(self.store, self.model_id)
         self.last_checkpoint = key
         self.job.emit(CheckpointSaved, model_id=self.model_id, step=info.step, key=key,
-                           sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
-                           best_key=best)
+                      sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
+                      best_key=best, pruned=pruned)
 
 
 def _finite(value: float) -> float:
@@ -165,7 +174,7 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
             raise Rejected(f"dataset: the text is too short to train on ({error.message}); it holds {size}",
                            "dataset") from None
         raise Rejected(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
-    callbacks.first_step = trainer.step
+    callbacks.first_step, callbacks.device = trainer.step, str(trainer.device)
     config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
     store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(), "application/json")
     store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(), "application/json")

@@ -17,7 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from events import Rejected
-from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
+from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model
 
 T = TypeVar("T")
 Owner = str | None  # None: auth is off and every row is visible
@@ -45,13 +45,26 @@ async def list_datasets(session: AsyncSession, owner: Owner, limit: int, offset:
     return await _page(session, statement.order_by(Dataset.created_at.desc(), Dataset.id), limit, offset)
 
 
+async def dataset_with_digest(session: AsyncSession, owner: Owner, sha256: str) -> Dataset | None:
+    """The owner's upload of exactly these bytes, if there is one (the oldest)."""
+    statement = owned(select(Dataset).where(Dataset.sha256 == sha256), Dataset.owner, owner)
+    if owner is None:
+        statement = statement.where(Dataset.owner.is_(None))  # one user's uploads are not another tenant's
+    return (await session.execute(statement.order_by(Dataset.created_at).limit(1))).scalar_one_or_none()
+
+
 async def dataset_readable(session: AsyncSession, owner: Owner, key: str) -> bool:
-    """Whether the owner may read the stored text at `key`: one of its uploads, or what one of its models trained
-    on. A key is easy to write down (another tenant's upload id, a model's inline text), so it is checked here."""
+    """Whether the owner may read the stored text at `key`: one of its uploads, or the inline text of one of its own
+    training jobs (stored under the job's id). Decided by those alone: a key is easy to write down, and a model row
+    can name any key a refused request named."""
+    if owner is None:
+        return True
     upload = owned(select(Dataset.id).where(Dataset.key == key), Dataset.owner, owner)
-    trained_on = owned(select(Model.id).where(Model.dataset_key == key), Model.owner, owner)
-    return owner is None or (await session.scalar(upload.limit(1)) is not None
-                             or await session.scalar(trained_on.limit(1)) is not None)
+    if await session.scalar(upload.limit(1)) is not None:
+        return True
+    job_id = key.removeprefix("datasets/")
+    inline = owned(select(Job.id).where(Job.id == job_id, Job.kind == "train"), Job.owner, owner)
+    return key.startswith("datasets/") and await session.scalar(inline.limit(1)) is not None
 
 
 # -- models -----------------------------------------------------------------------------------------------------------
@@ -88,9 +101,10 @@ async def list_models(
     return await _page(session, statement.order_by(Model.created_at.desc(), Model.id), limit, offset)
 
 
-async def trained_model(session: AsyncSession, owner: Owner, model_id: str | None, model_name: str | None) -> Model:
-    """The model a command names, by id or else by name, ready to serve; Rejected naming the field when it is
-    missing, not the owner's, or not trained yet."""
+async def servable_model(session: AsyncSession, owner: Owner, model_id: str | None, model_name: str | None) -> Model:
+    """The model a command names, by id or else by name, with a checkpoint to serve from (trained, or stopped after a
+    checkpoint: cancelled, failed, still training); Rejected naming the field when it is missing, another owner's,
+    or has no checkpoint yet."""
     field = "model_id" if model_id is not None else "model_name"
     label = f"model {model_id}" if model_id is not None else f"model named {model_name!r}"
     if model_id is not None:
@@ -99,21 +113,21 @@ async def trained_model(session: AsyncSession, owner: Owner, model_id: str | Non
         model = await model_named(session, owner, model_name or "")
     if model is None:
         raise Rejected(f"{field}: there is no {label}", field)
-    if model.trained_at is None or not (model.best_checkpoint or model.latest_checkpoint):
-        raise Rejected(f"{field}: {label} is not trained yet (status {model.status})", field)
+    if not (model.best_checkpoint or model.latest_checkpoint):
+        raise Rejected(f"{field}: {label} has no checkpoint yet (status {model.status})", field)
     return model
 
 
-async def trained_model_soon(sessions: async_sessionmaker[AsyncSession], owner: Owner, model_id: str | None,
-                             model_name: str | None, patience_s: float = 3.0) -> Model:
-    """`trained_model`, tried again for a few seconds: a model that finished training a moment ago may not be
+async def servable_model_soon(sessions: async_sessionmaker[AsyncSession], owner: Owner, model_id: str | None,
+                              model_name: str | None, patience_s: float = 3.0) -> Model:
+    """`servable_model`, tried again for a few seconds: a model that finished training a moment ago may not be
     recorded yet (the record agent runs a little behind the log), so a miss is only final after a short wait."""
     rejected: Rejected | None = None
 
     async def probe(session: AsyncSession) -> Model | None:
         nonlocal rejected
         try:
-            return await trained_model(session, owner, model_id, model_name)
+            return await servable_model(session, owner, model_id, model_name)
         except Rejected as error:
             rejected = error
             return None
@@ -130,6 +144,11 @@ def serving_checkpoint(model: Model) -> str:
     key = model.best_checkpoint or model.latest_checkpoint
     assert key is not None
     return key
+
+
+def serving_version(model: Model) -> str:
+    """Changes whenever the serving checkpoint's bytes do (best.pt is rewritten at each new best)."""
+    return f"{serving_checkpoint(model)}@{model.best_step}"
 
 
 async def checkpoints(session: AsyncSession, model_id: str) -> list[Checkpoint]:
@@ -153,14 +172,37 @@ async def get_job(session: AsyncSession, owner: Owner, job_id: str) -> Job | Non
 
 
 async def list_jobs(
-    session: AsyncSession, owner: Owner, *, kind: str | None = None, status: str | None = None,
+    session: AsyncSession, owner: Owner, *, kinds: list[str] | None = None, status: str | None = None,
     model_id: str | None = None, limit: int = 50, offset: int = 0,
 ) -> tuple[list[Job], int]:
     statement = owned(select(Job), Job.owner, owner)
-    for column, value in ((Job.kind, kind), (Job.status, status), (Job.model_id, model_id)):
+    if kinds:
+        statement = statement.where(Job.kind.in_(kinds))
+    for column, value in ((Job.status, status), (Job.model_id, model_id)):
         if value:
             statement = statement.where(column == value)
     return await _page(session, statement.order_by(Job.created_at.desc(), Job.id), limit, offset)
+
+
+async def place_in_queue(session: AsyncSession, namespace: str, job_id: str) -> tuple[int, int] | None:
+    """A queued job's place: how many queued jobs are ahead of it, and how many run now; None when not queued."""
+    row = await session.get(JobQueueRow, (namespace, job_id))
+    if row is None or row.state != "queued":
+        return None
+    mine = JobQueueRow.namespace == namespace
+    ahead = await session.scalar(select(func.count()).where(mine, JobQueueRow.state == "queued",
+                                                            JobQueueRow.created_at < row.created_at))
+    running = await session.scalar(select(func.count()).where(mine, JobQueueRow.state.in_(("running",
+                                                                                             "completing"))))
+    return int(ahead or 0), int(running or 0)
+
+
+async def finished_jobs(session: AsyncSession, owner: Owner, kinds: list[str], before: Any,
+                        limit: int) -> list[str]:
+    """Ids of the owner's finished jobs of these kinds that finished before `before`, oldest first."""
+    statement = owned(select(Job.id), Job.owner, owner).where(
+        Job.status.in_(("completed", "failed", "cancelled")), Job.kind.in_(kinds), Job.finished_at < before)
+    return list((await session.execute(statement.order_by(Job.finished_at).limit(limit))).scalars())
 
 
 async def log_visible(session: AsyncSession, owner: Owner, job_id: str) -> bool:

@@ -54,7 +54,10 @@ class Dataset(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     characters: Mapped[int] = mapped_column(BigInteger)
     preview: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the stored bytes: the same file is stored once
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_datasets_owner_sha256", "owner", "sha256"),)
 
 
 class Model(Base):
@@ -77,6 +80,7 @@ class Model(Base):
     tokenizer_key: Mapped[str | None] = mapped_column(String(200))
     latest_checkpoint: Mapped[str | None] = mapped_column(String(300))
     best_checkpoint: Mapped[str | None] = mapped_column(String(300))
+    best_step: Mapped[int | None] = mapped_column(Integer)  # the step whose validation loss was the lowest
     metrics: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     train_job_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)

@@ -79,10 +79,10 @@ def fill_training_form(page: Page, name: str, max_iters: int, upload: bytes | No
         page.get_by_label("Text file (UTF-8)").set_input_files(
             {"name": "corpus.txt", "mimeType": "text/plain", "buffer": upload})
     page.get_by_label("Preset").select_option("tiny")
-    page.get_by_label("Iterations").fill(str(max_iters))
-    labels = {"d_model": "Embedding size (d_model)", "num_heads": "Attention heads"}
+    # Every hyperparameter's field is labelled with its name in the API, as the presets document lists them.
+    page.get_by_label("max_iters", exact=True).fill(str(max_iters))
     for key, value in hyperparameters.items():
-        page.get_by_label(labels[key]).fill(str(value))
+        page.get_by_label(key, exact=True).fill(str(value))
 
 
 def job_id_from(page: Page) -> str:
@@ -246,8 +246,8 @@ def test_api_errors_appear_beside_the_field_they_name(dashboard: Dashboard, gate
     expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
 
     page.get_by_label("Name", exact=True).fill(unique_name("bad-shape"))
-    page.get_by_label("Embedding size (d_model)").fill("30")
-    page.get_by_label("Attention heads").fill("4")
+    page.get_by_label("d_model", exact=True).fill("30")
+    page.get_by_label("num_heads", exact=True).fill("4")
     page.get_by_role("button", name="Start training").click()
     d_model = page.locator(".field[data-for='hyperparameters.d_model']")
     expect(d_model.locator(".field-error")).to_contain_text("not divisible by num_heads")
@@ -256,7 +256,7 @@ def test_api_errors_appear_beside_the_field_they_name(dashboard: Dashboard, gate
     dashboard.shot("08-train-form-error")
 
     # An upload the gateway refuses: the message goes beside the file input.
-    page.get_by_label("Embedding size (d_model)").fill("")
+    page.get_by_label("d_model", exact=True).fill("")
     page.get_by_label("Upload a file").check()
     page.get_by_label("Text file (UTF-8)").set_input_files(
         {"name": "image.bin", "mimeType": "application/octet-stream", "buffer": b"\x89PNG\x00\x00"})

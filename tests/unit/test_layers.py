@@ -46,7 +46,8 @@ def test_an_import_that_runs_up_breaks_the_contract(tmp_path):
 def test_the_gateway_and_the_cli_never_load_torch():
     """Only the agents (and the model benchmarks) need PyTorch: a gateway that imported it held 660 MiB instead of
     130 MiB, and every `lfz` command would start a second slower."""
-    script = "import sys, gateway.app, gateway.__main__, cli.main; print(sorted(m for m in sys.modules if m == 'torch'))"
+    script = ("import sys, gateway.app, gateway.__main__, cli.main; "
+              "print(sorted(m for m in sys.modules if m == 'torch'))")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

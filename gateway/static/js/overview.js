@@ -64,6 +64,9 @@ export class Board {
         job.val_loss = event.val_loss;
         if (model) model.val_loss = event.val_loss;
         break;
+      case "CheckpointSaved":
+        if (model) model.latest_checkpoint = event.key;
+        break;
       case "TrainCompleted":
         Object.assign(job, { status: "completed", progress: 1, step: event.final_step, eta_s: 0 });
         if (model) Object.assign(model, { status: "completed", progress: 1, step: event.final_step, eta_s: 0 });
@@ -124,11 +127,16 @@ function etaText(item) {
   return item.status === "training" || item.status === "running" ? fmtDuration(item.eta_s) : "–";
 }
 
+// Validation loss, as the CLI shows it: the loss on text the model did not train on.
+function valLoss(model, job) {
+  return model.val_loss ?? model.metrics?.val_loss ?? job?.val_loss;
+}
+
 function modelRow(model, board) {
   const job = board.jobs.get(model.train_job_id);
-  const loss = model.loss ?? job?.loss;
   const link = model.train_job_id ? h("a", { href: `#/jobs/${model.train_job_id}` }, model.name) : model.name;
-  const playground = model.status === "completed"
+  // Any checkpoint serves, a cancelled or failed run's too.
+  const playground = model.latest_checkpoint || model.best_checkpoint
     ? h("a", { class: "button-link small", href: `#/playground?model=${encodeURIComponent(model.id)}` }, "Playground")
     : null;
   return h("tr", { "data-model-id": model.id, "data-status": model.status },
@@ -136,7 +144,7 @@ function modelRow(model, board) {
     h("td", {}, statusBadge(model.status)),
     h("td", { class: "progress-cell" }, progressBar(model.progress, `${model.name} progress`)),
     h("td", { class: "num" }, stepText(model)),
-    h("td", { class: "num" }, fmtNumber(loss)),
+    h("td", { class: "num" }, fmtNumber(valLoss(model, job))),
     h("td", { class: "num" }, etaText({ ...model, eta_s: model.eta_s ?? job?.eta_s })),
     h("td", {}, playground));
 }
@@ -150,7 +158,7 @@ function jobRow(job) {
     h("td", { class: "progress-cell" },
       job.kind === "train" ? progressBar(job.progress, `job ${shortId(job.id)}`) : null),
     h("td", { class: "num" }, job.kind === "train" ? stepText(job) : "–"),
-    h("td", { class: "num" }, fmtNumber(job.loss)),
+    h("td", { class: "num" }, fmtNumber(job.val_loss)),
     h("td", { class: "num" }, etaText(job)),
     h("td", {}, fmtTime(job.updated_at || job.created_at)));
 }
@@ -195,10 +203,10 @@ export async function overview(view, { feed }) {
 
   function render() {
     clear(modelsBox, h("h2", {}, "Models"),
-      table(["Name", "Status", "Progress", "Step", "Loss", "ETA", ""],
+      table(["Name", "Status", "Progress", "Step", "Val loss", "ETA", ""],
         board.sortedModels().map((m) => modelRow(m, board)), "No models yet: train one.", "models-table"));
     clear(jobsBox, h("div", { class: "card-head" }, h("h2", {}, "Jobs"), filter),
-      table(["Job", "Kind", "Model", "Status", "Progress", "Step", "Loss", "ETA", "Updated"],
+      table(["Job", "Kind", "Model", "Status", "Progress", "Step", "Val loss", "ETA", "Updated"],
         board.sortedJobs().map(jobRow), "No jobs yet.", "jobs-table"));
   }
 

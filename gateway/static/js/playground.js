@@ -16,15 +16,16 @@ export async function playgroundPage(view, context, params) {
   clear(view, h("h1", {}, "Playground"), h("p", { class: "muted" }, "Loading models…"));
   let models;
   try {
-    models = (await get("/api/v1/models?status=completed&limit=200")).items;
+    // Any model with a checkpoint serves: a cancelled or failed run's too, or one still training.
+    models = (await get("/api/v1/models?limit=200")).items.filter((m) => m.serving_checkpoint);
   } catch (error) {
     clear(view, h("h1", {}, "Playground"), errorText(error.message));
     return () => {};
   }
   if (!models.length) {
     clear(view, h("h1", {}, "Playground"),
-      h("p", {}, "No trained model yet. ", h("a", { href: "#/train" }, "Train one"),
-        " and come back when it completes."));
+      h("p", {}, "No model has a checkpoint yet. ", h("a", { href: "#/train" }, "Train one"),
+        " and come back after its first checkpoint."));
     return () => {};
   }
   const model = h("select", { name: "model", "data-field": "model_id" },
@@ -35,7 +36,7 @@ export async function playgroundPage(view, context, params) {
   const temperature = number("temperature", { min: "0", max: "5", step: "0.05", value: "0.8" });
   const topK = number("top_k", { min: "1", step: "1", placeholder: "off" });
   const topP = number("top_p", { min: "0.01", max: "1", step: "0.01", value: "1" });
-  const maxTokens = number("max_length", { min: "1", step: "1", value: "200" });
+  const maxTokens = number("max_tokens", { min: "1", step: "1", value: "200" });
   const seed = number("seed", { min: "0", step: "1", placeholder: "random" });
   const stop = h("textarea", { name: "stop", rows: "2", "data-field": "stop", placeholder: "One per line (optional)" });
   const generate = h("button", { type: "submit", id: "generate" }, "Generate");
@@ -67,7 +68,7 @@ export async function playgroundPage(view, context, params) {
     controller = new AbortController();
     const body = {
       prompt: prompt.value, temperature: numberOf(temperature), top_k: numberOf(topK), top_p: numberOf(topP),
-      max_length: numberOf(maxTokens), seed: numberOf(seed), stream: true,
+      max_tokens: numberOf(maxTokens), seed: numberOf(seed), stream: true,
       stop: stop.value.split("\n").filter((s) => s !== ""),
     };
     if (!body.stop.length) delete body.stop;

@@ -1,34 +1,53 @@
 // The form that starts a training run: the text (a file or pasted), the tokenizer, a preset and overrides.
 //
+// The presets and every hyperparameter, with its meaning, default and bounds, come from the API
+// (`GET /api/v1/presets`, read from the model library itself): the form lists what a request may say.
 // A file is uploaded first (`POST /api/v1/datasets`, multipart) and referred to by id; pasted text goes inline.
 // The API validates everything; its errors appear beside the field they name.
 
-import { post } from "./api.js";
-import { clear, h } from "./dom.js";
+import { get, post } from "./api.js";
+import { clear, errorText, h } from "./dom.js";
 import { clearErrors, field, formError, numberOf, showError } from "./forms.js";
 
-const PRESETS = [
-  ["tiny", "tiny: a few seconds on a CPU"],
-  ["cpu-baby", "cpu-baby: a small model for a CPU"],
-  ["classic", "classic: the first service's defaults"],
-  ["small", "small: for a GPU"],
-];
+// The ones shown first; the others sit under "every hyperparameter".
+const COMMON = ["max_iters", "learning_rate", "batch_size", "context_length", "d_model", "num_heads", "num_blocks",
+                "dropout"];
 
-// Overrides of the preset; blank keeps the preset's value.
-const HYPERPARAMETERS = [
-  ["max_iters", "Iterations", { min: "1", step: "1" }],
-  ["learning_rate", "Learning rate", { min: "0", step: "any" }],
-  ["batch_size", "Batch size", { min: "1", step: "1" }],
-  ["context_length", "Context length", { min: "1", step: "1" }],
-  ["d_model", "Embedding size (d_model)", { min: "1", step: "1" }],
-  ["num_heads", "Attention heads", { min: "1", step: "1" }],
-  ["num_blocks", "Blocks", { min: "1", step: "1" }],
-  ["dropout", "Dropout", { min: "0", max: "1", step: "any" }],
-  ["eval_every", "Validate every (steps)", { min: "1", step: "1" }],
-  ["warmup", "Warm-up steps", { min: "0", step: "1" }],
-];
+/** An input for one hyperparameter, blank for "the preset's value": a select for choices and booleans. */
+function overrideInput(spec) {
+  const common = { name: spec.name, "data-field": `hyperparameters.${spec.name}` };
+  if (spec.choices || spec.type === "bool") {
+    const choices = spec.choices || ["true", "false"];
+    return h("select", common, h("option", { value: "" }, "preset"),
+      choices.map((choice) => h("option", { value: choice }, choice)));
+  }
+  const integer = spec.type.startsWith("int");
+  return h("input", { type: "number", step: integer ? "1" : "any", placeholder: "preset", ...common });
+}
 
-export function trainPage(view) {
+function overrideValue(spec, input) {
+  if (input.tagName === "SELECT") {
+    if (input.value === "") return undefined;
+    return spec.type === "bool" ? input.value === "true" : input.value;
+  }
+  return numberOf(input);
+}
+
+function hint(spec) {
+  const values = spec.bounds || (spec.choices ? spec.choices.join(", ") : "");
+  const also = spec.aliases.length ? `; also ${spec.aliases.join(", ")}` : "";
+  return `${spec.help}. Default ${spec.default}${values ? `; ${values}` : ""}${also}.`;
+}
+
+export async function trainPage(view) {
+  clear(view, h("h1", {}, "Train a model"), h("p", { class: "muted" }, "Loading…"));
+  let doc;
+  try {
+    doc = await get("/api/v1/presets");
+  } catch (error) {
+    clear(view, h("h1", {}, "Train a model"), errorText(error.message));
+    return () => {};
+  }
   const name = h("input", { type: "text", name: "name", "data-field": "name", autocomplete: "off",
                             placeholder: "e.g. shakespeare-char" });
   const description = h("input", { type: "text", name: "description", "data-field": "description" });
@@ -51,10 +70,11 @@ export function trainPage(view) {
   const vocab = h("input", { type: "number", min: "1", step: "1", "data-field": "tokenizer_options" });
   const vocabField = field("Vocabulary size", vocab, { hint: "Blank: the tokenizer's default." });
   const preset = h("select", { name: "preset", "data-field": "hyperparameters.preset" },
-    PRESETS.map(([value, label]) => h("option", { value }, label)));
-  const overrides = HYPERPARAMETERS.map(([key, label, attrs]) => [key, label,
-    h("input", { type: "number", name: key, "data-field": `hyperparameters.${key}`, placeholder: "preset",
-                 ...attrs })]);
+    doc.presets.map((p) => h("option", { value: p.name, selected: p.name === doc.default },
+      `${p.name}: ${p.about}`)));
+  const overrides = doc.hyperparameters.map((spec) => [spec, overrideInput(spec)]);
+  const shown = (common) => overrides.filter(([spec]) => COMMON.includes(spec.name) === common)
+    .map(([spec, input]) => field(spec.name, input, { hint: hint(spec) }));
   const submit = h("button", { type: "submit" }, "Start training");
   const status = h("p", { class: "muted", id: "train-status" });
 
@@ -74,7 +94,9 @@ export function trainPage(view) {
     field("Tokenizer", tokenizer), vocabField,
     h("h3", { class: "wide" }, "Hyperparameters"),
     field("Preset", preset, { hint: "Blank fields below keep the preset's values." }),
-    overrides.map(([, label, input]) => field(label, input)),
+    shown(true),
+    h("details", { class: "wide", id: "every-hyperparameter" }, h("summary", {}, "Every hyperparameter"),
+      h("div", { class: "form-grid" }, shown(false))),
     h("div", { class: "field wide buttons" }, submit, status),
     formError());
 
@@ -84,14 +106,13 @@ export function trainPage(view) {
     submit.disabled = true;
     try {
       const hyperparameters = { preset: preset.value };
-      for (const [key, , input] of overrides) {
-        const value = numberOf(input);
-        if (value !== undefined) hyperparameters[key] = value;
+      for (const [spec, input] of overrides) {
+        const value = overrideValue(spec, input);
+        if (value !== undefined) hyperparameters[spec.name] = value;
       }
       const options = {};
       const size = numberOf(vocab);
-      if (size !== undefined && tokenizer.value === "bpe") options.vocab_size = size;
-      if (size !== undefined && tokenizer.value === "word") options.max_vocab = size;
+      if (size !== undefined && tokenizer.value !== "char") options.vocab_size = size;
       let dataset;
       if (fileChoice.checked) {
         if (!file.files.length) {

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli.main import main
 from infra.db import migrate
+from infra.process import free_port
 from infra.settings import Settings
 from tests.integration.stack import start_gateway, start_worker
 
@@ -92,3 +96,36 @@ def lfz(gateway_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Resu
     monkeypatch.setenv("LFZ_URL", gateway_url)
     monkeypatch.setenv("LFZ_API_KEY", API_KEY)
     return lambda *args: run_lfz(list(args))
+
+
+class Up:
+    """`lfz up` as a person starts it (a process, on the embedded defaults unless `env` says otherwise)."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "lfz-up.log"
+        self.data_dir = tmp_path / "data"
+        self.log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(self.port), *args],
+                                      env=env or embedded_env(self.data_dir), stdout=self.log,
+                                      stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self) -> bool:
+        """It said it is up, and the gateway agrees."""
+        assert self.popen.poll() is None, f"lfz up exited early:\n{self.output()}"
+        if f"lfz is up at {self.url}" not in self.output():
+            return False
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self.log.close()

@@ -18,7 +18,7 @@ NAME = f"cli-{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(corpus())
+    path.write_text(corpus() + f"{uuid.uuid4().hex}\n")  # this session's own: the same file would be reused
     return path
 
 

@@ -12,11 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 
 from cli.client import ApiError, Client
-from tests.integration.cli.conftest import corpus, embedded_env
-from infra.process import free_port
+from tests.integration.cli.conftest import Up, corpus, embedded_env
 from tests.integration.stack import wait_until
 
 
@@ -76,37 +74,6 @@ def training_step(api: Client, job_id: str) -> int:
         if error.status == 404:  # not recorded yet: the worker is still starting
             return 0
         raise
-
-
-class Up:
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / "lfz-up.log"
-        self.data_dir = tmp_path / "data"
-        self.log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(self.port), *args],
-                                      env=env or embedded_env(self.data_dir), stdout=self.log,
-                                      stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def ready(self) -> bool:
-        """It said it is up, and the gateway agrees."""
-        assert self.popen.poll() is None, f"lfz up exited early:\n{self.output()}"
-        if f"lfz is up at {self.url}" not in self.output():
-            return False
-        try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self.log.close()
 
 
 def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):

@@ -36,7 +36,9 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def train(client: Client, who: str, text: str) -> dict[str, Any]:
-    dataset = client.upload_dataset(text, name=f"{who}'s words")
+    # A text of this session's own: the same file uploaded in an earlier session (the database outlives the topics)
+    # would be that upload again, whose facts are on another session's topic.
+    dataset = client.upload_dataset(f"{text}{uuid.uuid4().hex}\n", name=f"{who}'s words")
     created = client.create_model(f"{who}-{uuid.uuid4().hex[:6]}", dataset_id=dataset["id"], hyperparameters=TINY)
     assert client.wait_for_job(created["job_id"], timeout_s=120)["status"] == "completed"
     return {**created, "dataset": dataset, "name": client.get_model(created["model_id"])["name"]}
@@ -166,7 +168,7 @@ async def test_another_keys_running_job_cannot_be_cancelled_or_followed(
                                      where=lambda m: job_id in (m.get("payload_text") or ""))
             assert letters[0]["field"] == "job_id" and "no job" in letters[0]["error"], letters[0]
 
-            mine = await bob.post("/api/v1/datasets", json={"text": "bob's second upload"})
+            mine = await bob.post("/api/v1/datasets", json={"text": f"bob's second upload {uuid.uuid4().hex}"})
             assert mine.status_code == 201
             seen = await read_until(bob_events, lambda e: e["job_id"] == mine.json()["id"])
             assert {e["owner"] for e in seen} == {owner_of(KEYS[1])}, seen

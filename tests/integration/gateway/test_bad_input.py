@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cli.client import Client
+from cli.client import ApiError, Client
 
 CORPUS = "".join(f"the {w} dog ran to the {v} door.\n" for w in ("red", "big", "old") for v in ("blue", "flat")) * 10
 TINY = {"preset": "tiny", "max_iters": 20}
@@ -45,10 +45,14 @@ def http(open_url: str) -> Iterator[httpx.Client]:
 
 
 def assert_refused(response: httpx.Response, status: int, field: str | None, needle: str = "") -> None:
-    assert response.status_code == status, response.text
+    """Our error shape under /api/v1; OpenAI's under /v1 (`param` for the field, and 400 for our 422)."""
+    openai = response.request.url.path.startswith("/v1/")
+    assert response.status_code == (400 if openai and status == 422 else status), response.text
     error = response.json()["error"]
-    assert error.get("field") == field, error
+    assert error.get("param" if openai else "field") == field, error
     assert needle in error["message"], error
+    if openai:
+        assert error["type"] == "invalid_request_error" and error["code"], error
 
 
 def test_an_oversized_body_is_413_whether_its_length_is_declared_or_streamed(http: httpx.Client):
@@ -129,12 +133,17 @@ OPENAI_CASES = [
      "greater than or equal to 1"),
     ("chat/completions", '"messages": [{"role": "user", "content": "the"}], "temperature": NaN', "temperature",
      "finite"),
+    ("completions", '"prompt": "the", "temperature": 2.5', "temperature", "less than or equal to 2"),  # OpenAI's
+    ("completions", '"prompt": "the", "logprobs": 3', "logprobs", "not supported by this server"),
+    ("completions", '"prompt": "the", "echo": true', "echo", "not supported by this server"),
+    ("chat/completions", '"messages": [{"role": "user", "content": "the"}], "frobnicate": 1', "frobnicate",
+     "unknown field"),
 ]
 
 
 @pytest.mark.parametrize("route, fields, field, needle", OPENAI_CASES)
-def test_a_bad_value_on_the_openai_routes_is_422_naming_it(http: httpx.Client, model_id: str, route: str,
-                                                            fields: str, field: str, needle: str):
+def test_a_bad_value_on_the_openai_routes_is_400_naming_it_in_openais_shape(
+        http: httpx.Client, model_id: str, route: str, fields: str, field: str, needle: str):
     body = f'{{"model": "{model_id}", {fields}}}'
     response = http.post(f"/v1/{route}", content=body.encode(), headers={"content-type": "application/json"})
     assert_refused(response, 422, field, needle)
@@ -148,18 +157,17 @@ def test_a_bad_page_size_is_422_naming_it(http: httpx.Client, path: str, field: 
     assert_refused(http.get(path), 422, field)
 
 
-def test_a_dataset_of_one_character_fails_its_job_saying_it_is_too_short(open_url: str, worker: object):
+def test_a_dataset_too_short_to_train_on_is_422_not_a_failed_job_later(open_url: str, worker: object):
+    """Regression: the README's own example (`"text": "..."`) was accepted with 202 and failed a moment later."""
     with Client(open_url) as client:
         dataset = client.upload_dataset("x", name="one character")
         assert dataset["characters"] == 1
-        jobs = [client.create_model(name("one-char"), dataset_id=dataset["id"], hyperparameters=TINY),
-                client.create_model(name("one-char"), text="x", hyperparameters=TINY)]
-        for created in jobs:
-            job = client.wait_for_job(created["job_id"], timeout_s=120)
-            assert job["status"] == "failed" and job["error_field"] == "dataset", job
-            assert "too short to train on" in job["error"] and "1 characters" in job["error"], job
-            model = client.get_model(created["model_id"])
-            assert model["status"] == "failed" and "too short" in model["error"]
+        for field, request in (("dataset.id", {"dataset_id": dataset["id"]}), ("dataset.text", {"text": "..."})):
+            with pytest.raises(ApiError) as refused:
+                client.create_model(name("too-short"), hyperparameters=TINY, **request)
+            assert refused.value.status == 422 and refused.value.field == field
+            assert "too short to train on" in refused.value.message and "at least 21" in refused.value.message
+        assert client.list_models(name="too-short")["total"] == 0
 
 
 def _random_bytes(size: int) -> bytes:

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from cli.client import ApiError, Client
+from infra.objectstore import ObjectStore, artifacts
 
 CORPUS = "".join(f"the {w} cat sat on the {v} mat.\n" for w in ("red", "big", "old", "shy")
                  for v in ("blue", "flat", "soft", "warm")) * 8
@@ -124,3 +125,41 @@ def test_cancel_a_running_training_job(open_url: str, worker: object):
             client.cancel_job(created["job_id"])
         assert error.value.status == 409
         assert client.delete_model(created["model_id"])["status"] == "deleted"
+
+
+def test_deleting_a_model_while_it_trains_leaves_no_file_behind(open_url: str, worker: object,
+                                                                  object_store: ObjectStore):
+    """Regression: the run that the delete cancelled wrote its last checkpoint after the model's files were gone,
+    and that file stayed."""
+    with Client(open_url) as client:
+        created = client.create_model(name("doomed"), text=CORPUS, hyperparameters={
+            "preset": "tiny", "max_iters": 200000, "checkpoint_every": 10})
+        for event in client.follow_job(created["job_id"]):
+            if event["type"] == "CheckpointSaved":
+                break  # training, with files in the store
+        prefix = artifacts.model_prefix(created["model_id"])
+        assert object_store.list(prefix)
+        assert client.delete_model(created["model_id"])["status"] == "deleted"
+        assert client.get_job(created["job_id"])["status"] == "cancelled"  # the delete waited for the run to stop
+        time.sleep(2)  # anything the stopped run still had in flight would have landed by now
+        assert object_store.list(prefix) == []
+
+
+def test_a_cancelled_model_samples_and_continues_from_its_checkpoint(open_url: str, worker: object):
+    with Client(open_url) as client:
+        created = client.create_model(name("stopped"), text=CORPUS, hyperparameters={
+            "preset": "tiny", "max_iters": 200000, "checkpoint_every": 10, "eval_every": 10})
+        for event in client.follow_job(created["job_id"]):
+            if event["type"] == "CheckpointSaved" and event["step"] >= 20:
+                client.cancel_job(created["job_id"])
+                break
+        assert client.wait_for_job(created["job_id"], timeout_s=60)["status"] == "cancelled"
+        model = client.get_model(created["model_id"])
+        assert model["status"] == "cancelled" and model["serving_checkpoint"]["kind"] == "best"
+        sample = client.generate(model["name"], "the", max_tokens=5, temperature=0)
+        assert sample["model_id"] == created["model_id"] and sample["completion_tokens"] >= 1
+        more = client.train_more(model["name"], max_iters=20)
+        done = client.wait_for_job(more["job_id"], timeout_s=120)
+        stopped_at = int(model["latest_checkpoint"].rsplit("step-", 1)[1].removesuffix(".pt"))
+        assert done["status"] == "completed" and done["step"] == stopped_at + 20
+        assert sum(c["is_best"] for c in client.get_model(created["model_id"])["checkpoints"]) == 1

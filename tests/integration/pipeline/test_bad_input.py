@@ -92,9 +92,14 @@ async def test_generation_from_a_model_that_does_not_exist_fails_clearly(bus, wo
          "hyperparameters.batch_size", "positive"),
         ("train.requested", {"hyperparameters": {"preset": "tiny", "max_iters": 0}}, "TrainFailed",
          "hyperparameters.max_iters", "positive"),
-        # One matrix of 51 GB: the job fails on its memory limit (4 GiB in these tests) before it touches any.
+        # Within every bound, 38 GB of weights: the job fails on its memory limit (4 GiB in these tests) before it
+        # touches any.
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "d_model": 8192, "num_heads": 8, "mlp_ratio": 16}},
+         "TrainFailed", "hyperparameters", "does not fit in the memory"),
         ("train.requested", {"hyperparameters": {"preset": "tiny", "d_model": 65536, "num_heads": 8}}, "TrainFailed",
-         "hyperparameters", "does not fit in the memory"),
+         "hyperparameters.d_model", "at most 8192"),
+        ("train.requested", {"hyperparameters": {"preset": "tiny", "max_iters": 10**12}}, "TrainFailed",
+         "hyperparameters.max_iters", "at most"),
         ("train.requested", {"tokenizer": "bpe", "tokenizer_options": {"vocab_size": -1}}, "TrainFailed",
          "tokenizer_options.vocab_size", "integer"),
         ("generate.requested", {"max_tokens": 0}, "GenerationFailed", "max_tokens", "greater than or equal"),

@@ -15,9 +15,10 @@ import typer
 from cli.main import app, main
 from tests.unit.cli.conftest import FakeGateway, error
 
-COMMANDS = ["demo", "up", "train", "events", "evaluate", "generate", "replay", "migrate", "version", "datasets",
-            "models", "jobs"]
-GROUPS = {"datasets": ["upload", "list"], "models": ["list", "show", "delete"], "jobs": ["list", "show", "cancel"]}
+COMMANDS = ["demo", "up", "train", "events", "presets", "evaluate", "generate", "replay", "migrate", "version",
+            "datasets", "models", "jobs"]
+GROUPS = {"datasets": ["upload", "list", "delete"], "models": ["list", "show", "delete"],
+          "jobs": ["list", "show", "cancel", "prune"]}
 
 
 def test_help_lists_every_command_with_its_help(capsys):

@@ -66,3 +66,37 @@ def test_chat_messages_become_a_plain_prompt():
     messages = [ChatMessage(role="system", content="Be brief."),
                 ChatMessage(role="user", content=[{"type": "text", "text": "Hi"}])]
     assert chat_prompt(messages) == "system: Be brief.\nuser: Hi\nassistant:"
+
+
+def test_a_field_openai_has_and_this_server_does_not_is_refused_unless_it_asks_for_the_default():
+    import pytest
+
+    from gateway.errors import ApiError
+    from gateway.openai_compat import CompletionRequest, check_openai_fields
+
+    body = {"model": "m", "prompt": "a", "logprobs": None, "echo": False, "user": "u1", "presence_penalty": 0}
+    check_openai_fields(body)
+    assert body == {"model": "m", "prompt": "a"}  # the defaults and the harmless ones are dropped
+    CompletionRequest.model_validate(body)
+    for field, value in (("logprobs", 5), ("echo", True), ("best_of", 3), ("num_sequences", 2)):
+        with pytest.raises(ApiError) as err:
+            check_openai_fields({"model": "m", field: value})
+        assert err.value.status == 400 and err.value.field == field
+    with pytest.raises(Exception, match="Extra inputs"):
+        CompletionRequest.model_validate({"model": "m", "frobnicate": 1})  # any other unknown field: refused too
+    with pytest.raises(Exception, match="less than or equal to 2"):
+        CompletionRequest.model_validate({"model": "m", "temperature": 3})  # OpenAI's limits
+
+
+def test_errors_under_v1_come_in_openai_shape_and_the_rest_in_ours():
+    from gateway.errors import error_response
+
+    openai = json.loads(error_response(422, "invalid", "model: bad", "model", path="/v1/completions").body)
+    assert openai == {"error": {"message": "model: bad", "type": "invalid_request_error", "param": "model",
+                                "code": "invalid"}}
+    assert error_response(422, "invalid", "x", path="/v1/completions").status_code == 400
+    assert error_response(401, "unauthorized", "x", path="/v1/models").status_code == 401
+    assert json.loads(error_response(401, "unauthorized", "x", path="/v1/models").body)["error"]["type"] == \
+        "authentication_error"
+    ours = json.loads(error_response(422, "invalid", "model: bad", "model", path="/api/v1/models").body)
+    assert ours == {"error": {"code": "invalid", "message": "model: bad", "field": "model"}}

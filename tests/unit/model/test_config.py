@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from model.config import PRESETS, ConfigError, ModelConfig, TrainConfig, resolve_hyperparameters
+from model.config import (KNOWN_NAMES, ConfigError, ModelConfig, TrainConfig, describe_hyperparameters,
+                          resolve_hyperparameters)
+from model.presets import DEFAULT_PRESET, PRESETS
 
 
 def test_presets_have_the_documented_values():
@@ -38,9 +40,52 @@ def test_own_names_override_the_preset_and_echo_back():
     assert isinstance(model_cfg, ModelConfig) and isinstance(train_cfg, TrainConfig)
 
 
-def test_default_preset_is_classic():
-    assert resolve_hyperparameters({}).preset == "classic"
+def test_the_default_preset_is_the_one_a_cpu_trains_in_a_minute():
+    assert resolve_hyperparameters({}).preset == "cpu-baby" == DEFAULT_PRESET
     assert resolve_hyperparameters({"max_iters": 3}).train.max_iters == 3
+
+
+@pytest.mark.parametrize("typed, suggested", [("learnig_rate", "learning_rate"), ("n_heads", "num_heads"),
+                                               ("max_iter", "max_iters"), ("LEARNING_RAT", "learning_rate")])
+def test_an_unknown_name_gets_the_nearest_known_one(typed, suggested):
+    with pytest.raises(ConfigError) as err:
+        resolve_hyperparameters({typed: 1})
+    assert err.value.field == typed
+    assert f"did you mean {suggested}?" in err.value.message
+
+
+def test_a_name_like_nothing_known_gets_no_suggestion():
+    with pytest.raises(ConfigError) as err:
+        resolve_hyperparameters({"zzzqqq": 1})
+    assert "did you mean" not in err.value.message and "unknown hyperparameter" in err.value.message
+
+
+def test_nanogpt_names_that_mean_the_same_are_accepted():
+    m, t = resolve_hyperparameters({"preset": "tiny", "n_layer": 3, "n_head": 2, "n_embd": 48, "block_size": 32,
+                                    "warmup_iters": 7, "eval_interval": 10, "gradient_accumulation_steps": 2})
+    assert (m.num_blocks, m.num_heads, m.d_model, m.context_length) == (3, 2, 48, 32)
+    assert (t.warmup, t.eval_every, t.grad_accum) == (7, 10, 2)
+
+
+@pytest.mark.parametrize("name, value, needle", [("max_iters", 10**12, "at most 1e+06"),
+                                                 ("eval_iters", 10**7, "at most 10000"),
+                                                 ("grad_accum", 5000, "at most 1024"),
+                                                 ("warmup", 10**9, "at most 1e+06"),
+                                                 ("d_model", 10**6, "at most 8192")])
+def test_every_value_that_sets_the_work_has_an_upper_bound(name, value, needle):
+    with pytest.raises(ConfigError) as err:
+        resolve_hyperparameters({"preset": "tiny", name: value})
+    assert err.value.field == name and needle in err.value.message
+
+
+def test_every_hyperparameter_is_described_with_its_default_and_bounds():
+    described = {d["name"]: d for d in describe_hyperparameters()}
+    assert set(described) == set(KNOWN_NAMES) - {"preset"}
+    assert all(d["help"] for d in described.values())
+    assert described["max_iters"]["default"] == TrainConfig().max_iters and described["max_iters"]["bounds"]
+    assert described["positions"]["choices"] == ["rotary", "learned", "sinusoidal"]
+    assert "n_layer" in described["num_blocks"]["aliases"]
+    assert all(PRESETS[name].about for name in PRESETS)
 
 
 def test_integral_floats_become_ints_and_none_keeps_the_default():

@@ -10,13 +10,13 @@ SCRIPT = """
 import resource, sys, torch
 from model.config import resolve_hyperparameters
 from model import fast
-from model.device import keep_freed_memory
+from model.device import bf16_matmuls, keep_freed_memory
 from model.gpt import GPT
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 torch.set_num_threads(1)
 model_config, _ = resolve_hyperparameters({"preset": "cpu-baby"})
-model = fast.enable(GPT(model_config.with_vocab(65)))
+model = fast.enable(GPT(model_config.with_vocab(65)), bf16=bf16_matmuls(torch.device("cpu")))
 x = torch.randint(0, 65, (12, 64))
 model(x, x)[1].backward()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

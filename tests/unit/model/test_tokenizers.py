@@ -182,3 +182,20 @@ def test_decode_rejects_ids_outside_the_vocabulary(tokenizers):
     for tok in tokenizers.values():
         with pytest.raises(ValueError):
             tok.decode([tok.vocab_size + 5])
+
+
+def test_unseen_names_the_characters_a_piece_vocabulary_reads_as_unk():
+    tok = train_tokenizer("char", "abc abc")
+    assert tok.unseen("cab, déjà vu <|endoftext|>") == ",déjàvu"  # each once, in order; the special is known
+    assert tok.unseen("abc") == ""
+    assert train_tokenizer("bpe", "abc abc " * 50, vocab_size=300).unseen("déjà vu") == ""  # bytes hold anything
+
+
+def test_vocab_size_names_the_word_vocabulary_too_and_a_char_one_says_why_not():
+    text = "the cat sat on the mat, the dog sat on the log. " * 40
+    assert train_tokenizer("word", text, vocab_size=40).vocab_size <= 40
+    with pytest.raises(ConfigError, match="give vocab_size or max_vocab"):
+        train_tokenizer("word", text, vocab_size=40, max_vocab=50)
+    with pytest.raises(ConfigError, match="word and bpe take vocab_size") as err:
+        train_tokenizer("char", text, vocab_size=40)
+    assert err.value.field == "vocab_size"

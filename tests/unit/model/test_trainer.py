@@ -60,7 +60,7 @@ def test_callbacks_report_steps_validations_and_checkpoints(corpus, char_tokeniz
     steps, vals, ckpts = [], [], []
     Trainer(m, t, tr, va, Callbacks(on_step=steps.append, on_validation=vals.append,
                                     on_checkpoint=ckpts.append)).run()
-    assert [s.step for s in steps] == list(range(2, 21, 2))
+    assert [s.step for s in steps] == [1, *range(2, 21, 2)]  # the run's first step, then every log_every
     assert all(s.lr > 0 and s.tokens_per_s > 0 and s.max_iters == 20 for s in steps)
     assert [v.step for v in vals] == [10, 20]
     assert [c.step for c in ckpts] == [5, 10, 15, 20]

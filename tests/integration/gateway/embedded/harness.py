@@ -37,6 +37,7 @@ from events import (
 )
 from infra.db import create_engine, sessionmaker
 from infra.kafka import ensure_topics
+from infra.objectstore import open_async_object_store
 from infra.settings import Settings
 
 
@@ -169,8 +170,11 @@ class ScriptedAgents:
 
     async def _train(self, command: TrainRequested) -> None:
         job, owner, model = command.job_id, command.owner, command.model_id or "m"
+        dataset_key = command.dataset.key or f"datasets/{job}"
+        if command.dataset.text is not None:  # as the train agent does: the inline text is stored under the job's id
+            await open_async_object_store(self.settings).put_bytes(dataset_key, command.dataset.text.encode())
         await self.emit(JobAccepted, job, "train", owner, model_id=model, model_name=command.model_name,
-                        dataset_key=command.dataset.key or f"datasets/{job}", tokenizer=command.tokenizer,
+                        dataset_key=dataset_key, tokenizer=command.tokenizer,
                         hyperparameters=dict(command.hyperparameters))
         if self.hold_training:
             return

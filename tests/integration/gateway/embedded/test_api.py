@@ -110,7 +110,7 @@ async def test_names_are_unique_and_training_twice_conflicts(client, agents):
     busy = await client.post(f"/api/v1/models/{first['model_id']}/train", json={})
     assert busy.status_code == 409
     generate = await client.post(f"/api/v1/models/{first['model_id']}/generate", json={"prompt": "a"})
-    assert generate.status_code == 409 and generate.json()["error"]["code"] == "not_trained"
+    assert generate.status_code == 409 and generate.json()["error"]["code"] == "no_checkpoint"
 
 
 async def test_cancel_a_running_job_then_cancel_again_conflicts(client, agents):
@@ -192,7 +192,7 @@ async def test_list_and_filter_jobs_and_models(client, agents):
     assert deleted.status_code == 200 and deleted.json()["status"] == "deleted"
     assert (await client.get(f"/api/v1/models/{a['model_id']}")).status_code == 404
     assert (await client.get("/api/v1/models")).json()["total"] == 1
-    recreated = await client.post("/api/v1/models", json={"name": "a", "dataset": {"text": "abc"}})
+    recreated = await client.post("/api/v1/models", json={"name": "a", "dataset": {"text": "abc " * 20}})
     assert recreated.status_code == 202
 
 
@@ -314,11 +314,11 @@ async def test_health_metrics_docs_openapi_and_index(client):
     assert "lfz_gateway_request_seconds_bucket" in metrics and "lfz_gateway_sse_streams" in metrics
     document = (await client.get("/openapi.json")).json()
     assert document["openapi"] == "3.1.0"
-    generate = document["paths"]["/api/v1/models/{model_id}/generate"]["post"]
+    generate = document["paths"]["/api/v1/models/{model}/generate"]["post"]
     assert "text/event-stream" in generate["responses"]["200"]["content"]
     assert generate["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("GenerateBody")
     docs = await client.get("/docs")
-    assert docs.status_code == 200 and "/api/v1/models/{model_id}/generate" in docs.text and "<script" not in docs.text
+    assert docs.status_code == 200 and "/api/v1/models/{model}/generate" in docs.text and "<script" not in docs.text
     index = await client.get("/")
     assert index.status_code == 200 and "llm-from-zero" in index.text
 

@@ -7,8 +7,11 @@ from infra.db.queries import last_recorded
 from infra.joblog import Recorded
 from events import (
     CheckpointSaved,
+    DatasetDeleted,
     DatasetUploaded,
+    GenerationFailed,
     JobAccepted,
+    JobsPruned,
     ModelDeleted,
     TrainCompleted,
     TrainFailed,
@@ -122,3 +125,66 @@ def test_partitions_merge_in_time_order_keeping_each_partitions_own_order():
     on_one[2], on_one[3] = on_one[3], on_one[2]  # a partition's own order wins over the times within it
     merged = in_time_order([late_first, on_one])
     assert [(r.partition, r.offset) for r in merged] == [(1, 0), (1, 1), (1, 3), (1, 2), (1, 4), (1, 5), (0, 0)]
+
+
+def checkpoint(seq: int, step: int, is_best: bool, pruned: tuple[str, ...] = (), job_id: str = "j1") -> CheckpointSaved:
+    return CheckpointSaved(job_id=job_id, seq=seq, **ENVELOPE, model_id="m1", step=step,
+                           key=f"models/m1/checkpoints/step-{step}.pt", sha256="ab" * 32, bytes=100, is_best=is_best,
+                           best_key="models/m1/checkpoints/best.pt" if is_best else None, pruned=list(pruned))
+
+
+async def test_exactly_one_checkpoint_is_the_best_and_pruned_ones_are_gone(sessions):
+    """Regression: every checkpoint kept is_best once it had been the best, and `models show` named the oldest."""
+    log = training_log()[:2] + [checkpoint(3, 25, True), checkpoint(4, 50, True), checkpoint(5, 75, False),
+                                checkpoint(6, 100, True, pruned=("models/m1/checkpoints/step-75.pt",))]
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in log])
+        await session.commit()
+    async with sessions() as session:
+        rows = {c.step: c.is_best for c in (await session.execute(select(Checkpoint))).scalars()}
+        model = await session.get(Model, "m1")
+    assert rows == {25: False, 50: False, 100: True}  # 75 was pruned: its object is gone, so is its row
+    assert model.best_step == 100 and model.best_checkpoint == "models/m1/checkpoints/best.pt"
+    assert model.latest_checkpoint == "models/m1/checkpoints/step-100.pt"
+
+
+async def test_a_continued_model_shows_its_latest_runs_hyperparameters(sessions):
+    more = JobAccepted(job_id="j2", seq=1, **ENVELOPE, model_id="m1", model_name="shakespeare", tokenizer="char",
+                       hyperparameters={"preset": "tiny", "max_iters": 300}, dataset_key="datasets/d1", resume=True)
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in [*training_log(), more]])
+        await session.commit()
+    async with sessions() as session:
+        model = await session.get(Model, "m1")
+    assert model.hyperparameters == {"preset": "tiny", "max_iters": 300} and model.train_job_id == "j2"
+
+
+async def test_pruned_jobs_leave_the_listing_only_their_owners_finished_ones(sessions):
+    theirs = JobAccepted(job_id="g2", seq=1, producer="test", owner="o2", kind="generate")
+    running = JobAccepted(job_id="g3", seq=1, producer="test", owner="o1", kind="generate")
+    done = [JobAccepted(job_id="g1", seq=1, producer="test", owner="o1", kind="generate"),
+            GenerationFailed(job_id="g1", seq=2, producer="test", owner="o1", kind="generate", reason="no"),
+            GenerationFailed(job_id="g2", seq=2, producer="test", owner="o2", kind="generate", reason="no")]
+    prune = JobsPruned(job_id="p1", seq=1, producer="test", owner="o1", kind="delete", job_ids=["g1", "g2", "g3"])
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in [theirs, running, *done, prune]])
+        await session.commit()
+    async with sessions() as session:
+        left = sorted(j.id for j in (await session.execute(select(Job))).scalars())
+        logged = {r.job_id for r in (await session.execute(select(JobEventRow))).scalars()}
+    assert left == ["g2", "g3"]  # another owner's, and one not finished, stay
+    assert "g1" not in logged and {"g2", "g3", "p1"} <= logged
+
+
+async def test_a_deleted_dataset_leaves_the_listing(sessions):
+    uploaded = DatasetUploaded(job_id="d1", seq=1, producer="test", owner="o1", kind="dataset", dataset_id="d1",
+                               name="t.txt", key="datasets/d1", bytes=3, characters=3, preview="abc", sha256="cd" * 32)
+    deleted = DatasetDeleted(job_id="x1", seq=1, producer="test", owner="o1", kind="delete", dataset_id="d1")
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(uploaded)])
+        await session.commit()
+        assert (await session.get(Dataset, "d1")).sha256 == "cd" * 32
+        await apply_batch(session, [Recorded(deleted)])
+        await session.commit()
+    async with sessions() as session:
+        assert await session.get(Dataset, "d1") is None
