@@ -15,6 +15,7 @@ from cli.errors import EXIT_USAGE, CliError, Stopped
 from cli.follow import check_outcome, describe, follow_job
 from cli.overrides import hyperparameters
 from cli.render import Output, duration, number, when
+from model.config import describe_hyperparameters
 from model.presets import DEFAULT_PRESET, PRESETS
 
 jobs = typer.Typer(help="List, show and cancel jobs (training, evaluation, generation).", no_args_is_help=True)
@@ -29,6 +30,20 @@ VocabSizeOption = Annotated[Optional[int], typer.Option("--vocab-size", min=1,
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="A hyperparameter, e.g. --set learning_rate=3e-4 (repeatable); `lfz presets` "
                                        "lists them all with their defaults and bounds.")]
+
+
+def _hyperparameter_help() -> str:
+    """Every hyperparameter --set takes, from the config dataclasses themselves: name, default, bounds, meaning."""
+    lines = [f"**Hyperparameters** (`--set NAME=VALUE`; `lfz presets` shows the presets' values):\n"]
+    for spec in describe_hyperparameters():
+        values = spec["bounds"] or ", ".join(spec["choices"] or [])
+        also = f"; also {', '.join(spec['aliases'])}" if spec["aliases"] else ""
+        lines.append(f"- `{spec['name']}` = {spec['default']}" + (f" ({values})" if values else "")
+                     + f": {spec['help']}{also}")
+    return "\n".join(lines)
+
+
+HYPERPARAMETER_HELP = _hyperparameter_help()
 
 
 def default_name(stem: str) -> str:

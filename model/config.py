@@ -210,7 +210,7 @@ def unknown_name(key: str) -> ConfigError:
     if not close and key.lower() != key:
         close = difflib.get_close_matches(key.lower(), KNOWN_NAMES, n=1, cutoff=0.6)
     hint = f"; did you mean {ALIASES.get(close[0], close[0])}?" if close else ""
-    return ConfigError(key, f"unknown hyperparameter{hint} (`lfz presets --help` lists them all)")
+    return ConfigError(key, f"unknown hyperparameter{hint} (`lfz presets` and GET /api/v1/presets list them all)")
 
 
 def resolve_hyperparameters(hp: dict[str, Any] | None = None) -> Hyperparameters:
