@@ -33,36 +33,102 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     return (f"{field}: {message}" if field else message), field
 
 
-def nul_character_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
-    """Where a JSON value holds a U+0000 character: the path of the string (or of the object with such a key), else
-    None. PostgreSQL stores no U+0000 in text or JSONB, so a command carrying one would be accepted and then fail to
-    be recorded; it is refused where it enters instead."""
+MAX_DEPTH = 64  # objects and arrays inside each other; the deepest documented message has 3
+MAX_INTEGER_DIGITS = 64  # the largest documented integer (a seed) has 20
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _integer(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise _TooLong(f"an integer of {digits} digits; at most {MAX_INTEGER_DIGITS} are accepted")
+    return int(text)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON text as Python values, or a `DecodeError` saying what is wrong with it.
+
+    Whatever the bytes, nothing else escapes: invalid UTF-8 (named by its offset), nesting deeper than `MAX_DEPTH`
+    (the parser's recursion would otherwise overflow), integers longer than `MAX_INTEGER_DIGITS` digits (Python
+    refuses to convert 4,300), and every syntax error. Everything that decodes JSON from outside (HTTP bodies, every
+    topic, a replay) goes through here, so one hostile message is refused instead of killing whoever read it."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"not valid UTF-8: byte {exc.start} (0x{exc.object[exc.start]:02x}): {exc.reason}") from None
+    try:
+        value = json.loads(raw, parse_int=_integer)
+    except _TooLong as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and whatever else the parser refuses
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    if _depth_over(value, MAX_DEPTH):
+        raise DecodeError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain a NUL character (U+0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain an unpaired surrogate (such as \\ud800)"
+    return None
+
+
+def bad_string_at(value: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str] | None:
+    """The first string (or key) of a JSON value that cannot be stored, as `(path, problem)`, else None.
+
+    PostgreSQL keeps no U+0000 in text or JSONB, and an unpaired surrogate (which a JSON `\\u` escape can spell)
+    is not UTF-8 at all, so a command carrying either would be accepted and then fail to be recorded or sent on; it
+    is refused where it enters instead. `value` comes from `parse_json`, so its depth is bounded."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        problem = _string_problem(value)
+        return (path, problem) if problem is not None else None
     items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        if isinstance(key, str) and "\x00" in key:
-            return path
-        found = nul_character_at(item, (*path, str(key)))
+        if isinstance(key, str):
+            problem = _string_problem(key)
+            if problem is not None:
+                return path, f"a field name {problem}"
+        found = bad_string_at(item, (*path, str(key)))
         if found is not None:
             return found
     return None
 
 
-def nul_character_error(path: tuple[str, ...]) -> tuple[str, str | None]:
-    """`(message, field)` for `nul_character_at`'s answer."""
+def bad_string_error(found: tuple[tuple[str, ...], str]) -> tuple[str, str | None]:
+    """`(message, field)` for `bad_string_at`'s answer."""
+    path, problem = found
     field = ".".join(path) or None
-    message = "must not contain a NUL character (U+0000)"
-    return (f"{field}: {message}" if field else f"a field name {message}"), field
+    return (f"{field}: {problem}" if field else problem), field
 
 
 def _parse_object(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DecodeError(f"not valid JSON: {exc}") from None
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise DecodeError(f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -100,9 +166,9 @@ def decode_command(
     if expected is not None and cls not in expected:
         names = ", ".join(c.__name__ for c in expected)
         raise DecodeError(f"type: {type_name} does not belong on this topic (expected {names})", "type", job_id, kind)
-    nul = nul_character_at(value)
-    if nul is not None:
-        raise DecodeError(*nul_character_error(nul), job_id, kind)
+    bad = bad_string_at(value)
+    if bad is not None:
+        raise DecodeError(*bad_string_error(bad), job_id, kind)
     try:
         return cls.model_validate(value)
     except ValidationError as exc:
@@ -116,6 +182,9 @@ def decode_event(raw: bytes | str | dict[str, Any]) -> JobEvent:
     cls = FACTS.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise DecodeError(f"type: unknown event type {type_name!r}", "type", _usable_job_id(value))
+    bad = bad_string_at(value)
+    if bad is not None:
+        raise DecodeError(*bad_string_error(bad), _usable_job_id(value))
     try:
         return cls.model_validate(value)
     except ValidationError as exc:

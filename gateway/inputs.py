@@ -3,7 +3,6 @@ typed models."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events.codec import nul_character_at, nul_character_error
+from events import DecodeError
+from events.codec import bad_string_at, bad_string_error, parse_json
 from gateway.errors import ApiError, error_response, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -83,14 +83,14 @@ async def json_body(request: Request, model: type[M], empty_ok: bool = False,
         value = {}
     else:
         try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+            value = parse_json(raw)
+        except DecodeError as exc:
+            raise ApiError(400, "bad_request", f"the body is {exc.reason}") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid", f"the body must be a JSON object, got {type(value).__name__}")
-    nul = nul_character_at(value)
-    if nul is not None:
-        message, field = nul_character_error(nul)
+    bad = bad_string_at(value)
+    if bad is not None:
+        message, field = bad_string_error(bad)
         raise ApiError(422, "invalid", message, field)
     if check is not None:
         check(value)

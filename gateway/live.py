@@ -243,4 +243,7 @@ class LiveFeed(Fanout):
         except DecodeError as exc:  # the record agent dead-letters it; the feed only skips it
             log.debug("live feed: skipped an undecodable event: %s", exc.reason)
             return
-        self.publish(FeedEvent.from_event(event, received_at))
+        try:
+            self.publish(FeedEvent.from_event(event, received_at))
+        except Exception:  # a bug met by one fact must not end the feed for every client of this process
+            log.exception("live feed: could not relay fact %s of job %s", event.seq, event.job_id)

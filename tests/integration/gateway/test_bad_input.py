@@ -7,6 +7,7 @@ Each gets a clear answer: a 4xx whose `error.field` names what is wrong, or a jo
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import random
@@ -16,7 +17,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from aiokafka import AIOKafkaProducer
+
 from cli.client import ApiError, Client
+from infra.joblog import read_topic
+from infra.settings import Settings
+from tests.integration.stack import Bus
 
 CORPUS = "".join(f"the {w} dog ran to the {v} door.\n" for w in ("red", "big", "old") for v in ("blue", "flat")) * 10
 TINY = {"preset": "tiny", "max_iters": 20}
@@ -109,12 +115,32 @@ USE_CASES = [
     ("generate", '{"prompt": "the", "top_k": 0}', "top_k", "greater than or equal to 1"),
     ("generate", '{"prompt": "the", "temperature": NaN}', "temperature", "finite"),
     ("generate", '{"prompt": "the", "top_p": Infinity}', "top_p", "finite"),
-    ("generate", '{"prompt": "\\udc80 lone surrogate"}', "prompt", "string"),
+    ("generate", '{"prompt": "\\udc80 lone surrogate"}', "prompt", "unpaired surrogate"),
     ("evaluate", '{"prompts": ["the"], "max_new_tokens": 0}', "max_new_tokens", "greater than or equal to 1"),
     ("evaluate", '{"prompts": ["the"], "max_new_tokens": 10000000000}', "max_new_tokens", "less than or equal"),
     ("train", '{"hyperparameters": {"max_iters": 0}}', "hyperparameters.max_iters", "must be positive"),
     ("train", '{"hyperparameters": {"learning_rate": NaN}}', "hyperparameters.learning_rate", "must be finite"),
 ]
+
+
+BOMBS = [
+    (b"[" * 100_000, "nested deeper than 64 levels"),
+    (b'{"prompt": "the", "max_tokens": ' + b"9" * 5000 + b"}", "an integer of 5000 digits"),
+    (b'{"prompt": "' + b"\xc3\x28" * 1000 + b'"}', "not valid UTF-8: byte 12"),
+    (b'{"prompt": "' + b"a" * 1_000_000, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("route", ["/api/v1/models", "/api/v1/models/{model}/generate", "/v1/completions",
+                                   "/api/v1/models/{model}/evaluate"])
+@pytest.mark.parametrize("body, needle", BOMBS)
+def test_parser_bombs_are_400_naming_the_body_and_the_gateway_lives_on(http: httpx.Client, model_id: str,
+                                                                        route: str, body: bytes, needle: str):
+    """Deep nesting once overflowed the parser (a 500 with a traceback), a 5,000-digit integer reset the
+    connection: each is now a 400 that says what is wrong with the body."""
+    response = http.post(route.format(model=model_id), content=body, headers={"content-type": "application/json"})
+    assert_refused(response, 400, None, needle)
+    assert http.get("/health").status_code == 200
 
 
 @pytest.mark.parametrize("action, body, field, needle", USE_CASES)
@@ -185,7 +211,7 @@ def test_a_binary_file_is_refused_as_a_dataset(http: httpx.Client, data: bytes, 
     before = http.get("/api/v1/datasets").json()["total"]
     assert_refused(http.post("/api/v1/datasets", files={"file": ("data.bin", data)}), 422, "file", needle)
     raw = http.post("/api/v1/datasets", content=data, headers={"content-type": "application/octet-stream"})
-    assert_refused(raw, 400, None, "not valid JSON")
+    assert_refused(raw, 400, None, "the body is not valid")  # UTF-8, or JSON where the bytes happen to be UTF-8
     assert http.get("/api/v1/datasets").json()["total"] == before  # nothing was stored
 
 
@@ -242,3 +268,52 @@ def test_a_nul_character_is_refused_before_it_reaches_postgresql(http: httpx.Cli
 def test_a_nul_character_in_an_uploads_name_is_refused(http: httpx.Client):
     response = http.post("/api/v1/datasets", files={"file": ("words.txt", b"some words")}, data={"name": "a\x00b"})
     assert_refused(response, 422, "name", "NUL character")
+
+
+LOG_BOMBS = [
+    b"[" * 100_000,
+    b'{"type": "TrainProgress", "job_id": "bomb", "seq": ' + b"1" * 5000 + b"}",
+    b"\xff\xfe not UTF-8",
+    b'{"type": "TrainProgress", "job_id": "bomb", "owner": "\\ud800"}',
+]
+
+
+async def _bomb_every_partition(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        placed = []
+        for partition in sorted(await producer.partitions_for(topic)):
+            for raw in LOG_BOMBS:
+                sent = await producer.send_and_wait(topic, raw, key=b"bomb", partition=partition)
+                placed.append((sent.partition, sent.offset))
+        return placed
+    finally:
+        await producer.stop()
+
+
+def test_hostile_records_on_the_job_events_topic_leave_the_live_feed_the_recorder_and_the_replay_alive(
+        http: httpx.Client, model_id: str, session_prefix: str, kafka_bootstrap: str, settings: Settings):
+    """One such record once killed the gateway's live-feed task (no event delivered after it, until a restart) and
+    stopped `lfz replay` from Kafka with a RecursionError. Now: every partition gets each bomb, and afterwards a
+    streamed generation (whose tokens reach the client through the live feed) still completes, the record agent
+    dead-letters each bomb with its place, and a replay of the topic skips and counts them."""
+    placed = asyncio.run(_bomb_every_partition(kafka_bootstrap, f"{session_prefix}job.events"))
+    for _ in range(2):  # both gateways' feeds are shared by this one; twice shows the feed keeps relaying
+        with http.stream("POST", f"/api/v1/models/{model_id}/generate",
+                         json={"prompt": "the", "max_tokens": 8, "stream": True}) as stream:
+            assert stream.status_code == 200
+            types = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
+        assert types[0] == "JobAccepted" and types[-1] == "GenerationCompleted", types
+
+    wanted = set(placed)
+    letters = asyncio.run(Bus(kafka_bootstrap, session_prefix).read(
+        "dead.letter", lambda seen: {(m["partition"], m["offset"]) for m in seen} >= wanted,
+        where=lambda m: m.get("topic") == f"{session_prefix}job.events"))
+    reasons = {m["error"] for m in letters if (m["partition"], m["offset"]) in wanted}
+    assert any("nested deeper" in r for r in reasons) and any("5000 digits" in r for r in reasons), reasons
+    assert any("UTF-8" in r for r in reasons) and any("surrogate" in r for r in reasons), reasons
+
+    read = asyncio.run(read_topic(settings.model_copy(update={"topic_prefix": session_prefix})))
+    assert read.undecodable >= len(placed)
+    assert any(recorded.event.job_id for recorded in read.facts)

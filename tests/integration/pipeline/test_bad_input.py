@@ -22,6 +22,11 @@ async def test_undecodable_messages_become_dead_letters_and_the_agents_keep_work
         ("train.requested", f'{{"type": "Bogus", "marker": "{marker}"}}'.encode()),
         ("generate.requested", f'{{"type": "TrainRequested", "marker": "{marker}"}}'.encode()),
         ("evaluate.requested", b"\xff\xfe" + marker.encode()),
+        # Parser bombs: each once escaped the decoder (RecursionError, the plain ValueError of a long integer).
+        ("train.requested", f'{{"marker": "{marker}", "deep": '.encode() + b"[" * 100_000),
+        ("generate.requested", f'{{"marker": "{marker}", "max_tokens": '.encode() + b"7" * 5000 + b"}"),
+        ("job.control", f'{{"marker": "{marker}", "deep": '.encode() + b"[" * 100_000),
+        ("job.control", f'{{"type": "CancelRequested", "job_id": "{marker}\\udc80"}}'.encode()),
     ]
     for topic, raw in garbage:
         await bus.produce(topic, raw)
@@ -29,8 +34,10 @@ async def test_undecodable_messages_become_dead_letters_and_the_agents_keep_work
                              where=lambda m: marker in (m.get("payload_text") or "")
                              or marker.encode().hex() in (m.get("payload_base64") or "") or _b64(m, marker))
     by_topic = {m["topic"].removeprefix(bus.prefix): m for m in letters}
-    assert set(by_topic) == {"train.requested", "generate.requested", "evaluate.requested"}
+    assert set(by_topic) == {"train.requested", "generate.requested", "evaluate.requested", "job.control"}
     assert any("not valid JSON" in m["error"] for m in letters)
+    assert any("nested deeper than 64 levels" in m["error"] for m in letters)
+    assert any("an integer of 5000 digits" in m["error"] for m in letters)
     assert any("unknown message type" in m["error"] for m in letters)
     assert all(m["partition"] is not None and m["offset"] is not None for m in letters)
 

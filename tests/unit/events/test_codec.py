@@ -84,6 +84,43 @@ def test_bad_messages_name_the_field(raw, field, needle):
     assert needle in info.value.reason
 
 
+BOMBS = [
+    (b"[" * 100_000, "nested deeper than 64 levels"),
+    (b'{"type": "TrainRequested", "hyperparameters": ' + b"[" * 70 + b"]" * 70 + b"}", "nested deeper than 64"),
+    (b'{"type": "GenerateRequested", "max_tokens": ' + b"7" * 5000 + b"}", "an integer of 5000 digits"),
+    (b'{"type": "GenerateRequested", "prompt": "caf\xe9"}', "not valid UTF-8: byte 44 (0xe9): invalid continuation byte"),
+    (b'{"type": "GenerateRequested", "prompt": "' + b"x" * 2_000_000 + b'"', "not valid JSON"),
+    (b"\xef\xbb\xbf{}", "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("raw", "needle"), BOMBS)
+def test_parser_bombs_are_decode_errors_on_every_decoder(raw, needle):
+    """Deep nesting overflows the parser's recursion, long integers make Python refuse the conversion, invalid UTF-8
+    and truncated giants are ordinary syntax errors: each must end as a DecodeError, for commands and facts alike."""
+    for decode in (decode_command, decode_event):
+        with pytest.raises(DecodeError) as info:
+            decode(raw)
+        assert needle in info.value.reason
+
+
+def test_an_unpaired_surrogate_is_refused_naming_the_field():
+    raw = json.dumps({**DOCUMENTED_GENERATE, "prompt": "ok \ud800 then"}).encode()  # json.dumps writes \ud800
+    with pytest.raises(DecodeError) as info:
+        decode_command(raw)
+    assert (info.value.field, info.value.job_id) == ("prompt", "r1")
+    assert "unpaired surrogate" in info.value.reason
+
+
+def test_nesting_up_to_the_limit_is_fine():
+    assert decode_command(json.dumps({**DOCUMENTED_TRAIN, "hyperparameters": {"max_iters": 5}})).job_id
+    deep: object = 1
+    for _ in range(63):
+        deep = [deep]
+    from events.codec import parse_json
+    assert parse_json(json.dumps(deep)) == deep
+
+
 def test_command_on_the_wrong_topic_is_rejected():
     with pytest.raises(DecodeError, match="does not belong on this topic"):
         decode_command(json.dumps(DOCUMENTED_GENERATE), (TrainRequested,))
