@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from events import Topics
 from gateway import datasets, evaluation, generation, jobs, models, openai_compat, presets, system
-from gateway.auth import AuthMiddleware
+from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, StreamLimiter, process_name
 from gateway.errors import exception_handlers
 from gateway.inputs import BodyLimitMiddleware, UrlCheckMiddleware
@@ -80,7 +80,7 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
         ))
     upload_limit = settings.max_dataset_bytes + 64 * 1024  # the file plus its multipart framing
     stack += [
-        Middleware(AuthMiddleware, keys=settings.api_keys),
+        Middleware(AuthMiddleware, keys=settings.api_keys, operator_keys=settings.operator_keys),
         Middleware(UrlCheckMiddleware),
         Middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
                    limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes)}),
@@ -90,6 +90,7 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
 
 def create_app(settings: Settings) -> Starlette:
     metrics = GatewayMetrics()
+    redact_access_log()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:

@@ -120,9 +120,8 @@ def outage_response(exc: BaseException, path: str = "") -> JSONResponse:
     component = component_of(exc) or "a backing service"
     detail = first_line(exc)[:200]
     log.warning("%s unavailable: %s: %s", component, type(exc).__name__, detail)
-    return error_response(
-        503, "unavailable", f"{component} is unavailable, try again shortly ({type(exc).__name__}: {detail})",
-        headers={"Retry-After": "5"}, path=path,
+    return error_response(  # the exception's text stays in the log: it may hold internal addresses
+        503, "unavailable", f"{component} is unavailable, try again shortly", headers={"Retry-After": "5"}, path=path,
     )
 
 

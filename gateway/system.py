@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The dashboard's charting library, installed by `npm ci` (package.json at the repository root), served as is.
 UPLOT_DIR = Path(__file__).resolve().parent.parent / "node_modules" / "uplot" / "dist"
 CHECK_TIMEOUT_S = 3.0
+log = logging.getLogger(__name__)
 
 PLACEHOLDER = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>llm-from-zero</title>
@@ -55,7 +57,9 @@ async def _kafka(gateway: Gateway) -> None:
 
 
 @operation(summary="Health of the gateway and what it depends on", tag="system", responses={200: Health},
-           extra_responses={503: "A component is down; `error.message` names it."}, public=True)
+           extra_responses={503: "A component is down; `error.message` names it. Each component's error "
+                                 "(`detail`) is shown only to operators (a key of LFZ_OPERATOR_KEYS, or no keys "
+                                 "configured)."}, public=True)
 async def health(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     results = await asyncio.gather(
@@ -67,12 +71,18 @@ async def health(request: Request) -> JSONResponse:
     down = [name for name, state in components.items() if state.status == "down"]
     if not down:
         return JSONResponse(Health(status="ok", components=components).json_dict())
-    message = "; ".join(f"{name.replace('_', ' ')} is down ({components[name].detail})" for name in down)
+    for name in down:
+        log.warning("health: %s is down: %s", name, components[name].detail)
+    if not getattr(request.state, "operator", False):  # what failed, and where, is for operators: it names internal addresses
+        components = {name: ComponentState(status=state.status) for name, state in components.items()}
+    message = "; ".join(f"{name.replace('_', ' ')} is down" + (f" ({components[name].detail})"
+                                                               if components[name].detail else "") for name in down)
     error = ErrorDetail(code="unavailable", message=message)
     return JSONResponse(Health(status="down", components=components, error=error).json_dict(), status_code=503)
 
 
-@operation(summary="Prometheus metrics", tag="system", responses={200: None})
+@operation(summary="Prometheus metrics (operators only when API keys are configured: a key of LFZ_OPERATOR_KEYS)",
+           tag="system", responses={200: None})
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.metrics.subscribers.set(gateway.feed.subscriber_count)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Keys for operators' routes when api_keys is set: /metrics, and /health with each component's error.
+    operator_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
     max_dataset_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "operator_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -23,6 +23,7 @@ from infra.process import free_port
 from infra.settings import Settings
 
 KEYS = ("key-alice-0123456789", "key-bob-9876543210")
+OPERATOR_KEY = "key-operator-5555555555"
 
 
 
@@ -88,11 +89,12 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gateways(stack_env: dict[str, str], log_dir: Path) -> Iterator[dict[str, str]]:
-    """Base URLs: `open` and `open2` without auth, `auth` with KEYS."""
+    """Base URLs: `open` and `open2` without auth, `auth` with KEYS and OPERATOR_KEY (and its access log on)."""
     started: list[Process] = []
     urls: dict[str, str] = {}
     try:
-        for name, extra in (("open", {}), ("open2", {}), ("auth", {"LFZ_API_KEYS": ",".join(KEYS)})):
+        for name, extra in (("open", {}), ("open2", {}), ("auth", {"LFZ_API_KEYS": ",".join(KEYS), "LFZ_OPERATOR_KEYS": OPERATOR_KEY,
+                                                       "LFZ_LOG_LEVEL": "INFO"})):
             process, urls[name] = _start_gateway(name, stack_env, log_dir, **extra)
             started.append(process)
         yield urls

@@ -25,7 +25,7 @@ from gateway.auth import owner_of
 from cli.client import ApiError, Client
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
-from tests.integration.gateway.conftest import KEYS
+from tests.integration.gateway.conftest import KEYS, OPERATOR_KEY
 from tests.integration.stack import Bus
 
 TINY = {"preset": "tiny", "max_iters": 20}
@@ -279,3 +279,24 @@ async def test_on_kafka_a_job_id_that_names_a_dataset_is_refused_and_the_dataset
     log = await bus.read("job.events", lambda seen: any(e["type"] == "DatasetUploaded" for e in seen),
                          where=lambda e: e.get("job_id") == dataset["id"])
     assert [e["type"] for e in log] == ["DatasetUploaded"], log
+
+
+def test_keys_never_reach_the_access_log_and_operator_routes_need_an_operator_key(tenants, log_dir):
+    """The dashboard's EventSource sends its key as `?api_key=`; uvicorn's access log wrote it down."""
+    url, key = tenants["url"], KEYS[0]
+    job_id = tenants["alice_model"]["job_id"]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        with http.stream("GET", f"/api/v1/jobs/{job_id}/events?api_key={key}&format=json") as stream:
+            assert stream.status_code == 200
+            stream.read()
+        assert http.get("/metrics").status_code == 401
+        tenant = http.get("/metrics", headers=bearer(key))
+        assert tenant.status_code == 403 and "LFZ_OPERATOR_KEYS" in tenant.json()["error"]["message"]
+        operator = http.get("/metrics", headers=bearer(OPERATOR_KEY))
+        assert operator.status_code == 200 and "lfz_gateway_requests_total" in operator.text
+        assert http.get("/api/v1/models", headers=bearer(OPERATOR_KEY)).status_code == 403
+    deadline = time.monotonic() + 10
+    while "api_key=[redacted]" not in (log := (log_dir / "auth.log").read_text(errors="replace")):
+        assert time.monotonic() < deadline, "the access log never showed the request"
+        time.sleep(0.2)
+    assert key not in log and KEYS[1] not in log and OPERATOR_KEY not in log

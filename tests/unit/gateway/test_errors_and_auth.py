@@ -9,7 +9,9 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.auth import AuthMiddleware, owner_of
+import logging
+
+from gateway.auth import AuthMiddleware, RedactKeys, owner_of, redact_keys
 from gateway.errors import ApiError, component_of, exception_handlers
 from gateway.inputs import BodyLimitMiddleware
 from infra.kafka import KafkaUnavailable
@@ -30,8 +32,13 @@ async def echo(request):
     return JSONResponse({"bytes": len(await request.body())})
 
 
-def make_app(keys=()):
+async def operator(request):
+    return JSONResponse({"operator": request.state.operator})
+
+
+def make_app(keys=(), operator_keys=()):
     routes = [
+        Route("/metrics", operator),
         Route("/api/v1/conflict", _raise(ApiError(409, "conflict", "busy", "name"))),
         Route("/api/v1/db", _raise(OperationalError("SELECT 1", {}, ConnectionRefusedError("refused")))),
         Route("/api/v1/kafka", _raise(KafkaUnavailable("no broker"))),
@@ -41,7 +48,7 @@ def make_app(keys=()):
         Route("/api/v1/echo", echo, methods=["POST"]),
         Route("/health", whoami),
     ]
-    middleware = [Middleware(AuthMiddleware, keys=list(keys)),
+    middleware = [Middleware(AuthMiddleware, keys=list(keys), operator_keys=list(operator_keys)),
                   Middleware(BodyLimitMiddleware, default_limit=100, limits={})]
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers())
 
@@ -64,6 +71,7 @@ async def test_outages_are_503_naming_the_service(path, component):
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     assert response.json()["error"]["message"].startswith(f"{component} is unavailable")
+    assert "refused" not in response.text and "no broker" not in response.text  # the exception stays in the log
 
 
 async def test_a_bug_is_500_json_without_traceback():
@@ -131,3 +139,28 @@ async def test_query_key_only_on_event_streams():
         other = await http.get("/api/v1/whoami?api_key=k1")
     assert stream.status_code == 200 and stream.json() == {"owner": owner_of("k1")}
     assert other.status_code == 401
+
+
+async def test_metrics_are_for_operators_once_keys_are_configured():
+    async with client(make_app(keys=["tenant"], operator_keys=["ops"])) as http:
+        anonymous = await http.get("/metrics")
+        tenant = await http.get("/metrics", headers={"Authorization": "Bearer tenant"})
+        ops = await http.get("/metrics", headers={"Authorization": "Bearer ops"})
+        ops_elsewhere = await http.get("/api/v1/whoami", headers={"Authorization": "Bearer ops"})
+    assert anonymous.status_code == 401 and tenant.status_code == 403
+    assert "LFZ_OPERATOR_KEYS" in tenant.json()["error"]["message"]
+    assert ops.status_code == 200 and ops.json() == {"operator": True}
+    assert ops_elsewhere.status_code == 403  # an operator's key is not a tenant's
+    async with client(make_app()) as http:  # one user, no keys: that user is the operator
+        assert (await http.get("/metrics")).json() == {"operator": True}
+
+
+def test_keys_in_query_strings_are_redacted_from_access_log_lines():
+    assert redact_keys("/api/v1/events?api_key=s3cret&x=1") == "/api/v1/events?api_key=[redacted]&x=1"
+    assert redact_keys("/e?x=1&API_KEY=s3cret") == "/e?x=1&API_KEY=[redacted]"
+    assert redact_keys("/e?my_api_key=keep") == "/e?my_api_key=keep"
+    # uvicorn's access logger passes the path with its query as an argument of the record
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/api/v1/jobs/j/events?api_key=s3cret", "1.1", 200), None)
+    assert RedactKeys().filter(record) and "s3cret" not in record.getMessage()
+    assert "api_key=[redacted]" in record.getMessage()

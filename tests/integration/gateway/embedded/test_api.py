@@ -332,3 +332,21 @@ async def test_health_names_the_component_that_is_down(settings, projector):
     body = health.json()
     assert body["components"]["object_store"]["status"] == "down" and body["components"]["kafka"]["status"] == "ok"
     assert body["error"]["message"].startswith("object store is down")
+    assert body["components"]["object_store"]["detail"]  # one user, no keys: that user is the operator
+
+
+async def test_with_keys_health_tells_anonymous_callers_what_is_down_but_not_why(tmp_path, broker):
+    """The errors behind a component's state name internal addresses and paths: only operators see them."""
+    settings = make_settings(tmp_path, broker, api_keys=["tenant-key"], operator_keys=["ops-key"])
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/health")).status_code == 200
+        (settings.data_dir / "objects").rename(settings.data_dir / "moved")
+        anonymous = await http.get("/health")
+        tenant = await http.get("/health", headers={"Authorization": "Bearer tenant-key"})
+        ops = await http.get("/health", headers={"Authorization": "Bearer ops-key"})
+    for answer in (anonymous, tenant):
+        assert answer.status_code == 503
+        assert answer.json()["components"]["object_store"] == {"status": "down", "detail": None}
+        assert answer.json()["error"]["message"] == "object store is down"
+        assert str(settings.data_dir) not in answer.text
+    assert ops.status_code == 503 and ops.json()["components"]["object_store"]["detail"]
