@@ -67,13 +67,21 @@ async def upload_dataset(request: Request) -> JSONResponse:
         data = text.encode()
         if len(data) > limit:
             raise too_large(limit)
+    view, created = await store_dataset(request, name, text, data)
+    status, location = (201 if created else 200), f"/api/v1/datasets/{view.id}"
+    return JSONResponse(view.json_dict(), status_code=status, headers={"Location": location})
+
+
+async def store_dataset(request: Request, name: str, text: str, data: bytes) -> tuple[DatasetView, bool]:
+    """The caller's dataset holding these bytes: the one stored before when the same file came already (same
+    SHA-256, same owner; `reused` says so), else a new one, stored and announced. True when it is new."""
+    gateway = gateway_of(request)
     owner = owner_of(request)
     digest = hashlib.sha256(data).hexdigest()
     async with gateway.sessions() as session:
         same = await queries.dataset_with_digest(session, owner, digest)
-    if same is not None:  # the same file again: stored once, its first upload answers
-        view = DatasetView.of(same).model_copy(update={"reused": True})
-        return JSONResponse(view.json_dict(), headers={"Location": f"/api/v1/datasets/{same.id}"})
+    if same is not None:
+        return DatasetView.of(same).model_copy(update={"reused": True}), False
     dataset_id = new_id()
     key = artifacts.dataset_key(dataset_id)
     await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
@@ -87,11 +95,9 @@ async def upload_dataset(request: Request) -> JSONResponse:
         gateway.sessions, lambda s: queries.get_dataset(s, owner, dataset_id), gateway.settings.submit_wait_s
     )
     if row is not None:
-        view = DatasetView.of(row)
-    else:
-        view = DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-                           preview=fact.preview, sha256=digest, created_at=fact.time, status="stored")
-    return JSONResponse(view.json_dict(), status_code=201, headers={"Location": f"/api/v1/datasets/{dataset_id}"})
+        return DatasetView.of(row), True
+    return DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
+                       preview=fact.preview, sha256=digest, created_at=fact.time, status="stored"), True
 
 
 @operation(summary="List datasets", tag="datasets", query=PageQuery, responses={200: DatasetList})

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from events import Rejected
 from events.codec import describe_validation_error
+from infra.kafka import MessageRefused
 from infra.retry import UNAVAILABLE, first_line
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,13 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
     return error_response(error.status, error.code, error.message, error.field, path=request.url.path)
 
 
+async def handle_message_refused(request: Request, exc: Exception) -> Response:
+    """A request that would make a Kafka message larger than the broker takes (the caps in front should catch it)."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(413, "too_large", f"the request is too large to pass through Kafka ({exc}); upload large "
+                                            f"texts as a dataset (POST /api/v1/datasets)", path=request.url.path)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Outages become 503 naming the service; anything else is a bug, logged here and answered without detail."""
     if is_outage(exc):
@@ -169,6 +177,7 @@ def exception_handlers() -> dict[Any, Any]:
         Rejected: handle_rejected,
         HTTPException: handle_http_error,
         ValidationError: handle_validation_error,
+        MessageRefused: handle_message_refused,
         Exception: handle_unexpected,
     }
     for outage in OUTAGE_TYPES:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import visible_dataset
+from gateway.datasets import store_dataset, visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
@@ -93,9 +93,12 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str) -> tu
     assert choice.text is not None
     check_text(choice.text, f"{field}.text")
     data = choice.text.encode()
-    limit = gateway_of(request).settings.max_dataset_bytes
-    if len(data) > limit:
-        raise too_large(limit)
+    settings = gateway_of(request).settings
+    if len(data) > settings.max_dataset_bytes:
+        raise too_large(settings.max_dataset_bytes)
+    if len(data) > settings.max_inline_dataset_bytes:  # a Kafka message holds about 1 MiB: keep the text as an upload
+        view, _ = await store_dataset(request, f"{field} of a request", choice.text, data)
+        return DatasetRef(key=view.key), len(choice.text), len(data)
     return DatasetRef(text=choice.text), len(choice.text), len(data)
 
 

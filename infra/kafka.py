@@ -1,5 +1,5 @@
 """Kafka plumbing shared by the gateway, the agents and the CLI: topic creation, client construction, a topic's
-partitions, and `KafkaUnavailable`, the one error that says the broker did not take a message."""
+partitions, `KafkaUnavailable` (the broker did not take a message: try again) and `MessageRefused` (it never will)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    UnsupportedForMessageFormatError,
+)
 
 from events import Topics
 from infra.settings import Settings
@@ -18,6 +29,19 @@ log = logging.getLogger(__name__)
 
 class KafkaUnavailable(RuntimeError):
     """The broker cannot be reached, or did not acknowledge a message in time."""
+
+
+class MessageRefused(ValueError):
+    """Kafka will never take this message (too large for the broker, or malformed): sending it again cannot help."""
+
+
+# What Kafka answers about the message itself. Everything else (no broker, a timeout, a leader moving, a missing
+# permission an operator can grant) may pass, so it is waited out; aiokafka's own `retriable` flag cannot tell
+# these apart: it calls a timeout of an unreachable broker not retriable.
+REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError, CorruptRecordException,
+    InvalidMessageError, InvalidTimestampError, UnsupportedForMessageFormatError, InvalidTopicError,
+)
 
 
 def bootstrap_servers(settings: Settings) -> str:

@@ -6,6 +6,10 @@ A message is sent one of two ways:
 - `publish` (the agents' facts) queues the fact for one ordered sender, which waits out a broker outage and sends the
   same batch again, so that no fact is lost and one job's facts stay in order. A retried batch may deliver a fact
   twice; consumers drop repeats by event id (the projection) or by sequence number (the gateway's streams).
+
+What Kafka refuses for good (`REFUSED_FOR_GOOD`: a message over the broker's size limit, above all) is never retried:
+`send` raises `MessageRefused`, and `publish` puts the fact on the dead-letter topic (its first 64 KiB, and why) and
+goes on with the next, so that one bad fact cannot block every later fact of the process.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from events import Command, DeadLetter, JobEvent, Topics
-from infra.kafka import KafkaUnavailable
+from events import Command, DeadLetter, DecodeError, JobEvent, Topics, dead_letter
+from infra.kafka import REFUSED_FOR_GOOD, KafkaUnavailable, MessageRefused
 from infra.retry import while_down
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ class _Outgoing:
     key: bytes | None
     value: bytes
     delivered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    refused: KafkaError | None = None
 
 
 class Publisher:
@@ -71,6 +76,9 @@ class Publisher:
         except TimeoutError:
             raise KafkaUnavailable(f"Kafka did not acknowledge a message on {topic} within "
                                    f"{self._send_timeout_s:g}s") from None
+        except REFUSED_FOR_GOOD as error:
+            raise MessageRefused(f"Kafka refused a message of {len(value):,} bytes on {topic}: "
+                                 f"{type(error).__name__}") from error
         except KafkaError as error:
             raise KafkaUnavailable(f"Kafka did not take a message on {topic}: {error}") from error
 
@@ -107,11 +115,39 @@ class Publisher:
 
     async def _send_in_order(self, batch: list[_Outgoing]) -> None:
         async def send() -> None:
-            pending = [await self.producer.send(item.topic, item.value, key=item.key) for item in batch]
-            await asyncio.gather(*pending)
+            pending = []
+            for item in batch:
+                if item.refused is not None:
+                    continue
+                try:
+                    pending.append((item, await self.producer.send(item.topic, item.value, key=item.key)))
+                except REFUSED_FOR_GOOD as error:  # the producer checks the size before it sends
+                    item.refused = error
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            for (item, _), result in zip(pending, results):
+                if isinstance(result, REFUSED_FOR_GOOD):
+                    item.refused = result
+            failed = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, REFUSED_FOR_GOOD)),
+                          None)
+            if failed is not None:  # the whole batch again, in order, but for what was refused for good
+                raise failed
 
         await while_down(send, (KafkaError,), what=f"delivery of {len(batch)} facts", first_delay_s=self._retry_s,
                          logger=log)
+        for item in batch:
+            if item.refused is not None:
+                await self._refused(item)
+
+    async def _refused(self, item: _Outgoing) -> None:
+        reason = f"Kafka refused it for good ({type(item.refused).__name__}): a message of {len(item.value):,} bytes"
+        log.error("%s on %s: %s; it goes to the dead letters", reason, item.topic, item.key)
+        if item.topic == self.topics.dead_letter:
+            return  # a dead letter keeps at most 64 KiB of its message; one refused is not wrapped again
+        job_id = item.key.decode(errors="replace") if item.key else None
+        letter = dead_letter(item.value, DecodeError(reason, job_id=job_id), producer=self.producer_id,
+                             topic=item.topic, key=item.key)
+        await while_down(lambda: self.producer.send_and_wait(self.topics.dead_letter, letter.to_json(), key=item.key),
+                         (KafkaError,), what="a dead letter", first_delay_s=self._retry_s, logger=log)
 
 
 class JobLog:

@@ -317,3 +317,19 @@ def test_hostile_records_on_the_job_events_topic_leave_the_live_feed_the_recorde
     read = asyncio.run(read_topic(settings.model_copy(update={"topic_prefix": session_prefix})))
     assert read.undecodable >= len(placed)
     assert any(recorded.event.job_id for recorded in read.facts)
+
+
+def test_an_inline_text_larger_than_a_kafka_message_is_stored_as_a_dataset_and_trains(http: httpx.Client,
+                                                                                     worker: object):
+    """1.5 MiB passes the body limit but not the broker's 1 MiB message limit: it was refused as "Kafka is
+    unavailable". The gateway now stores it as a dataset of the caller and names it in the command."""
+    text = (CORPUS + uuid.uuid4().hex + "\n") * (1_500_000 // len(CORPUS))
+    assert 1_400_000 < len(text.encode()) < MAX_BODY
+    created = http.post("/api/v1/models", json={"name": name("big-inline"), "dataset": {"text": text},
+                                                 "hyperparameters": TINY})
+    assert created.status_code == 202, created.text
+    with Client(str(http.base_url)) as client:
+        assert client.wait_for_job(created.json()["job_id"], timeout_s=180)["status"] == "completed"
+    stored = [d for d in http.get("/api/v1/datasets", params={"limit": 200}).json()["items"]
+              if d["bytes"] == len(text.encode())]
+    assert len(stored) == 1 and stored[0]["name"] == "dataset of a request"
