@@ -4,15 +4,20 @@ Kafka hands each request to one worker of the group, which records it here and r
 a free slot then claims it. A running job's worker renews its lease every second. When a worker dies, its lease
 goes stale and another worker takes the job over with `attempt + 1`, which fences the old one out: every write of
 a run names its attempt, and a write for an attempt that is no longer current changes nothing.
+
+Every claim adds to `attempt`; only a takeover (a worker that died) adds to `takeovers`, the job's retry budget, so
+that a job handed back cleanly (a worker stopping, a rolling restart) any number of times never fails for it. The
+first takeover restarts the job at once; each later one waits longer before the job may run again (`not_before`).
+Queued jobs are handed out fairly between owners: the next job is the oldest of the owner with the fewest running.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +25,12 @@ from events import utc_now
 from infra.db.tables import JobQueueRow
 
 QUEUED, RUNNING, COMPLETING, DONE = "queued", "running", "completing", "done"
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 5.0, 300.0
+
+
+def backoff_s(takeovers: int) -> float:
+    """How long a job waits before its `takeovers`-th restart: none for the first, then 5 s, 10 s, 20 s, ..."""
+    return 0.0 if takeovers <= 1 else min(BACKOFF_FIRST_S * 2 ** (takeovers - 2), BACKOFF_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -31,12 +42,20 @@ class Claim:
     last_seq: int
     spec: dict[str, Any]
     outbox: dict[str, Any] | None = None  # a terminal fact written but maybe not yet published
-
+    takeovers: int = 0
 
     @classmethod
     def of(cls, row: JobQueueRow) -> Claim:
         return cls(row.job_id, row.kind, row.owner, row.attempt, row.last_seq, row.spec,
-                   row.outbox if row.state == COMPLETING else None)
+                   row.outbox if row.state == COMPLETING else None, row.takeovers or 0)
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    attempt: int
+    heartbeat_at: datetime
+    takeovers: int
 
 
 @dataclass(frozen=True)
@@ -97,39 +116,67 @@ class JobQueue:
         await self._change(job_id, last_seq=last_seq)
 
     async def claim_next(self, kinds: tuple[str, ...] = ("train", "evaluate")) -> Claim | None:
-        """Take the oldest queued job, if another worker does not take it first."""
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(JobQueueRow.job_id, JobQueueRow.attempt)
-                    .where(*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds))
-                    .order_by(JobQueueRow.created_at)
-                    .limit(8)
-                )
-            ).all()
-        for job_id, attempt in rows:
+        """Take the next queued job (see `_candidates`), if another worker does not take it first."""
+        for job_id, attempt in await self._candidates(kinds):
             row = await self._change(job_id, JobQueueRow.state == QUEUED, JobQueueRow.attempt == attempt,
-                                     state=RUNNING, **self._taken(attempt))
+                                     state=RUNNING, not_before=None, **self._taken(attempt))
             if row is not None:
                 return Claim.of(row)
         return None
 
-    async def leases(self) -> list[tuple[str, int, datetime]]:
-        """`(job id, attempt, last heartbeat)` of every job that some worker holds."""
+    async def _candidates(self, kinds: tuple[str, ...]) -> list[tuple[str, int]]:
+        """Queued jobs that may start now, fairest first: owners ordered by how many jobs they have running (fewest
+        first, then whose oldest job waits longest), each owner's jobs oldest first. One owner's backlog of a
+        thousand jobs thus never holds back another owner's one."""
+        now = utc_now()
+        ready = [*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds),
+                 or_(JobQueueRow.not_before.is_(None), JobQueueRow.not_before <= now)]
+        async with self._sessions() as session:
+            waiting = (await session.execute(
+                select(JobQueueRow.owner, func.min(JobQueueRow.created_at)).where(*ready).group_by(JobQueueRow.owner)
+            )).all()
+            if not waiting:
+                return []
+            running = dict((await session.execute(
+                select(JobQueueRow.owner, func.count()).where(*self._mine(),
+                                                              JobQueueRow.state.in_((RUNNING, COMPLETING)))
+                .group_by(JobQueueRow.owner)
+            )).all())
+            order = sorted(waiting, key=lambda row: (running.get(row[0], 0), row[1]))
+            candidates: list[tuple[str, int]] = []
+            for owner, _ in order[:4]:
+                same_owner = JobQueueRow.owner.is_(None) if owner is None else JobQueueRow.owner == owner
+                rows = await session.execute(select(JobQueueRow.job_id, JobQueueRow.attempt)
+                                             .where(*ready, same_owner).order_by(JobQueueRow.created_at).limit(2))
+                candidates.extend((job_id, attempt) for job_id, attempt in rows.all())
+            return candidates
+
+    async def leases(self) -> list[Lease]:
+        """The lease of every job that some worker holds."""
         async with self._sessions() as session:
             rows = await session.execute(
-                select(JobQueueRow.job_id, JobQueueRow.attempt, JobQueueRow.heartbeat_at).where(
-                    *self._mine(), JobQueueRow.state.in_((RUNNING, COMPLETING))
-                )
+                select(JobQueueRow.job_id, JobQueueRow.attempt, JobQueueRow.heartbeat_at, JobQueueRow.takeovers)
+                .where(*self._mine(), JobQueueRow.state.in_((RUNNING, COMPLETING)))
             )
-            return [(job_id, attempt, beat) for job_id, attempt, beat in rows.all()]
+            return [Lease(job_id, attempt, beat, takeovers or 0) for job_id, attempt, beat, takeovers in rows.all()]
 
-    async def take_over(self, job_id: str, attempt: int, heartbeat_at: datetime) -> Claim | None:
-        """Take a job whose worker stopped renewing its lease. The state stays: a job taken over while completing
-        only needs its outbox published."""
-        row = await self._change(job_id, JobQueueRow.state.in_((RUNNING, COMPLETING)), JobQueueRow.attempt == attempt,
-                                 JobQueueRow.heartbeat_at == heartbeat_at, **self._taken(attempt))
-        return Claim.of(row) if row is not None else None
+    async def take_over(self, job_id: str, attempt: int, heartbeat_at: datetime,
+                        takeovers: int) -> tuple[Claim | None, float]:
+        """Take a job whose worker stopped renewing its lease: `(the claim, 0)`, or `(None, seconds)` when the job
+        goes back to the queue to wait that long first (it was taken over before), or `(None, 0)` when another
+        worker was quicker. The state stays for a job taken over while completing: it only needs its outbox
+        published, at once."""
+        stale = (JobQueueRow.attempt == attempt, JobQueueRow.heartbeat_at == heartbeat_at)
+        wait = backoff_s(takeovers + 1)
+        if wait > 0:
+            row = await self._change(job_id, JobQueueRow.state == RUNNING, *stale, state=QUEUED, worker=None,
+                                     attempt=attempt + 1, takeovers=takeovers + 1,
+                                     not_before=utc_now() + timedelta(seconds=wait))
+            if row is not None:
+                return None, wait
+        row = await self._change(job_id, JobQueueRow.state.in_((RUNNING, COMPLETING)), *stale,
+                                 takeovers=takeovers + 1, **self._taken(attempt))
+        return (Claim.of(row) if row is not None else None), 0.0
 
     def _taken(self, attempt: int) -> dict[str, Any]:
         """This worker's lease, under the next attempt (which fences out the one before)."""

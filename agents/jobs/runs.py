@@ -3,6 +3,13 @@
 The child reports facts over a multiprocessing queue; this side numbers and publishes them, renews the job's lease
 every second, passes on a cancel, and ends the job exactly once: the terminal fact goes into the queue row (an
 outbox) before it is published, under the run's attempt, so a run that lost its lease can never end the job.
+
+Fencing: another worker may take the job over once its lease has looked stale for `lease_s`. A run that has not
+renewed its lease for half of that (the database is out of its reach) can no longer know it still holds the job, so
+it stops being able to act: its child process is paused (SIGSTOP: no step, no checkpoint written) and its facts are
+held back. The next renewal decides: still ours, the child goes on and the held facts are published; taken over,
+the child is killed and they are dropped. A database outage that every worker sees pauses jobs the same way, and
+they go on where they were once it is back (nobody can take a job over while nobody can read the leases).
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import signal
 import queue as thread_queue
 import threading
 import time
@@ -26,10 +35,9 @@ from infra.db import DATABASE_DOWN
 from infra.db.queries import last_recorded
 from infra.joblog import last_seq_in_log
 from infra.publisher import JobLog
-from infra.retry import while_down
+from infra.retry import first_line, while_down
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 10  # a job whose runs keep dying (a poison job) is failed rather than retried for ever
 T = TypeVar("T")
 
 
@@ -51,6 +59,9 @@ class Run:
         self._cancel_reason: str | None = None
         self._stop_deadline: float | None = None
         self.job: JobLog | None = None
+        self._renewed = time.monotonic()  # when the lease was last renewed
+        self.fenced = False
+        self._held: list[JobEvent] = []  # facts made while fenced
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._main(), name=f"run-{self.claim.job_id}")
@@ -61,7 +72,8 @@ class Run:
 
     async def suspend(self, timeout_s: float = 20.0) -> None:
         self._mode.value = SUSPEND
-        self._stop_deadline = time.monotonic() + timeout_s
+        # A fenced run may not write a last checkpoint (the job may be another's by now): it is stopped at once.
+        self._stop_deadline = time.monotonic() + (0.0 if self.fenced else timeout_s)
         await self.wait()
 
     async def _main(self) -> None:
@@ -71,9 +83,12 @@ class Run:
                 return
             self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
                               owner=self.claim.owner, last_seq=await self._last_seq())
-            if self.claim.attempt > MAX_ATTEMPTS:
-                await self._end(self.job.make(self.kind.failed, model_id=self.claim.spec.get("model_id"),
-                                              reason=f"gave up after {MAX_ATTEMPTS} attempts; see the workers' logs"))
+            budget = self.runtime.settings.job_max_takeovers
+            if self.claim.takeovers > budget:  # its runs keep dying (a poison job): fail it rather than retry for ever
+                await self._end(self.job.make(
+                    self.kind.failed, model_id=self.claim.spec.get("model_id"),
+                    reason=f"gave up: the worker running it died {self.claim.takeovers} times (the limit is "
+                           f"{budget}, LFZ_JOB_MAX_TAKEOVERS); see the workers' logs"))
                 return
             await self._run_child()
         except BaseException:
@@ -111,6 +126,7 @@ class Run:
         reader = threading.Thread(target=_read_reports, args=(reports, self.process, inbox,
                                                               asyncio.get_running_loop()), daemon=True)
         reader.start()
+        self._renewed = time.monotonic()
         beats = asyncio.create_task(self._renew_lease())
         terminal: JobEvent | None = None
         suspended = False
@@ -125,11 +141,15 @@ class Run:
                 event = self.job.make(report.fact, **fields)
                 if event.terminal:
                     terminal = event
+                elif self.fenced:
+                    self._held.append(event)
                 elif not self.lost:
                     await self.runtime.publisher.publish(event)
         finally:
             beats.cancel()
             self.process.join(timeout=5)
+        if self.fenced and not self.lost and self._mode.value != SUSPEND:
+            await self._settle_fence()
         if self.lost:
             log.warning("job %s: lease lost to another worker; this run published nothing more", self.job.job_id)
             return
@@ -179,19 +199,63 @@ class Run:
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline and self.process.is_alive():
                 log.warning("job %s: the child did not stop in time; killing it", self.job.job_id)
                 self.process.kill()
-            try:
-                beat = await self.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq)
-            except Exception as exc:  # a database outage must not stop the training
-                log.warning("job %s: could not renew the lease: %s", self.job.job_id, exc)
+            try:  # bounded: a database behind a dropped network would hold the call (and the fence) up for minutes
+                beat = await asyncio.wait_for(
+                    self.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq),
+                    max(1.0, self.runtime.settings.lease_s / 4))
+            except Exception as exc:  # the database is out of reach: fence once the lease may have gone stale
+                log.warning("job %s: could not renew the lease: %s", self.job.job_id, first_line(exc))
+                if not self.fenced and time.monotonic() - self._renewed > self.runtime.settings.lease_s / 2:
+                    self._fence()
                 continue
+            self._renewed = time.monotonic()
             if not beat.alive:
                 self.lost = True
                 self.process.kill()
                 return
+            if self.fenced:
+                await self._unfence()
             if beat.cancel_requested and self._mode.value == RUN:
                 self._cancel_reason = beat.cancel_reason
                 self._mode.value = CANCEL
                 self._stop_deadline = time.monotonic() + self.cancel_grace_s
+
+
+    def _fence(self) -> None:
+        assert self.process is not None and self.process.pid is not None
+        self.fenced = True
+        log.warning("job %s: lease not renewed for %.0fs; pausing its process and holding its facts until the "
+                    "database answers", self.claim.job_id, time.monotonic() - self._renewed)
+        _signal(self.process.pid, signal.SIGSTOP)
+        if self._mode.value == SUSPEND:  # a worker stopping while fenced: no last checkpoint, see `suspend`
+            self._stop_deadline = time.monotonic()
+
+    async def _unfence(self) -> None:
+        """The lease was renewed: the job is still this run's."""
+        assert self.process is not None and self.process.pid is not None
+        held, self._held, self.fenced = self._held, [], False
+        log.warning("job %s: lease renewed; going on, with %d facts held meanwhile", self.claim.job_id, len(held))
+        for event in held:
+            await self.runtime.publisher.publish(event)
+        _signal(self.process.pid, signal.SIGCONT)
+
+    async def _settle_fence(self) -> None:
+        """The child ended while fenced: wait for the database to say whose the job is, then publish what was held
+        back, or drop it."""
+        assert self.job is not None
+        beat = await self._once_the_database_answers(
+            lambda: self.queue.heartbeat(self.job.job_id, self.claim.attempt, self.job.last_seq))  # type: ignore
+        if beat.alive:
+            await self._unfence()
+        else:
+            self.lost = True
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _read_reports(reports: Any, process: Any, inbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:

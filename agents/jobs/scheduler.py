@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 
 from agents.jobs.kinds import JobKind
-from agents.jobs.queue import Claim, JobQueue
+from agents.jobs.queue import Claim, JobQueue, Lease
 from agents.jobs.runs import Run
 from agents.runtime import Runtime
 from infra.db import DATABASE_DOWN
@@ -67,28 +67,34 @@ class Scheduler:
         self.runs[claim.job_id] = run
         run.start()
 
-    async def _abandoned(self) -> list[tuple[str, int, datetime]]:
+    async def _abandoned(self) -> list[Lease]:
         now = time.monotonic()
         seen: dict[str, tuple[datetime, float]] = {}
         abandoned = []
-        for job_id, attempt, beat in await self.queue.leases():
-            if job_id in self.runs:
+        for lease in await self.queue.leases():
+            if lease.job_id in self.runs:
                 continue
-            previous = self._seen.get(job_id)
-            first_seen = previous[1] if previous is not None and previous[0] == beat else now
-            seen[job_id] = (beat, first_seen)
+            previous = self._seen.get(lease.job_id)
+            first_seen = previous[1] if previous is not None and previous[0] == lease.heartbeat_at else now
+            seen[lease.job_id] = (lease.heartbeat_at, first_seen)
             if now - first_seen >= self.runtime.settings.lease_s:
-                abandoned.append((job_id, attempt, beat))
+                abandoned.append(lease)
         self._seen = seen
         return abandoned
 
-    async def _take_over(self, abandoned: list[tuple[str, int, datetime]]) -> Claim | None:
+    async def _take_over(self, abandoned: list[Lease]) -> Claim | None:
         while abandoned:
-            job_id, attempt, beat = abandoned.pop(0)
-            claim = await self.queue.take_over(job_id, attempt, beat)
+            lease = abandoned.pop(0)
+            claim, wait_s = await self.queue.take_over(lease.job_id, lease.attempt, lease.heartbeat_at,
+                                                       lease.takeovers)
+            if claim is not None or wait_s > 0:
+                self._seen.pop(lease.job_id, None)
+            if wait_s > 0:
+                log.warning("job %s: its worker stopped renewing its lease again (takeover %d); it waits %.0fs in "
+                            "the queue before it runs again", lease.job_id, lease.takeovers + 1, wait_s)
             if claim is not None:
-                log.warning("took over job %s from a worker that stopped renewing its lease", job_id)
-                self._seen.pop(job_id, None)
+                log.warning("took over job %s from a worker that stopped renewing its lease (takeover %d)",
+                            lease.job_id, claim.takeovers)
                 return claim
         return None
 

@@ -178,7 +178,9 @@ class JobQueueRow(Base):
     # queued -> running -> done
     state: Mapped[str] = mapped_column(String(20), index=True)
     worker: Mapped[str | None] = mapped_column(String(200))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # every claim adds one: the fencing token
+    takeovers: Mapped[int] = mapped_column(Integer, default=0)  # claims from a worker that died: the retry budget
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # back-off after a takeover
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(Text)

@@ -124,3 +124,72 @@ def _parse(head: bytes) -> tuple[str, str, int, bool]:
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     return method, path, int(headers.get("content-length", 0) or 0), chunked
+
+
+class CuttableProxy:
+    """A TCP proxy passing bytes both ways until `cut()`: then every open connection is closed and new ones are
+    closed as soon as they arrive, as if the network to the server were gone; `mend()` lets connections through
+    again. Put in front of one process's database to cut that process alone off from it."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.cut_off = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="cuttable-accept", daemon=True).start()
+
+    def cut(self) -> None:
+        self.cut_off.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _close(sock)
+
+    def mend(self) -> None:
+        self.cut_off.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.cut_off.is_set():
+                _close(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.cut_off.is_set():
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(target)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

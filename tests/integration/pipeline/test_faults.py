@@ -7,11 +7,14 @@ import os
 import signal
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import asyncpg
 
 from tests.integration.pipeline.conftest import train_request
+from tests.integration.proxy import CuttableProxy
 from tests.integration.servers import asyncpg_url
 from tests.integration.stack import child_processes, distinct, poll, recorded, start_worker, wait_until
 
@@ -50,10 +53,11 @@ async def test_kill_9_of_a_training_worker_resumes_on_another_and_completes_once
         assert facts[-1]["type"] == "TrainCompleted" and facts[-1]["final_step"] == 600
         seqs = [e["seq"] for e in facts]
         trail = [(e["seq"], e["type"], e["producer"]) for e in facts]
-        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"one job's facts keep their order: {trail}"
+        assert seqs == list(range(1, len(facts) + 1)), f"one job's facts are 1..N, no gap, no repeat: {trail}"
         in_db = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, job_id),
                                             lambda rows: rows and rows[-1][2] == "TrainCompleted"), 30)
         assert [row[2] for row in in_db].count("TrainCompleted") == 1
+        assert [row[1] for row in in_db] == seqs and [row[0] for row in in_db] == [e["event_id"] for e in facts]
     finally:
         for process in workers.values():
             process.stop()
@@ -164,3 +168,64 @@ async def test_a_stop_signal_that_reaches_the_training_process_itself_does_not_f
         assert [e["type"] for e in events].count("TrainStarted") == 1  # the same run went on
     finally:
         worker.stop()
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (`T`: stopped), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+async def test_a_worker_cut_off_from_the_database_stops_its_job_and_publishes_nothing_once_taken_over(
+        own_env, own_bus, settings, tmp_path: Path):
+    """A worker that reaches Kafka but not the database kept training and publishing after another worker had taken
+    its job over: two runs wrote the same checkpoint keys and clashing sequence numbers. Now the cut-off run pauses
+    its process and holds its facts once its lease may be stale, and kills the process when it learns it lost."""
+    database = urlparse(settings.resolved_database_url)
+    proxy = CuttableProxy((database.hostname or "127.0.0.1", database.port or 5432))
+    cut_url = settings.resolved_database_url.replace(f"{database.hostname}:{database.port}",
+                                                     f"127.0.0.1:{proxy.port}")
+    cut_off = start_worker("fence-a", {**own_env, "LFZ_DATABASE_URL": cut_url}, tmp_path)
+    other = None
+    try:
+        job_id = f"fence-{uuid.uuid4().hex[:8]}"
+        await own_bus.produce("train.requested", {**train_request(job_id, "fenced"), "hyperparameters": LONG},
+                              key=job_id)
+        await own_bus.job_until(job_id, lambda s: any(e["type"] == "CheckpointSaved" for e in s), 120)
+        other = start_worker("fence-b", own_env, tmp_path)
+        child, = child_processes(cut_off.pid)
+        proxy.cut()
+        cut_at = time.time()
+        lease_s = float(own_env["LFZ_LEASE_S"])
+        wait_until(lambda: _state(child) == "T", lease_s + 5, "the cut-off run to pause its process")
+        paused_at = time.time()
+        seen = await own_bus.job_until(job_id, lambda s: any(e["type"] == "TrainStarted" and e["attempt"] > 1
+                                                             for e in s), 120)
+        taken_over = next(e for e in seen if e["type"] == "TrainStarted" and e["attempt"] > 1)
+        assert taken_over["worker"] == "fence-b"
+        assert _state(child) == "T", "paused until it hears whose the job is"
+        proxy.mend()
+        wait_until(lambda: _state(child) == "gone", 30, "the run that lost its job to kill its process")
+
+        facts = distinct(await own_bus.job(job_id, timeout=240))
+        from_cut_off = [e for e in facts if e["producer"] == "agents/fence-a"]
+        assert all(time_of(e) <= paused_at for e in from_cut_off), "nothing from the cut-off run once paused"
+        assert all(time_of(e) < time_of(taken_over) for e in from_cut_off)
+        seqs = [e["seq"] for e in facts]
+        trail = [(e["seq"], e["type"], e["producer"]) for e in facts]
+        assert seqs == list(range(1, len(facts) + 1)), f"1..N, no clash between the two runs: {trail}"
+        assert facts[-1]["type"] == "TrainCompleted" and facts[-1]["final_step"] == LONG["max_iters"]
+        assert cut_off.alive(), "the cut-off worker itself lives on"
+        print(f"\ncut off at {cut_at:.1f}: paused {paused_at - cut_at:.1f}s later; taken over "
+              f"{time_of(taken_over) - cut_at:.1f}s after the cut (lease {lease_s:g}s)")
+    finally:
+        proxy.close()
+        for process in (cut_off, other):
+            if process is not None:
+                process.stop()
+
+
+def time_of(event: dict) -> float:
+    return datetime.fromisoformat(event["time"]).timestamp()

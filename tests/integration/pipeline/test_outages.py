@@ -103,18 +103,30 @@ async def test_the_broker_stopped_for_30s_mid_training_loses_no_job_and_no_event
           f"the SSE client had the first of those facts in {first_new:.1f}s and all of them in {all_new:.1f}s")
 
 
-async def test_the_database_stopped_for_30s_loses_no_fact_ends_the_job_and_the_gateway_says_so(
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+async def test_the_database_stopped_for_30s_pauses_the_jobs_loses_no_fact_and_the_gateway_says_so(
         pipeline_env, settings, private, tmp_path: Path):
+    """A worker cannot tell a database that is down for everyone from one that only it has lost, and in the second
+    case another worker takes its job over after `lease_s`: so a run whose lease goes unrenewed for half of that
+    pauses its process and holds its facts. Here the database is down for everyone: every job pauses, nobody takes
+    anything over, and when the database is back each job goes on where it was, in its own run."""
     await asyncio.to_thread(private.up, "postgres")
     database_url = private.settings()["LFZ_DATABASE_URL"]
     await asyncio.to_thread(migrate, database_url, quiet=True)
     prefix = f"lfz.test.d{uuid.uuid4().hex[:10]}."
     env = {**pipeline_env, "LFZ_DATABASE_URL": database_url, "LFZ_TOPIC_PREFIX": prefix, "LFZ_WORKER_MAX_JOBS": "2"}
+    lease_s = float(env["LFZ_LEASE_S"])
     bus = Bus(settings.kafka_bootstrap, prefix)
     worker = start_worker("db-outage", env, tmp_path)
     gateway, url = start_gateway("db-outage-gw", env, tmp_path)
     try:
-        # Two jobs side by side: one trains until the test cancels it, one ends while the database is away.
+        # Two jobs side by side: one trains until the test cancels it, one ends after the outage.
         with Client(url) as client:
             through = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(),
                                           hyperparameters=ENDLESS)["job_id"]
@@ -122,20 +134,20 @@ async def test_the_database_stopped_for_30s_loses_no_fact_ends_the_job_and_the_g
                                          hyperparameters=LONG)["job_id"]
         for job_id in (through, ending):
             await bus.job_until(job_id, lambda seen: any(e["type"] == "TrainProgress" for e in seen), 180)
+        children = child_processes(worker.pid)
+        assert len(children) == 2
 
         await asyncio.to_thread(private.down, "postgres")
         down_since, stopped_wall = time.monotonic(), time.time()
         refusals = {path: await asyncio.to_thread(_refused_naming_the_database, url, path)
                     for path in ("/api/v1/models", "/health")}
+        await asyncio.to_thread(wait_until, lambda: all(_state(pid) == "T" for pid in children), lease_s + 10,
+                                "both jobs' processes to pause")
+        paused_s, paused_wall = time.monotonic() - down_since, time.time()
         while time.monotonic() - down_since < OUTAGE_S:  # the outage itself; the gateway keeps answering 503
             await asyncio.sleep(1)
             assert (await asyncio.to_thread(httpx.get, f"{url}/api/v1/models", timeout=10)).status_code == 503
-        # However fast the machine, the database stays away until the second job has trained its last step and its
-        # process has exited: its end then waits for the database.
-        await bus.job_until(ending, lambda seen: any(e["type"] == "CheckpointSaved" and e["step"] == LONG["max_iters"]
-                                                     for e in seen), 600)
-        await asyncio.to_thread(wait_until, lambda: len(child_processes(worker.pid)) == 1, 60,
-                                "the second job's process to exit while the database is down")
+            assert all(_state(pid) == "T" for pid in children), "paused for as long as the database is away"
         assert worker.alive() and gateway.alive(), "the worker and the gateway ride the outage out"
         back, back_wall = time.monotonic(), time.time()
         start_s = await asyncio.to_thread(private.up, "postgres")
@@ -143,14 +155,15 @@ async def test_the_database_stopped_for_30s_loses_no_fact_ends_the_job_and_the_g
         await asyncio.to_thread(wait_until, lambda: httpx.get(f"{url}/api/v1/models", timeout=10).status_code == 200,
                                 60, "the gateway to answer again")
         answered_s = time.monotonic() - back
+        await asyncio.to_thread(wait_until, lambda: all(_state(pid) in "RS" for pid in children), 30,
+                                "both jobs' processes to go on")
+        resumed_s = time.monotonic() - back
         log = await bus.job_until(through, lambda seen: any(_made(e) > back_wall for e in seen), 120)
-        made_meanwhile = _produced_between(log, stopped_wall, back_wall)
-        assert made_meanwhile, "the job went on producing facts while the database was away"
+        held = _produced_between(log, stopped_wall, back_wall)
         await asyncio.wait_for(poll(lambda: recorded(database_url, through),
-                                    lambda rows: {e["event_id"] for e in made_meanwhile} <= {r[0] for r in rows}), 120)
+                                    lambda rows: {e["event_id"] for e in held} <= {r[0] for r in rows}), 120)
         caught_up_s = time.monotonic() - back
-        ended = distinct(await bus.job(ending, timeout=120))
-        ended_s = time.monotonic() - back
+        ended = distinct(await bus.job(ending, timeout=600))
         with Client(url) as client:
             client.cancel_job(through)
         jobs = {job_id: distinct(await bus.job(job_id, timeout=120)) for job_id in (through, ending)}
@@ -162,18 +175,19 @@ async def test_the_database_stopped_for_30s_loses_no_fact_ends_the_job_and_the_g
         gateway.stop()
         worker.stop()
 
-    assert [e["type"] for e in ended].count("TrainStarted") == 1, "the run that trained it ended it: no takeover"
-    assert ended[-1]["type"] == "TrainCompleted" and stopped_wall <= _made(ended[-1]) <= back_wall
-    assert jobs[through][-1]["type"] == "JobCancelled"
     for job_id, facts in jobs.items():
+        assert [e["type"] for e in facts].count("TrainStarted") == 1, "each job went on in its own run: no takeover"
+        assert not [e for e in facts if paused_wall + 1 < _made(e) < back_wall], "nothing made while paused"
         assert sorted(row[0] for row in rows[job_id]) == sorted(e["event_id"] for e in facts), "all in job_events"
         assert [row[1] for row in rows[job_id]] == list(range(1, len(facts) + 1))
+    assert ended[-1]["type"] == "TrainCompleted" and _made(ended[-1]) > back_wall
+    assert jobs[through][-1]["type"] == "JobCancelled"
     assert health.status_code == 200, health.text
     print(f"\ndatabase outage: {back - down_since:.0f}s; answers while "
           "down: " + "; ".join(f"{path} {status} {message!r}" for path, (status, message) in refusals.items())
-          + f"; {len(made_meanwhile)} facts made meanwhile; after its restart PostgreSQL served in {start_s:.1f}s, "
-          f"the gateway answered 200 in {answered_s:.1f}s, job_events held every fact of the outage in "
-          f"{caught_up_s:.1f}s, and the job that ended during the outage was ended in {ended_s:.1f}s")
+          + f"; both jobs paused {paused_s:.1f}s into it ({len(held)} facts made before that, held back); after "
+          f"its restart PostgreSQL served in {start_s:.1f}s, the gateway answered 200 in {answered_s:.1f}s, the jobs "
+          f"went on in {resumed_s:.1f}s and job_events held every fact of the outage in {caught_up_s:.1f}s")
 
 
 def _refused_naming_the_database(url: str, path: str) -> tuple[int, str]:

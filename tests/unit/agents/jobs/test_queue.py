@@ -27,9 +27,9 @@ async def test_take_over_fences_the_old_worker(sessions):
     old, new = JobQueue(sessions, "old"), JobQueue(sessions, "new")
     await old.enqueue("j1", "train", None, {})
     claim = await old.claim_next()
-    (job_id, attempt, beat), = await new.leases()
-    taken = await new.take_over(job_id, attempt, beat)
-    assert taken is not None and taken.attempt == 2
+    lease, = await new.leases()
+    taken, wait = await new.take_over(lease.job_id, lease.attempt, lease.heartbeat_at, lease.takeovers)
+    assert taken is not None and taken.attempt == 2 and taken.takeovers == 1 and wait == 0
     # The old worker's renewals and its attempt to end the job now change nothing.
     assert not (await old.heartbeat("j1", claim.attempt, 5)).alive
     assert not await old.complete("j1", claim.attempt, {"type": "TrainCompleted"}, 6)
@@ -40,10 +40,10 @@ async def test_take_over_loses_to_a_fresh_heartbeat(sessions):
     owner, other = JobQueue(sessions, "owner"), JobQueue(sessions, "other")
     await owner.enqueue("j1", "train", None, {})
     claim = await owner.claim_next()
-    (_, attempt, beat), = await other.leases()
+    lease, = await other.leases()
     await asyncio.sleep(0.01)
     assert (await owner.heartbeat("j1", claim.attempt, 2)).alive
-    assert await other.take_over("j1", attempt, beat) is None
+    assert await other.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers) == (None, 0.0)
 
 
 async def test_outbox_survives_a_crash_between_complete_and_done(sessions):
@@ -52,8 +52,8 @@ async def test_outbox_survives_a_crash_between_complete_and_done(sessions):
     claim = await dead.claim_next()
     terminal = {"type": "TrainCompleted", "event_id": "e-final"}
     assert await dead.complete("j1", claim.attempt, terminal, 9)
-    (_, attempt, beat), = await rescuer.leases()
-    taken = await rescuer.take_over("j1", attempt, beat)
+    lease, = await rescuer.leases()
+    taken, _ = await rescuer.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
     assert taken is not None and taken.outbox == terminal
     assert (await rescuer.get("j1")).state == COMPLETING
     await rescuer.done("j1", taken.attempt)
@@ -93,3 +93,46 @@ async def test_released_job_is_claimed_again_with_a_new_attempt(sessions):
     await queue.release("j1", claim.attempt, 7)
     again = await JobQueue(sessions, "w2").claim_next()
     assert again is not None and again.attempt == claim.attempt + 1 and again.last_seq == 7
+
+
+
+async def test_clean_hand_backs_never_count_against_the_retry_budget(sessions):
+    """Ten rolling restarts used to fail a long job (every claim counted as a failed attempt)."""
+    queue = JobQueue(sessions, "w1")
+    await queue.enqueue("j1", "train", None, {})
+    for _ in range(15):
+        claim = await queue.claim_next()
+        await queue.release("j1", claim.attempt, 3)
+    claim = await queue.claim_next()
+    assert claim.attempt == 16 and claim.takeovers == 0
+
+
+async def test_takeovers_count_and_back_off_after_the_first(sessions):
+    queue = JobQueue(sessions, "rescuer")
+    await queue.enqueue("j1", "train", None, {})
+    claim = await queue.claim_next()
+    lease, = await queue.leases()
+    first, wait = await queue.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
+    assert first is not None and wait == 0 and first.takeovers == 1  # the first restart is at once
+    lease, = await queue.leases()
+    second, wait = await queue.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
+    assert second is None and wait == 5.0  # the second waits in the queue
+    row = await queue.get("j1")
+    assert (row.state, row.takeovers, row.attempt, row.worker) == (QUEUED, 2, first.attempt + 1, None)
+    assert await queue.claim_next() is None  # not before its time
+    assert not (await queue.heartbeat("j1", first.attempt, 9)).alive  # the run it replaced is fenced out
+    await queue._change("j1", not_before=None)
+    third = await queue.claim_next()
+    assert third is not None and third.takeovers == 2 and third.attempt == first.attempt + 2
+    assert claim.attempt < first.attempt < third.attempt
+
+
+async def test_an_owner_with_a_backlog_does_not_hold_back_another_owner(sessions):
+    queue = JobQueue(sessions, "w1")
+    for i in range(30):
+        await queue.enqueue(f"flood-{i:02d}", "train", "alice", {})
+    await queue.enqueue("bob-1", "train", "bob", {})
+    await queue.enqueue("carol-1", "evaluate", "carol", {})
+    started = [(await queue.claim_next()).job_id for _ in range(4)]
+    # Alice's oldest first (everyone has nothing running), then Bob's and Carol's before Alice's second.
+    assert started == ["flood-00", "bob-1", "carol-1", "flood-01"]
