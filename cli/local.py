@@ -1,8 +1,8 @@
 """The commands that act on this machine, with the LFZ_* settings: `lfz up`, `lfz replay`, `lfz migrate`,
 `lfz version`.
 
-`lfz up` runs until Ctrl-C or SIGTERM and then stops every process it started; a process of the stack that exits
-on its own stops the whole stack with an error naming it and its log (no restart: a crash loop hides the cause).
+`lfz up` runs until Ctrl-C or SIGTERM and then stops every process it started; a worker or the gateway that exits
+on its own is started again (a crash loop stops the whole stack with an error naming it and its log).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_stack(stack: Stack, out: Output) -> None:
             out.note(f"logs in {stack.log_dir}; Ctrl-C stops everything")
             while True:
                 time.sleep(0.5)
-                stack.check()
+                stack.supervise()
     except KeyboardInterrupt:
         out.note("stopping (running jobs go back to the queue) ...")
     finally:
@@ -52,11 +52,12 @@ def up(
 ) -> None:
     """Start the whole system here: broker (embedded unless LFZ_KAFKA_URL is set), migrations, agents, gateway.
 
-    Runs until Ctrl-C or SIGTERM, then stops every process it started (running jobs go back to the queue). A process
-    of the stack that dies stops the rest, with an error naming its log. State lives under LFZ_DATA_DIR (.lfz)."""
+    Runs until Ctrl-C or SIGTERM, then stops every process it started (running jobs go back to the queue). A worker
+    or the gateway that dies is started again after a back-off (its jobs go on elsewhere meanwhile); one that keeps
+    dying (a crash loop) stops the rest, with an error naming its log. State lives under LFZ_DATA_DIR (.lfz)."""
     out = Output()
     settings = load_settings()
-    run_stack(Stack(settings, host=host, port=port, workers=workers, say=out.note), out)
+    run_stack(Stack(settings, host=host, port=port, workers=workers, say=out.note, restart=True), out)
 
 
 def replay(

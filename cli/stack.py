@@ -8,8 +8,11 @@ shutdown keeps its order: every child gets SIGTERM (a worker then hands its runn
 training children checkpoint and exit), and whatever is left of a child's process group after `stop_timeout_s` is
 killed. Linux's parent-death signal covers the case where this process itself is killed.
 
-A child that exits on its own is not restarted: `check()` raises `StackError` naming it and its log, and the
-caller stops the rest (a crash loop would only hide the cause).
+A child that exits on its own: with `restart` (`lfz up`), `supervise()` starts it again after a back-off (1 s,
+2 s, 4 s, ... 30 s) and says so on the terminal and in the child's log; more than `CRASH_LIMIT` exits within
+`CRASH_WINDOW_S` is a crash loop, which stops the stack with the child's name and log (restarting it further would
+only hide the cause). Without `restart` (the demo, the benchmarks), `check()` raises `StackError` at the first exit.
+The embedded broker is never restarted: it keeps nothing, so a new one would be a different, empty log.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cli.errors import CliError
 from infra.settings import Settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+CRASH_LIMIT, CRASH_WINDOW_S, MAX_BACKOFF_S = 5, 120.0, 30.0
 
 
 class StackError(CliError):
@@ -49,6 +53,10 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes] = field(repr=False)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    exits: list[float] = field(default_factory=list)  # monotonic times of the exits counted for a crash loop
+    restart_at: float | None = None  # when it exited and waits to be started again
 
     @property
     def pid(self) -> int:
@@ -71,8 +79,11 @@ class Stack:
     def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                  gateway: bool = True, env: Mapping[str, str] | None = None,
                  say: Callable[[str], None] = lambda _: None, startup_timeout_s: float = 120.0,
-                 stop_timeout_s: float = 30.0):
+                 stop_timeout_s: float = 30.0, restart: bool = False, restart_backoff_s: float = 1.0):
         self.settings = settings
+        self.restart = restart
+        self.restart_backoff_s = restart_backoff_s
+        self.restarts = 0
         self.host, self.port, self.workers, self.gateway = host, port, workers, gateway
         # The children's environment: this process's, unless the caller decides every LFZ_* itself (the benchmarks
         # run on a topic prefix and a data folder of their own, whatever the shell says).
@@ -132,15 +143,18 @@ class Stack:
         self.say(f"database: {url.split('@')[-1]} (migrated)")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = self._launch(name, args, env)
+        self.children.append(child)
+        return child
+
+    def _launch(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")
         log.write(f"--- lfz: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         popen = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT, preexec_fn=own_session_dying_with_parent)
-        child = Child(name, popen, log_path, log)
-        self.children.append(child)
-        return child
+        return Child(name, popen, log_path, log, list(args), env)
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -168,6 +182,41 @@ class Stack:
                                  f"{child.log_path}")
         if self.broker is not None and not self.broker.running:
             raise StackError(f"the embedded broker exited unexpectedly; its log: {self.broker.log_path}")
+
+    def supervise(self) -> None:
+        """`check()` for a stack that restarts its processes: call it every half second or so."""
+        if not self.restart:
+            self.check()
+            return
+        if self.broker is not None and not self.broker.running:
+            raise StackError(f"the embedded broker exited unexpectedly; its log: {self.broker.log_path}")
+        now = time.monotonic()
+        for index, child in enumerate(self.children):
+            if child.restart_at is None:
+                code = child.popen.poll()
+                if code is not None:
+                    self._exited(child, code, now)
+            elif now >= child.restart_at:
+                child.log.close()
+                again = self._launch(child.name, child.args, child.env)
+                again.exits = child.exits
+                self.children[index] = again
+                self.restarts += 1
+                self.say(f"{child.name}: started again (pid {again.pid})")
+
+    def _exited(self, child: Child, code: int, now: float) -> None:
+        child.signal_group(signal.SIGKILL)  # what it left behind (a training child whose parent died, for one)
+        child.exits = [at for at in child.exits if now - at < CRASH_WINDOW_S] + [now]
+        if len(child.exits) > CRASH_LIMIT:
+            raise StackError(f"the {child.name} exited {len(child.exits)} times within {CRASH_WINDOW_S:.0f}s (last "
+                             f"exit code {code}): a crash loop, so the stack stops; read its log: {child.log_path}")
+        delay = min(self.restart_backoff_s * 2.0 ** (len(child.exits) - 1), MAX_BACKOFF_S)
+        message = (f"{child.name} exited unexpectedly (exit code {code}); restarting it in {delay:g}s "
+                   f"({len(child.exits)} of at most {CRASH_LIMIT} exits within {CRASH_WINDOW_S:.0f}s)")
+        child.log.write(f"--- lfz: {message}\n".encode())
+        child.log.flush()
+        self.say(message)
+        child.restart_at = now + delay
 
     def stop(self) -> None:
         """SIGTERM to every child, a kill for what remains after the timeout, then the broker. Idempotent."""

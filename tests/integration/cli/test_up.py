@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 
+import httpx
+
 from cli.client import ApiError, Client
 from tests.integration.cli.conftest import Up, corpus, embedded_env
 from tests.integration.stack import wait_until
@@ -118,22 +120,61 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         up.close()
 
 
-def test_a_child_that_dies_stops_the_stack_with_a_message(tmp_path):
-    up = Up(tmp_path, "--workers", "2")
+def _worker_training(up_pid: int) -> int | None:
+    """The pid of the worker whose training child runs, if one does."""
+    for pid in children_of(up_pid):
+        if "agents worker" in command_line(pid) and any("multiprocessing.spawn" in command_line(grandchild)
+                                                       for grandchild in children_of(pid)):
+            return pid
+    return None
+
+
+def test_kill_9_of_a_worker_or_the_gateway_is_restarted_and_the_job_completes_once(tmp_path):
+    """`lfz up --workers 2` used to stop everything when one worker died. Now it starts the dead process again, the
+    gateway answers throughout (a worker's death) or within seconds (its own), and the job the dead worker was
+    training completes once, taken over by the other worker."""
+    up = Up(tmp_path, "--workers", "2", env={**embedded_env(tmp_path / "data"), "LFZ_LEASE_S": "6"})
     try:
         wait_until(up.ready, 120, "lfz up to say it is up")
-        children = {pid: command_line(pid) for pid in children_of(up.popen.pid)}
-        workers = [pid for pid, line in children.items() if "agents worker" in line]
-        assert len(workers) == 2, children
-        started = descendants(up.popen.pid)
-        os.kill(workers[1], signal.SIGKILL)  # a worker that `lfz up` started, as the OOM killer would
-        assert up.popen.wait(90) == 1, up.output()
+        with Client(up.url) as api:
+            job_id = api.create_model("survivor", text=corpus(), hyperparameters={
+                "preset": "tiny", "max_iters": 400, "checkpoint_every": 50, "eval_every": 100})["job_id"]
+            wait_until(lambda: training_step(api, job_id) >= 60, 180, "the training to pass its first checkpoint")
+            victim = _worker_training(up.popen.pid)
+            assert victim is not None
+            os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+            answers = []
+            while api.get_job(job_id)["status"] not in ("completed", "failed", "cancelled"):
+                answers.append(httpx.get(f"{up.url}/health", timeout=5).status_code)
+                time.sleep(0.5)
+            job = api.get_job(job_id)
+            events = [e["type"] for e in api.job_log(job_id)]
+        assert job["status"] == "completed", job
+        assert events.count("TrainStarted") == 2 and events.count("TrainCompleted") == 1, events
+        assert answers and set(answers) == {200}, "the gateway answered throughout"
         output = up.output()
-        assert "error: the worker-" in output and "exited unexpectedly (exit code -9)" in output
-        assert "Traceback" not in output
-        assert not left_running(started)
+        assert "exited unexpectedly (exit code -9); restarting it in 1s" in output, output
+        assert "started again" in output
+        workers = [pid for pid in children_of(up.popen.pid) if "agents worker" in command_line(pid)]
+        assert len(workers) == 2 and victim not in workers
+
+        gateway, = [pid for pid in children_of(up.popen.pid) if "-m gateway" in command_line(pid)]
+        os.kill(gateway, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: up.popen.poll() is None and _health(up.url) == 200, 60, "the gateway to be back")
+        print(f"\ngateway back {time.monotonic() - killed:.1f}s after kill -9")
+        assert up.popen.poll() is None and "Traceback" not in up.output()
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.popen.wait(90) == 0, up.output()
     finally:
         up.close()
+
+
+def _health(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
 
 
 def test_a_second_up_on_the_same_port_says_so(tmp_path):
