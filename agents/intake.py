@@ -16,6 +16,7 @@ from faust.types import EventT
 
 from agents.runtime import Runtime
 from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, Rejected, dead_letter, decode_command, id_from_position
+from infra.db.tables import Dataset, Job
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE, while_down
 
@@ -62,21 +63,53 @@ async def handle_safely(runtime: Runtime, event: EventT, command: Command,
     except Exception as exc:  # a bug met by one command must not stop the agent
         log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
         await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}", job_id=job_id,
-                                                  kind=command.kind))
+                                                  kind=command.kind), owner=command.owner)  # type: ignore[attr-defined]
+
+
+async def job_id_taken(runtime: Runtime, job_id: str, kind: str | None, owner: str | None) -> bool:
+    """Whether `job_id` already names a dataset, or a job of another kind or another owner. Job ids are chosen by
+    whoever produces a request, and datasets share their namespace (an upload's id is its log's job id)."""
+    async with runtime.sessions() as session:
+        if await session.get(Dataset, job_id) is not None:
+            return True
+        job = await session.get(Job, job_id)
+    return job is not None and (job.kind != kind or job.owner != owner)
+
+
+async def refuse_a_taken_job_id(runtime: Runtime, job_id: str, kind: str, owner: str | None,
+                                field: str = "job_id") -> None:
+    """A request naming a job id that is taken (`job_id_taken`) would append to that job's log (or write over that
+    upload). Refused: a dead letter, and nothing touched."""
+    if await job_id_taken(runtime, job_id, kind, owner):
+        raise Refused(f"{field}: {job_id} is already taken by another job or dataset", field)
 
 
 async def decode(runtime: Runtime, event: EventT, expected: tuple[type[Command], ...]) -> Command | None:
+    """The command, its owner proven when API keys are configured (`events.proof`); None once dead-lettered."""
     message = event.message
     raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
     default_id = id_from_position(message.topic, message.partition, message.offset)
     try:
-        return decode_command(raw, expected, default_id=default_id)
-    except DecodeError as error:
+        signer = runtime.signer.signer_of(message.headers, raw) if runtime.signer.enabled else None
+    except DecodeError as error:  # no failed fact: an unproven sender may not write into any job's log
         await _reject(runtime, event, error)
         return None
+    try:
+        command = decode_command(raw, expected, default_id=default_id)
+    except DecodeError as error:
+        await _reject(runtime, event, error, owner=signer)
+        return None
+    if runtime.signer.enabled:
+        stated = command.owner  # type: ignore[attr-defined]
+        if stated is not None and stated != signer:
+            await _reject(runtime, event, DecodeError("owner: the command states an owner other than the key that "
+                                                      "signed it", "owner"))
+            return None
+        command = command.model_copy(update={"owner": signer})
+    return command
 
 
-async def _reject(runtime: Runtime, event: EventT, error: DecodeError) -> None:
+async def _reject(runtime: Runtime, event: EventT, error: DecodeError, owner: str | None = None) -> None:
     message = event.message
     raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
     log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
@@ -85,6 +118,12 @@ async def _reject(runtime: Runtime, event: EventT, error: DecodeError) -> None:
                     partition=message.partition, offset=message.offset, key=message.key)
     )
     failed = FAILED_TYPE_FOR_KIND.get(error.kind or "")
-    if error.job_id and failed is not None:
-        job = JobLog(runtime.publisher, job_id=error.job_id, kind=error.kind or "train", owner=None)
-        await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)
+    if not error.job_id or failed is None:
+        return
+    # The failed fact goes only to a job id that is free: into a log of someone else's job it would end that job.
+    job_id, kind = error.job_id, error.kind or "train"
+    if await while_down(lambda: job_id_taken(runtime, job_id, kind, owner), UNAVAILABLE,
+                        what=f"checking job id {job_id}", logger=log):
+        return
+    job = JobLog(runtime.publisher, job_id=job_id, kind=kind, owner=owner)
+    await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)

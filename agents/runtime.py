@@ -11,6 +11,7 @@ import socket
 import mode
 
 from events import Topics
+from events.proof import Signer
 from infra.db import create_engine, sessionmaker
 from infra.kafka import create_producer, ensure_topics
 from infra.objectstore import AsyncObjectStore, ObjectStore, open_object_store
@@ -37,6 +38,7 @@ class Runtime(mode.Service):
         self.store: ObjectStore = open_object_store(settings)
         self.astore = AsyncObjectStore(self.store)
         self.publisher: Publisher  # made in on_start: a Kafka producer needs the running event loop
+        self.signer = Signer(settings.api_keys)  # with keys configured, every command must prove its owner
 
     async def on_start(self) -> None:
         await ensure_topics(self.settings)

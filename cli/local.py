@@ -89,6 +89,9 @@ def replay(
     except Exception as error:  # a server that is down is the usual cause: one line
         raise CliError(f"the replay failed: {type(error).__name__}: {error}") from None
     out.line(f"replayed {report.applied} of {report.read} facts from {source} into {target}")
+    if report.turned_away:
+        out.line(f"turned away {report.turned_away} facts whose owner or kind was not their job's, as the record "
+                 f"agent did")
     if report.undecodable:
         out.line(f"skipped {report.undecodable} records that are not facts (each is logged with its partition and "
                  f"offset, and the record agent dead-lettered it)")

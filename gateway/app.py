@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from events import Topics
 from gateway import datasets, evaluation, generation, jobs, models, openai_compat, presets, system
+from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, StreamLimiter, process_name
 from gateway.errors import exception_handlers
@@ -100,7 +101,7 @@ def create_app(settings: Settings) -> Starlette:
         store = open_async_object_store(settings)
         await store.ensure_bucket()
         topics = Topics(settings.topic_prefix)
-        publisher = Publisher(create_producer(settings, client_id=name), topics, name)
+        publisher = Publisher(create_producer(settings, client_id=name), topics, name, signer=Signer(settings.api_keys))
         await publisher.start()
         feed = LiveFeed(settings, client_id=name)
         try:

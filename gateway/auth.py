@@ -8,7 +8,6 @@ key reads neither. Without keys (one user on their own machine) every route is o
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -16,18 +15,16 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from events.proof import owner_of
 from gateway.errors import error_response
+
+__all__ = ["AuthMiddleware", "RedactKeys", "owner_of", "redact_access_log", "redact_keys"]
 
 # Open to everyone: the health check, the dashboard (its page, files and charting library) and the API's description.
 PUBLIC_PATHS = frozenset({"/", "/health", "/api/v1/health", "/docs", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/", "/vendor/")
 OPERATOR_PATHS = frozenset({"/metrics"})
 _KEY_IN_QUERY = re.compile(r"(?i)((?:^|[?&])api_key=)[^&#\s\"]*")
-
-
-def owner_of(api_key: str) -> str:
-    """The tenant id every row and message carries: a short digest of the key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
 def is_public(path: str) -> bool:

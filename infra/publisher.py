@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from events import Command, DeadLetter, DecodeError, JobEvent, Topics, dead_letter
+from events.proof import Headers, Signer
 from infra.kafka import REFUSED_FOR_GOOD, KafkaUnavailable, MessageRefused
 from infra.retry import while_down
 
@@ -42,8 +43,9 @@ class _Outgoing:
 
 class Publisher:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics, producer_id: str, *, max_batch: int = 500,
-                 retry_s: float = 0.5, send_timeout_s: float = SEND_TIMEOUT_S):
+                 retry_s: float = 0.5, send_timeout_s: float = SEND_TIMEOUT_S, signer: Signer | None = None):
         self.producer = producer
+        self.signer = signer or Signer([])  # proves each command's owner when API keys are configured
         self.topics = topics
         self.producer_id = producer_id  # `gateway/<host>-<pid>` or `agents/<worker>`: the `producer` of its facts
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=50_000)
@@ -68,11 +70,11 @@ class Publisher:
 
     # -- sent now, or an error --------------------------------------------------------------------------------------
 
-    async def send(self, topic: str, key: str, value: bytes) -> None:
+    async def send(self, topic: str, key: str, value: bytes, headers: Headers | None = None) -> None:
         """Send and wait for the acknowledgement; KafkaUnavailable when it does not come within the timeout."""
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await self.producer.send_and_wait(topic, value, key=key.encode())
+                await self.producer.send_and_wait(topic, value, key=key.encode(), headers=headers or None)
         except TimeoutError:
             raise KafkaUnavailable(f"Kafka did not acknowledge a message on {topic} within "
                                    f"{self._send_timeout_s:g}s") from None
@@ -83,7 +85,8 @@ class Publisher:
             raise KafkaUnavailable(f"Kafka did not take a message on {topic}: {error}") from error
 
     async def command(self, topic: str, key: str, command: Command) -> None:
-        await self.send(topic, key, command.to_json())
+        value = command.to_json()
+        await self.send(topic, key, value, self.signer.headers(command.owner, value))  # type: ignore[attr-defined]
 
     async def fact(self, event: JobEvent) -> None:
         await self.send(self.topics.job_events, event.job_id, event.to_json())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from agents.evaluate.job import EvaluateSpec
-from agents.intake import command_agent
+from agents.intake import command_agent, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
@@ -21,6 +21,7 @@ def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
 
 
 async def accept(runtime: Runtime, queue: JobQueue, command: EvaluateRequested) -> None:
+    await refuse_a_taken_job_id(runtime, command.job_id, "evaluate", command.owner)
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="evaluate", owner=command.owner)
     request = command.model_dump(mode="json", exclude={"held_out"})
 

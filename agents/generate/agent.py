@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from agents.generate.serving import ModelCache
-from agents.intake import command_agent
+from agents.intake import command_agent, refuse_a_taken_job_id
 from agents.runtime import Runtime
 from events import (
     Completion,
@@ -56,6 +56,7 @@ def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_p
 
 
 async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested) -> None:
+    await refuse_a_taken_job_id(runtime, command.request_id, "generate", command.owner, "request_id")
     job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner)
     request = command.model_dump(mode="json")
     model_id = command.model_id

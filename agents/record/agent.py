@@ -70,9 +70,16 @@ async def apply_until_recorded(runtime: Runtime, batch: list[Recorded]) -> int:
 
 
 async def _apply(runtime: Runtime, batch: list[Recorded]) -> int:
+    turned_away: list[tuple[Recorded, str]] = []
     async with runtime.sessions() as session:
-        applied = await apply_batch(session, batch)
+        applied = await apply_batch(session, batch, turned_away)
         await session.commit()
+    for recorded, reason in turned_away:
+        log.warning("fact %s of job %s turned away: %s", recorded.event.event_id, recorded.event.job_id, reason)
+        await runtime.publisher.dead_letter(
+            dead_letter(recorded.event.to_json(), reason, producer=runtime.publisher.producer_id,
+                        topic=runtime.topics.job_events, partition=recorded.partition, offset=recorded.offset,
+                        key=recorded.event.job_id))
     return applied
 
 

@@ -2,6 +2,10 @@
 
 Applying is idempotent: the fact's row in `job_events` is inserted first with its event id as the key, and the
 tables change only when that insert took place, so the same event delivered twice changes nothing.
+
+A job (and a dataset) belongs to the owner of its first fact. A later fact under the same id that states another
+owner or another kind is turned away before anything is written, its log row included: recorded, it would end
+someone else's job, or give its sender a way into that job's log. The caller dead-letters what was turned away.
 """
 
 from __future__ import annotations
@@ -27,8 +31,13 @@ async def apply(session: AsyncSession, recorded: Recorded) -> bool:
     return await apply_batch(session, [recorded]) == 1
 
 
-async def apply_batch(session: AsyncSession, batch: list[Recorded]) -> int:
-    """Record a batch of facts (one statement for their log rows) and apply the new ones, in order."""
+async def apply_batch(session: AsyncSession, batch: list[Recorded],
+                      turned_away: list[tuple[Recorded, str]] | None = None) -> int:
+    """Record a batch of facts (one statement for their log rows) and apply the new ones, in order. Facts whose
+    owner or kind is not their job's are not recorded: they go to `turned_away`, with why."""
+    batch, refused = await _split_by_owner(session, batch)
+    if turned_away is not None:
+        turned_away.extend(refused)
     new = await _insert_log_rows(session, batch)
     applied = 0
     for recorded in batch:
@@ -43,6 +52,36 @@ async def apply_batch(session: AsyncSession, batch: list[Recorded]) -> int:
             await handler(session, event)
         applied += 1
     return applied
+
+
+async def _split_by_owner(session: AsyncSession,
+                          batch: list[Recorded]) -> tuple[list[Recorded], list[tuple[Recorded, str]]]:
+    ids = {recorded.event.job_id for recorded in batch}
+    jobs = {job_id: (kind, owner) for job_id, kind, owner in
+            (await session.execute(select(Job.id, Job.kind, Job.owner).where(Job.id.in_(ids)))).all()}
+    datasets = {dataset_id: owner for dataset_id, owner in
+                (await session.execute(select(Dataset.id, Dataset.owner).where(Dataset.id.in_(ids)))).all()}
+    kept: list[Recorded] = []
+    refused: list[tuple[Recorded, str]] = []
+    for recorded in batch:
+        event = recorded.event
+        if event.kind in JOB_KINDS:
+            known = jobs.setdefault(event.job_id, (event.kind, event.owner))
+            if event.job_id in datasets:
+                refused.append((recorded, f"job_id: {event.job_id} names a dataset, not a {event.kind} job"))
+                continue
+            if known != (event.kind, event.owner):
+                refused.append((recorded, f"owner: this fact's owner or kind ({event.kind}) is not its job's; a job "
+                                          f"belongs to the owner of its first fact"))
+                continue
+        elif event.kind == "dataset":
+            owner = datasets.setdefault(event.job_id, event.owner)
+            if event.job_id in jobs or owner != event.owner:
+                refused.append((recorded, f"owner: dataset {event.job_id} belongs to another owner, or its id "
+                                          f"names a job"))
+                continue
+        kept.append(recorded)
+    return kept, refused
 
 
 async def _insert_log_rows(session: AsyncSession, batch: list[Recorded]) -> set[str]:
@@ -272,13 +311,17 @@ async def _on_dataset(session: AsyncSession, event: DatasetUploaded) -> None:
 
 
 async def _on_dataset_deleted(session: AsyncSession, event: DatasetDeleted) -> None:
-    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id))
+    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id, _owned_by(Dataset, event.owner)))
+
+
+def _owned_by(table: Any, owner: str | None) -> Any:
+    return table.owner.is_(None) if owner is None else table.owner == owner
 
 
 async def _on_jobs_pruned(session: AsyncSession, event: JobsPruned) -> None:
     """Only the owner's finished jobs go (whatever else the fact names); their log rows in the database with them."""
     finished = (Job.id.in_(event.job_ids), Job.status.in_(("completed", "failed", "cancelled")),
-                Job.owner.is_(None) if event.owner is None else Job.owner == event.owner)
+                _owned_by(Job, event.owner))
     gone = list((await session.execute(select(Job.id).where(*finished))).scalars())
     if gone:
         await session.execute(delete(JobEventRow).where(JobEventRow.job_id.in_(gone)))
@@ -287,7 +330,7 @@ async def _on_jobs_pruned(session: AsyncSession, event: JobsPruned) -> None:
 
 async def _on_model_deleted(session: AsyncSession, event: ModelDeleted) -> None:
     model = await _model(session, event.model_id)
-    if model is not None:
+    if model is not None and model.owner == event.owner:  # another owner's delete changes nothing
         model.status, model.updated_at = "deleted", event.time
 
 

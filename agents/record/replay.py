@@ -26,6 +26,7 @@ class ReplayReport:
     read: int = 0
     applied: int = 0
     undecodable: int = 0
+    turned_away: int = 0  # facts whose owner or kind was not their job's (the record agent dead-lettered them)
 
 
 async def read_table(url: str) -> TopicRead:
@@ -49,9 +50,11 @@ async def rebuild(url: str, facts: list[Recorded]) -> ReplayReport:
             await connection.run_sync(lambda sync: Base.metadata.create_all(sync, tables=list(PROJECTION_TABLES)))
         sessions = sessionmaker(engine)
         for start in range(0, len(facts), BATCH):
+            turned_away: list = []
             async with sessions() as session:
-                report.applied += await apply_batch(session, facts[start:start + BATCH])
+                report.applied += await apply_batch(session, facts[start:start + BATCH], turned_away)
                 await session.commit()
+            report.turned_away += len(turned_away)
     finally:
         await engine.dispose()
     return report

@@ -12,14 +12,14 @@ from typing import Any
 
 import faust
 
-from agents.intake import Refused, command_agent
+from agents.intake import Refused, command_agent, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from agents.train.job import TrainSpec
 from events import JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
 from infra.db import queries
-from infra.db.tables import Dataset, Job, Model
+from infra.db.tables import Model
 from infra.objectstore import artifacts
 from infra.publisher import JobLog
 from model.config import ConfigError, resolve_hyperparameters
@@ -45,9 +45,9 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
         description=command.description, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters,
     )
+    await refuse_a_taken_job_id(runtime, command.job_id, "train", command.owner)
     if await _already_queued(queue, job, accepted):
         return
-    await _refuse_a_taken_job_id(runtime, command)
     try:
         spec = await _checked_spec(runtime, command, model_id)
     except Rejected as rejected:
@@ -84,21 +84,12 @@ async def _already_queued(queue: JobQueue, job: JobLog, accepted: dict[str, Any]
     row = await queue.get(job.job_id)
     if row is None or row.kind != "train":
         return False
+    if row.owner != job.owner:  # the job is not recorded yet, but it is someone else's
+        raise Refused(f"job_id: {job.job_id} is already taken by another job or dataset", "job_id")
     spec = TrainSpec.model_validate(row.spec)
     await _redelivered(queue, job, {**accepted, "dataset_key": spec.dataset_key,
                                       "resume": spec.base_checkpoint is not None})
     return True
-
-
-async def _refuse_a_taken_job_id(runtime: Runtime, command: TrainRequested) -> None:
-    """Job ids are chosen by whoever produces the request, and uploads share their namespace (an upload's id is its
-    job id, and names its object key): a job id that names a dataset, or another kind of job or another tenant's,
-    would write over that upload or into that log. Refused: a dead letter, and nothing touched."""
-    async with runtime.sessions() as session:
-        dataset = await session.get(Dataset, command.job_id)
-        other = await session.get(Job, command.job_id)
-    if dataset is not None or (other is not None and (other.kind != "train" or other.owner != command.owner)):
-        raise Refused(f"job_id: {command.job_id} is already taken by another job or dataset", "job_id")
 
 
 async def _redelivered(queue: JobQueue, job: JobLog, accepted: dict[str, Any]) -> None:

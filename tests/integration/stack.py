@@ -203,7 +203,8 @@ class Bus:
                             seen.append(value)
                 if until(seen):
                     return seen
-            raise AssertionError(f"timed out on {topic}; saw {[m.get('type') for m in seen]}")
+            raise AssertionError(f"timed out on {topic}; saw {[m.get('type') for m in seen]}: "
+                                 f"{[m.get('error') or m.get('seq') for m in seen]}")
         finally:
             await stop_consumer(consumer)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from agents.train.agent import model_id_for
-from events import DatasetRef, TrainRequested
+from events import DatasetRef, TrainFailed, TrainRequested
 from tests.integration.pipeline.conftest import train_request
+from tests.integration.stack import recorded
 
 
 def _id() -> str:
@@ -198,3 +200,42 @@ async def test_a_model_id_that_is_not_a_plain_identifier_is_refused(bus, worker,
     events = await bus.job(job_id, timeout=120)
     assert events[-1]["type"] == "TrainFailed" and events[-1]["field"] == "model_id", events[-1]
     assert not object_store.exists(f"datasets/{job_id}")
+
+
+async def test_requests_and_facts_reusing_another_tenants_job_id_touch_nothing(bus, worker, settings):
+    """Each of these once appended to the victim's log (a GenerateRequested or EvaluateRequested under its job id,
+    an invalid TrainRequested's failed fact), ending the victim's job and opening its log to the sender."""
+    victim = _id()
+    name = f"victim-{victim}"
+    await bus.produce("train.requested", train_request(victim, name, owner="alice"), key=victim)
+    before = await bus.job(victim, timeout=120)
+    assert before[-1]["type"] == "TrainCompleted"
+    attacks = [
+        ("generate.requested", {"type": "GenerateRequested", "request_id": victim, "model_name": name,
+                                "prompt": "x", "owner": "mallory"}),
+        ("generate.requested", {"type": "GenerateRequested", "request_id": victim, "model_name": name,
+                                "prompt": "x", "owner": "alice"}),  # her own, but not a generation's id
+        ("evaluate.requested", {"type": "EvaluateRequested", "job_id": victim, "model_name": name,
+                                "prompts": ["x"], "owner": "mallory"}),
+        ("train.requested", train_request(victim, "mine", owner="mallory", tokenizer="morse")),  # fails to decode
+        ("train.requested", train_request(victim, "mine", owner="mallory")),
+    ]
+    for topic, message in attacks:
+        await bus.produce(topic, message, key=victim)
+    letters = await bus.read("dead.letter", lambda seen: len(seen) >= len(attacks), timeout=30,
+                             where=lambda m: victim in (m.get("payload_text") or "")
+                             and m["topic"] != f"{bus.prefix}job.events")
+    assert all("already taken" in m["error"] or "tokenizer" in m["error"] for m in letters), letters
+    # A hostile fact straight on the facts topic, under the victim's job id and another owner: turned away.
+    forged = TrainFailed(job_id=victim, seq=len(before) + 1, producer="mallory", owner="mallory", kind="train",
+                         reason="forged", event_id=f"{victim}-forged").to_json()
+    await bus.produce("job.events", forged, key=victim)
+    turned = await bus.read("dead.letter", lambda seen: len(seen) >= 1,
+                            where=lambda m: f"{victim}-forged" in (m.get("payload_text") or ""))
+    assert turned[0]["error"].startswith("owner:")
+    await asyncio.sleep(2)  # whatever the attacks would have made has been made by now
+    after = await bus.job_until(victim, lambda seen: True)
+    assert [e["event_id"] for e in after if e["event_id"] != f"{victim}-forged"] == \
+        [e["event_id"] for e in before], "nothing was appended to the victim's log"
+    rows = await recorded(settings.resolved_database_url, victim)
+    assert [row[0] for row in rows] == [e["event_id"] for e in before], "nor to its copy in the database"

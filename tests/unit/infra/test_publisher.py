@@ -32,7 +32,7 @@ class FakeProducer:
     async def stop(self):
         pass
 
-    async def send(self, topic, value, key=None):
+    async def send(self, topic, value, key=None, headers=None):
         if self.refuse(value):
             raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
         loop = asyncio.get_running_loop()
@@ -47,8 +47,8 @@ class FakeProducer:
             future.set_result(None)
         return future
 
-    async def send_and_wait(self, topic, value, key=None):
-        return await (await self.send(topic, value, key))
+    async def send_and_wait(self, topic, value, key=None, headers=None):
+        return await (await self.send(topic, value, key, headers))
 
 
 def facts(publisher: Publisher, job_id: str, count: int, big_at: int | None = None) -> list:

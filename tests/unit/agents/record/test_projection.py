@@ -188,3 +188,43 @@ async def test_a_deleted_dataset_leaves_the_listing(sessions):
         await session.commit()
     async with sessions() as session:
         assert await session.get(Dataset, "d1") is None
+
+
+async def test_a_fact_stating_another_owner_or_kind_for_a_job_is_turned_away_unrecorded(sessions):
+    """A fact appended to a victim's log under another owner once ended the victim's job and opened its log to the
+    sender (whose one fact in it made the log visible to them)."""
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in training_log()[:3]])
+        await session.commit()
+    hostile = [
+        TrainFailed(job_id="j1", seq=4, producer="mallory", owner="o2", kind="train", reason="gotcha"),
+        GenerationFailed(job_id="j1", seq=4, producer="mallory", owner="o1", kind="generate", reason="gotcha"),
+        DatasetUploaded(job_id="j1", seq=1, producer="mallory", owner="o1", kind="dataset", dataset_id="j1",
+                        name="x", key="datasets/j1", bytes=1, characters=1, preview="x"),
+    ]
+    turned_away: list = []
+    async with sessions() as session:
+        assert await apply_batch(session, [Recorded(e) for e in hostile], turned_away) == 0
+        await session.commit()
+    assert [recorded.event for recorded, _ in turned_away] == hostile
+    assert all(reason.startswith(("owner:", "job_id:")) for _, reason in turned_away)
+    async with sessions() as session:
+        job = await session.get(Job, "j1")
+        assert (job.status, job.last_seq, job.owner) == ("running", 3, "o1")
+        owners = set((await session.execute(select(JobEventRow.owner).where(JobEventRow.job_id == "j1"))).scalars())
+        assert owners == {"o1"} and await session.get(Dataset, "j1") is None
+
+
+async def test_deletes_from_another_owner_change_nothing(sessions):
+    upload = DatasetUploaded(job_id="d9", seq=1, producer="gw", owner="o1", kind="dataset", dataset_id="d9", name="n",
+                             key="datasets/d9", bytes=1, characters=1, preview="x")
+    async with sessions() as session:
+        await apply_batch(session, [Recorded(e) for e in [*training_log(), upload]])
+        await apply_batch(session, [
+            Recorded(ModelDeleted(job_id="del-1", seq=1, producer="gw", owner="o2", kind="delete", model_id="m1")),
+            Recorded(DatasetDeleted(job_id="del-2", seq=1, producer="gw", owner="o2", kind="delete", dataset_id="d9")),
+        ])
+        await session.commit()
+    async with sessions() as session:
+        assert (await session.get(Model, "m1")).status == "completed"
+        assert await session.get(Dataset, "d9") is not None
