@@ -21,7 +21,8 @@ from events import Topics
 from gateway import datasets, evaluation, generation, jobs, models, openai_compat, presets, system
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
-from gateway.context import Gateway, StreamLimiter, process_name
+from gateway.context import Gateway, process_name
+from gateway.quotas import PerKeyLimit
 from gateway.errors import exception_handlers
 from gateway.inputs import BodyLimitMiddleware, UrlCheckMiddleware
 from gateway.live import LiveFeed
@@ -108,8 +109,11 @@ def create_app(settings: Settings) -> Starlette:
             await feed.start()
             gateway = Gateway(
                 settings=settings, topics=topics, engine=engine, sessions=sessionmaker(engine), store=store,
-                publisher=publisher, feed=feed, streams=StreamLimiter(settings.max_streams_per_key, metrics),
-                metrics=metrics,
+                publisher=publisher, feed=feed, metrics=metrics,
+                streams=PerKeyLimit(settings.max_streams_per_key, "event streams open", "LFZ_MAX_STREAMS_PER_KEY",
+                                    "too_many_streams", metrics.streams),
+                generations=PerKeyLimit(settings.max_generations_per_key, "generations or evaluations in flight",
+                                        "LFZ_MAX_GENERATIONS_PER_KEY", "too_many_generations"),
             )
             log.info("gateway %s ready (auth %s)", name, "on" if settings.auth_enabled else "off")
             yield {"gateway": gateway}

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
 from events import Topics
-from gateway.errors import ApiError
 from gateway.live import Fanout
 from gateway.metrics import GatewayMetrics
+from gateway.quotas import PerKeyLimit
 from infra.objectstore import AsyncObjectStore
 from infra.publisher import Publisher
 from infra.settings import Settings
@@ -25,31 +24,6 @@ from infra.settings import Settings
 
 def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class StreamLimiter:
-    """Open event streams per API key (per process): the one past the limit gets 429."""
-
-    def __init__(self, limit: int, metrics: GatewayMetrics | None = None):
-        self.limit = limit
-        self.metrics = metrics
-        self.open: Counter[str | None] = Counter()
-
-    def acquire(self, owner: str | None) -> None:
-        if self.open[owner] >= self.limit:
-            raise ApiError(429, "too_many_streams",
-                           f"this key has {self.open[owner]} event streams open; the limit is {self.limit}",
-                           headers={"Retry-After": "1"})
-        self.open[owner] += 1
-        if self.metrics is not None:
-            self.metrics.streams.inc()
-
-    def release(self, owner: str | None) -> None:
-        self.open[owner] -= 1
-        if self.open[owner] <= 0:
-            del self.open[owner]
-        if self.metrics is not None:
-            self.metrics.streams.dec()
 
 
 @dataclass
@@ -61,7 +35,8 @@ class Gateway:
     store: AsyncObjectStore
     publisher: Publisher
     feed: Fanout
-    streams: StreamLimiter
+    streams: PerKeyLimit  # open event streams
+    generations: PerKeyLimit  # generations in flight, and evaluations waited for
     metrics: GatewayMetrics
 
     @property

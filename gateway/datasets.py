@@ -20,6 +20,7 @@ from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
 from gateway.openapi import operation
+from gateway.quotas import check_datasets
 from gateway.views import DatasetList, DatasetView, DeletedDataset
 from infra.db import queries
 from infra.db.tables import Dataset
@@ -82,6 +83,8 @@ async def store_dataset(request: Request, name: str, text: str, data: bytes) -> 
         same = await queries.dataset_with_digest(session, owner, digest)
     if same is not None:
         return DatasetView.of(same).model_copy(update={"reused": True}), False
+    async with gateway.sessions() as session:
+        await check_datasets(session, gateway.settings, owner, len(data))
     dataset_id = new_id()
     key = artifacts.dataset_key(dataset_id)
     await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")

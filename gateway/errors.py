@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_streams",
+    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "quota_exceeded",
     502: "upstream_failed", 503: "unavailable", 504: "timeout",
 }
 

@@ -20,7 +20,7 @@ from gateway.datasets import visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.generation import usable_model
 from gateway.inputs import json_body, query
-from gateway.jobs import submit, submitted_response
+from gateway.jobs import check_quota_of_jobs, submit, submitted_response
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.models import dataset_ref
 from gateway.openapi import operation
@@ -65,6 +65,8 @@ async def evaluate(request: Request) -> JSONResponse:
     if not wait:
         return submitted_response(await submit(request, topic, command, job_id, row.id))
 
+    await check_quota_of_jobs(request)
+    release = gateway.generations.acquire(owner_of(request))  # a caller waiting on a report holds a slot
     subscription = gateway.feed.open(job_id, queries.visible_to(owner_of(request)))
     try:
         await gateway.publisher.command(topic, job_id, command)
@@ -73,6 +75,7 @@ async def evaluate(request: Request) -> JSONResponse:
                                               idle_poll_max_s=2.0), gateway.settings.request_timeout_s)
     finally:
         gateway.feed.close(subscription)
+        release()
     if final is None:
         raise ApiError(504, "timeout", f"the evaluation did not finish within {gateway.settings.request_timeout_s:g}s;"
                                        f" follow it at /api/v1/jobs/{job_id}/events")

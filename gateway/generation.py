@@ -7,6 +7,7 @@ token can slip past. It then either relays the events as they come (streaming) o
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import GenerateRequested, Sampling
+from events import CancelRequested, GenerateRequested, Sampling
 from gateway.bodies import GenerateBody, sampling_of
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, from_validation_error, invalid
@@ -30,7 +31,8 @@ from gateway.views import CompletionView, GenerationResult
 from infra.db import queries
 from infra.db.tables import Model
 
-FINAL = ("GenerationCompleted", "GenerationFailed")
+log = logging.getLogger(__name__)
+FINAL = ("GenerationCompleted", "GenerationFailed", "JobCancelled")
 
 
 async def usable_model(request: Request, id_or_name: str, field: str) -> Model:
@@ -63,8 +65,13 @@ def generate_command(request: Request, row: Model, prompt: str, max_tokens: int,
         raise from_validation_error(exc) from None
 
 
+_STOPPING: set[asyncio.Task[None]] = set()  # cancels on their way to the agents, kept from the garbage collector
+
+
 class GenerationCall:
-    """One GenerateRequested in flight. `start` subscribes, then publishes; `close` unsubscribes."""
+    """One GenerateRequested in flight, counted against the caller's generations. `start` subscribes, then
+    publishes; `close` unsubscribes and, when the generation has not ended (its client went away), asks the agents
+    to stop it: a CancelRequested with its request id, which the worker generating it sees within a second."""
 
     def __init__(self, gateway: Gateway, command: GenerateRequested):
         self.gateway = gateway
@@ -72,13 +79,17 @@ class GenerationCall:
         self.request_id = command.request_id
         self.subscription: Subscription | None = None
         self.timeout_s = gateway.settings.request_timeout_s
+        self.ended = False
+        self._release: Any = None
 
     async def start(self) -> None:
+        self._release = self.gateway.generations.acquire(self.command.owner)
         self.subscription = self.gateway.feed.open(self.request_id, queries.visible_to(self.command.owner))
         try:
             topic = self.gateway.topics.generate_requested
             await self.gateway.publisher.command(topic, self.request_id, self.command)
         except BaseException:
+            self.ended = True  # not sent: nothing to stop
             self.close()
             raise
 
@@ -86,6 +97,20 @@ class GenerationCall:
         if self.subscription is not None:
             self.gateway.feed.close(self.subscription)
             self.subscription = None
+        if self._release is not None:
+            self._release()
+            self._release = None
+            if not self.ended:
+                task = asyncio.ensure_future(self._stop())
+                _STOPPING.add(task)
+                task.add_done_callback(_STOPPING.discard)
+
+    async def _stop(self) -> None:
+        cancel = CancelRequested(job_id=self.request_id, reason="the client went away", owner=self.command.owner)
+        try:
+            await self.gateway.publisher.command(self.gateway.topics.job_control, self.request_id, cancel)
+        except Exception as exc:  # the generation then runs to its end: wasted work, nothing worse
+            log.warning("could not ask the agents to stop generation %s: %s", self.request_id, exc)
 
     async def events(self) -> AsyncIterator[FeedEvent]:
         """Every event of the request in order, ending with the final one; raises TimeoutError when the agents
@@ -99,16 +124,31 @@ class GenerationCall:
                 try:
                     event = await _next_within(source, self.timeout_s)
                 except StopAsyncIteration:
+                    self.ended = True
                     return
+                if event.type in FINAL:
+                    self.ended = True
                 yield event
         finally:
             await source.aclose()
 
-    async def run(self) -> dict[str, Any]:
-        """Start, wait for the final event (see `result`), close."""
+    async def run(self, request: Request | None = None) -> dict[str, Any]:
+        """Start, wait for the final event (see `result`), close. With `request`, a client that disconnects
+        meanwhile ends the wait (and, through `close`, the generation)."""
         await self.start()
         try:
-            return await self.result()
+            if request is None:
+                return await self.result()
+            result, gone = asyncio.ensure_future(self.result()), asyncio.ensure_future(_disconnected(request))
+            try:
+                await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (result, gone):
+                    if not task.done():
+                        task.cancel()
+            if result.done() and not result.cancelled():
+                return result.result()
+            raise ApiError(499, "client_closed", "the client went away before the generation ended")
         finally:
             self.close()
 
@@ -124,12 +164,20 @@ class GenerationCall:
         if final is None:
             raise ApiError(504, "timeout", f"no agent answered within {self.timeout_s:g}s; is a worker running?")
         payload = final.payload()
+        if final.type == "JobCancelled":
+            raise ApiError(409, "cancelled", f"the generation was cancelled: {payload.get('reason')}")
         if final.type == "GenerationFailed":
             field = payload.get("field")
             if field:
                 raise ApiError(422, "invalid", payload.get("reason") or "generation failed", field)
             raise ApiError(502, "generation_failed", payload.get("reason") or "generation failed")
         return payload
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body was read before: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _next_within(source: AsyncIterator[FeedEvent], timeout_s: float) -> FeedEvent:
@@ -194,7 +242,7 @@ async def generate(request: Request) -> Response:
     call = GenerationCall(gateway, command)
     if body.stream:
         return await start_stream(request, call, native_sse(call))
-    payload = await call.run()
+    payload = await call.run(request)
     return JSONResponse(generation_result(payload, command.request_id).json_dict())
 
 

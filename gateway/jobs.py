@@ -1,6 +1,7 @@
 """Jobs: submitting commands, reading job state, cancelling, and following a job's events (SSE or JSON).
 
-`submit` publishes a command and waits until the agents' acceptance has reached the database (read-your-writes),
+`submit` checks the caller's quota of jobs, publishes a command and waits for the agents' acceptance on the live
+feed (no polling while the agents work), then for its row in the database (read-your-writes, a few reads at most),
 so that the job can be read back at once; with no agent running it still answers, with status `submitted`.
 """
 
@@ -21,6 +22,7 @@ from gateway.errors import ApiError, not_found
 from gateway.inputs import json_body, last_event_id, query
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.openapi import operation
+from gateway.quotas import check_active_jobs
 from gateway.sse import EventStreamResponse, ServerSentEvent
 from gateway.streams import all_events, job_events, log_reader
 from gateway.views import Cancelling, JobList, JobView, PruneResult, QueuePlace, Submitted
@@ -33,11 +35,26 @@ FINISHED = ("completed", "failed", "cancelled")
 async def submit(request: Request, topic: str, command: Command, job_id: str, model_id: str | None) -> Submitted:
     gateway = gateway_of(request)
     owner = owner_of(request)
-    await gateway.publisher.command(topic, job_id, command)
-    job = await queries.wait_for(
-        gateway.sessions, lambda s: queries.get_job(s, owner, job_id), gateway.settings.submit_wait_s
-    )
+    await check_quota_of_jobs(request)
+    async with gateway.feed.subscribe(job_id, queries.visible_to(owner)) as subscription:
+        await gateway.publisher.command(topic, job_id, command)
+        try:
+            first = await subscription.get(timeout=gateway.settings.submit_wait_s)
+        except SubscriptionLagged:
+            first = None
+    if first is None:
+        return Submitted.of(job_id, model_id, None)
+    # The fact is here; the record agent writes its row within moments.
+    job = await queries.wait_for(gateway.sessions, lambda s: queries.get_job(s, owner, job_id),
+                                 min(gateway.settings.submit_wait_s, 2.0), interval_s=0.1)
     return Submitted.of(job_id, model_id, job)
+
+
+async def check_quota_of_jobs(request: Request) -> None:
+    """429 when the caller has its limit of jobs queued or running (LFZ_MAX_ACTIVE_JOBS_PER_KEY)."""
+    gateway = gateway_of(request)
+    async with gateway.sessions() as session:
+        await check_active_jobs(session, gateway.settings, owner_of(request))
 
 
 def submitted_response(submitted: Submitted, location: str | None = None) -> JSONResponse:
@@ -124,18 +141,7 @@ def sse_of(event: FeedEvent, gateway: Gateway, id_: str | int | None = None) -> 
 
 def hold_stream(request: Request) -> Callable[[], None]:
     """Count a new event stream against the caller's limit (429 past it); returns its release, safe to call twice."""
-    gateway = gateway_of(request)
-    owner = owner_of(request)
-    gateway.streams.acquire(owner)
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            gateway.streams.release(owner)
-
-    return release
+    return gateway_of(request).streams.acquire(owner_of(request))
 
 
 def event_stream(request: Request, source: AsyncIterator[ServerSentEvent | bytes],

@@ -238,7 +238,7 @@ async def _run(request: Request, chat: bool) -> Response:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await start_stream(request, call, stream_chunks(chat, call, body.model, body.n, include_usage))
-    payload = await call.run()
+    payload = await call.run(request)
     created, usage = int(time.time()), usage_of(payload)
     completions = payload.get("completions", [])
     if chat:

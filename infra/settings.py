@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=8192, ge=1)
     max_new_tokens: int = Field(default=2048, ge=1)
     max_streams_per_key: int = Field(default=64, ge=1)
+    max_generations_per_key: int = Field(default=16, ge=1)  # in flight per gateway process, evaluations waited for too
+    max_active_jobs_per_key: int = Field(default=20, ge=1)  # training and evaluation jobs queued or running
+    max_datasets_per_key: int = Field(default=200, ge=1)
+    max_dataset_bytes_per_key: int = Field(default=2 * 1024 ** 3, ge=1)
     sse_keepalive_s: float = Field(default=15.0, gt=0)  # comment line on idle event streams
     submit_wait_s: float = Field(default=10.0, ge=0)  # read-your-writes: wait this long for the new row
     request_timeout_s: float = Field(default=120.0, gt=0)  # generate, and evaluate with ?wait=true

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
 import faust
 
 from agents.generate.serving import ModelCache
+from agents.generate.stops import Stops
 from agents.intake import command_agent, refuse_a_taken_job_id
 from agents.runtime import Runtime
 from events import (
@@ -22,6 +24,7 @@ from events import (
     GenerationCompleted,
     GenerationFailed,
     JobAccepted,
+    JobCancelled,
     Rejected,
     TokensGenerated,
 )
@@ -37,9 +40,15 @@ FLUSH_S, FLUSH_TOKENS = 0.02, 16
 
 def register(app: faust.App, runtime: Runtime) -> None:
     cache = ModelCache(runtime.astore, runtime.settings.model_cache_size)
+    stops = Stops(runtime.settings, runtime.topics.job_control, runtime.signer, f"{runtime.producer_name}/stops")
     command_agent(app, runtime, runtime.topics.generate_requested, GenerateRequested, "generate",
-                  lambda command: serve(runtime, cache, command),
+                  lambda command: serve(runtime, cache, command, stops),
                   concurrency=runtime.settings.generate_concurrency)
+
+    @app.task
+    async def watch_for_stops() -> None:
+        await runtime.ready.wait()
+        await stops.run()
 
 
 def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_prompt_chars: int) -> SamplingParams:
@@ -55,7 +64,7 @@ def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_p
         raise Rejected(f"{error.field}: {error.message}", error.field) from None
 
 
-async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested) -> None:
+async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested, stops: Stops | None = None) -> None:
     await refuse_a_taken_job_id(runtime, command.request_id, "generate", command.owner, "request_id")
     job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner)
     request = command.model_dump(mode="json")
@@ -69,7 +78,12 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
         generator = await cache.get(queries.serving_checkpoint(model), queries.serving_version(model))
-        await _generate(job, generator, command, params, model.id)
+        stop = stops.watch(command.request_id, command.owner) if stops is not None else threading.Event()
+        try:
+            await _generate(job, generator, command, params, model.id, stop)
+        finally:
+            if stops is not None:
+                stops.forget(command.request_id)
     except Rejected as error:
         if job.last_seq == 0:
             await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
@@ -86,7 +100,7 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested)
 
 
 async def _generate(job: JobLog, generator: Generator, command: GenerateRequested, params: SamplingParams,
-                    model_id: str) -> None:
+                    model_id: str, stop: threading.Event) -> None:
     loop = asyncio.get_running_loop()
     tokens: asyncio.Queue[Token | BaseException | None] = asyncio.Queue()
     start = time.perf_counter()
@@ -94,6 +108,8 @@ async def _generate(job: JobLog, generator: Generator, command: GenerateRequeste
     def produce() -> None:
         try:
             for token in generator.stream(command.prompt, params):
+                if stop.is_set():  # its client went away: no more tokens for nobody
+                    break
                 loop.call_soon_threadsafe(tokens.put_nowait, token)
         except BaseException as error:  # handed to the event loop, which reports it
             loop.call_soon_threadsafe(tokens.put_nowait, error)
@@ -130,6 +146,9 @@ async def _generate(job: JobLog, generator: Generator, command: GenerateRequeste
         if done:
             break
     await worker
+    if stop.is_set():
+        await job.emit(JobCancelled, reason="cancelled by request (its client went away)")
+        return
     total_ms = (time.perf_counter() - start) * 1000
     completion_tokens = sum(counts)
     await job.emit(

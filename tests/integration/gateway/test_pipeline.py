@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
+import httpx
 import openai
 import pytest
 
@@ -163,3 +165,40 @@ def test_a_cancelled_model_samples_and_continues_from_its_checkpoint(open_url: s
         stopped_at = int(model["latest_checkpoint"].rsplit("step-", 1)[1].removesuffix(".pt"))
         assert done["status"] == "completed" and done["step"] == stopped_at + 20
         assert sum(c["is_best"] for c in client.get_model(created["model_id"])["checkpoints"]) == 1
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_generation_whose_client_goes_away_stops_within_a_second(open_url: str, trained: dict, streamed: bool):
+    """It used to run to its last token for nobody. Eight sequences of 2,048 tokens take this model several seconds;
+    the client leaves after its first tokens (streamed) or after 0.3 s (waiting for the whole answer)."""
+    body = {"prompt": "the", "max_tokens": 2048, "num_sequences": 8, "temperature": 0.0, "stream": streamed}
+    url = f"{open_url}/api/v1/models/{trained['model_id']}/generate"
+    with Client(open_url) as client:
+        before = {j["id"] for j in client.list_jobs(kind="generate", limit=200)["items"]}
+    with httpx.Client(timeout=60) as http:
+        if streamed:
+            with http.stream("POST", url, json=body) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: TokensGenerated"):
+                        break
+        else:
+            try:
+                answer = http.post(url, json=body, timeout=0.3)
+            except httpx.TimeoutException:
+                answer = None
+            assert answer is None, answer.text[:300]
+        left = time.time()
+    with Client(open_url) as client:
+        job = None
+        for _ in range(200):
+            fresh = [j for j in client.list_jobs(kind="generate", limit=200)["items"] if j["id"] not in before]
+            job = fresh[0] if fresh else None
+            if job is not None and job["status"] not in ("accepted", "running"):
+                break
+            time.sleep(0.1)
+        assert job is not None and job["status"] == "cancelled", job
+        log = client.job_log(job["id"])
+    ended = datetime.fromisoformat(log[-1]["time"]).timestamp()
+    assert log[-1]["type"] == "JobCancelled" and "went away" in log[-1]["reason"]
+    assert ended - left < 1.5, f"stopped {ended - left:.2f}s after the client left"
+    print(f"\ngeneration stopped {ended - left:.2f}s after its client left (streamed={streamed})")

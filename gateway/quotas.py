@@ -1,0 +1,87 @@
+"""What one API key may hold at once, and the 429 that says which limit it reached.
+
+Per gateway process: open event streams and generations in flight (streamed or not, and evaluations the caller
+waits for). Across the system, read from the projection: jobs queued or running, and datasets (their number and
+their bytes). Every limit is a setting; the 429 names it, and `Retry-After` says when to try again. The job queue
+adds fairness on top (see agents/jobs/queue.py): a key with a backlog never holds back another key's jobs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from gateway.errors import ApiError
+from infra.db.tables import Dataset, Job
+from infra.settings import Settings
+
+ACTIVE = ("accepted", "queued", "running")
+
+
+def quota_exceeded(message: str, setting: str, retry_after_s: int, code: str = "quota_exceeded") -> ApiError:
+    return ApiError(429, code, f"{message} ({setting})", headers={"Retry-After": str(retry_after_s)})
+
+
+class PerKeyLimit:
+    """A count per API key (per process) with a ceiling: `acquire` past it is a 429 naming the setting."""
+
+    def __init__(self, limit: int, what: str, setting: str, code: str, gauge: Any = None, retry_after_s: int = 1):
+        self.limit = limit
+        self.code = code
+        self.what = what
+        self.setting = setting
+        self.gauge = gauge
+        self.retry_after_s = retry_after_s
+        self.open: Counter[str | None] = Counter()
+
+    def acquire(self, owner: str | None) -> Callable[[], None]:
+        """Count one more for `owner`; returns its release, safe to call twice."""
+        if self.open[owner] >= self.limit:
+            raise quota_exceeded(f"this key has {self.open[owner]} {self.what}; the limit is {self.limit}",
+                                 self.setting, self.retry_after_s, self.code)
+        self.open[owner] += 1
+        if self.gauge is not None:
+            self.gauge.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open[owner] -= 1
+                if self.open[owner] <= 0:
+                    del self.open[owner]
+                if self.gauge is not None:
+                    self.gauge.dec()
+
+        return release
+
+
+def _owned(table: Any, owner: str | None) -> Any:
+    return table.owner.is_(None) if owner is None else table.owner == owner
+
+
+async def check_active_jobs(session: Any, settings: Settings, owner: str | None) -> None:
+    """429 when the key already has its limit of training and evaluation jobs queued or running."""
+    count = (await session.execute(select(func.count()).select_from(Job).where(
+        _owned(Job, owner), Job.kind.in_(("train", "evaluate")), Job.status.in_(ACTIVE)))).scalar_one()
+    if count >= settings.max_active_jobs_per_key:
+        raise quota_exceeded(f"this key has {count} jobs queued or running; the limit is "
+                             f"{settings.max_active_jobs_per_key}: wait for one to end, or cancel one",
+                             "LFZ_MAX_ACTIVE_JOBS_PER_KEY", 30)
+
+
+async def check_datasets(session: Any, settings: Settings, owner: str | None, new_bytes: int) -> None:
+    """429 when one more dataset of `new_bytes` would pass the key's limit on datasets or on their bytes."""
+    count, stored = (await session.execute(select(func.count(), func.coalesce(func.sum(Dataset.bytes), 0))
+                                           .where(_owned(Dataset, owner)))).one()
+    if count >= settings.max_datasets_per_key:
+        raise quota_exceeded(f"this key has {count} datasets; the limit is {settings.max_datasets_per_key}: "
+                             f"delete one first (lfz datasets delete)", "LFZ_MAX_DATASETS_PER_KEY", 60)
+    if stored + new_bytes > settings.max_dataset_bytes_per_key:
+        raise quota_exceeded(f"this key's datasets hold {stored:,} bytes and this one has {new_bytes:,}; the limit "
+                             f"is {settings.max_dataset_bytes_per_key:,}: delete one first",
+                             "LFZ_MAX_DATASET_BYTES_PER_KEY", 60)
