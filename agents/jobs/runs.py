@@ -59,7 +59,7 @@ class Run:
         self._cancel_reason: str | None = None
         self._stop_deadline: float | None = None
         self.job: JobLog | None = None
-        self._renewed = time.monotonic()  # when the lease was last renewed
+        self._renewed = self._started = time.monotonic()  # when the lease was last renewed; when the run began
         self.fenced = False
         self._held: list[JobEvent] = []  # facts made while fenced
 
@@ -126,7 +126,7 @@ class Run:
         reader = threading.Thread(target=_read_reports, args=(reports, self.process, inbox,
                                                               asyncio.get_running_loop()), daemon=True)
         reader.start()
-        self._renewed = time.monotonic()
+        self._renewed = self._started = time.monotonic()
         beats = asyncio.create_task(self._renew_lease())
         terminal: JobEvent | None = None
         suspended = False
@@ -216,9 +216,17 @@ class Run:
             if self.fenced:
                 await self._unfence()
             if beat.cancel_requested and self._mode.value == RUN:
-                self._cancel_reason = beat.cancel_reason
-                self._mode.value = CANCEL
-                self._stop_deadline = time.monotonic() + self.cancel_grace_s
+                self._stop(beat.cancel_reason)
+            limit = self.runtime.settings.job_max_wall_s
+            if limit and self._mode.value == RUN and time.monotonic() - self._started > limit:
+                self._stop(f"ran past the wall-clock limit of {limit:g}s (LFZ_JOB_MAX_WALL_S); its last checkpoint "
+                           "is kept and can be continued")
+
+    def _stop(self, reason: str | None) -> None:
+        """Cancel the run: the child checkpoints and ends with JobCancelled naming `reason`."""
+        self._cancel_reason = reason
+        self._mode.value = CANCEL
+        self._stop_deadline = time.monotonic() + self.cancel_grace_s
 
 
     def _fence(self) -> None:

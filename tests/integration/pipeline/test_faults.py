@@ -229,3 +229,18 @@ async def test_a_worker_cut_off_from_the_database_stops_its_job_and_publishes_no
 
 def time_of(event: dict) -> float:
     return datetime.fromisoformat(event["time"]).timestamp()
+
+
+async def test_a_run_past_the_wall_clock_limit_is_cancelled_keeping_its_checkpoint(own_env, own_bus, tmp_path: Path):
+    worker = start_worker("wall-w", {**own_env, "LFZ_JOB_MAX_WALL_S": "4"}, tmp_path)
+    try:
+        job_id = f"wall-{uuid.uuid4().hex[:8]}"
+        await own_bus.produce("train.requested", {**train_request(job_id, "walled"),
+                                                  "hyperparameters": {**LONG, "max_iters": 100_000}}, key=job_id)
+        facts = distinct(await own_bus.job(job_id, timeout=120))
+    finally:
+        worker.stop()
+    ended = facts[-1]
+    assert ended["type"] == "JobCancelled" and "wall-clock limit of 4s" in ended["reason"], ended
+    assert 4 <= time_of(ended) - time_of(facts[0]) < 30  # the run begins (its process starting) after JobAccepted
+    assert any(e["type"] == "CheckpointSaved" for e in facts), "the work done is kept"
