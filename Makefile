@@ -45,7 +45,7 @@ browser-deps: $(CHROMIUM) $(NPM_STAMP)
 test: install services migrate browser-deps
 	$(WITH_SERVICES) $(PY) -m pytest -q -m "not soak"
 
-# The outage tests: Kafka, then PostgreSQL, stopped for 30 s in the middle of a training run, each on a private server
+# The outage tests: Kafka, PostgreSQL, then S3, stopped for 30 s in the middle of a training run, each on a private server
 # of its own started through infra/services (the shared ones of `make services` keep running). Minutes each; -s
 # shows the outage figures they measure.
 soak: install services migrate

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=15.0, gt=0)
     job_max_takeovers: int = Field(default=5, ge=0)  # a job whose worker died more often than this fails
     job_max_wall_s: float = Field(default=86_400.0, ge=0)  # a run is cancelled after this long (0: no limit)
+    object_store_patience_s: float = Field(default=300.0, ge=0)  # a job waits this long for the store, then goes back
     model_cache_size: int = Field(default=4, ge=1)
     fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)  # how long a consumer's fetch waits for new records
     generate_concurrency: int = Field(default=4, ge=1)

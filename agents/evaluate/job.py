@@ -46,15 +46,15 @@ def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
 def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
     store = job.store
     try:
-        state = checkpoints.load_checkpoint(store, spec.checkpoint_key)
+        state = job.stored(lambda: checkpoints.load_checkpoint(store, spec.checkpoint_key), "reading the checkpoint")
     except (ObjectNotFound, CorruptCheckpoint) as error:
         raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
     model, tokenizer = load_model(state)
     if spec.held_out_key:
-        held_out = read_text(store, spec.held_out_key, "held_out")
+        held_out = job.stored(lambda: read_text(store, spec.held_out_key, "held_out"), "reading the held-out text")
         source = "request"
     elif spec.training_dataset_key:
-        text = read_text(store, spec.training_dataset_key, "held_out")
+        text = job.stored(lambda: read_text(store, spec.training_dataset_key, "held_out"), "reading the dataset")
         _, val_ids = prepare_corpus(text, tokenizer, state["train_config"]["val_fraction"])
         held_out = tokenizer.decode(val_ids.tolist())
         source = "validation split of the training data"
@@ -72,7 +72,8 @@ def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
     if job.should_stop():
         job.emit(JobCancelled, reason="cancelled by request")
         return
-    store.put_bytes(spec.report_key, json.dumps(report, indent=2).encode(), "application/json")
+    job.stored(lambda: store.put_bytes(spec.report_key, json.dumps(report, indent=2).encode(), "application/json"),
+               "writing the report")
     job.emit(EvaluationCompleted, model_id=spec.model_id, report=report, report_key=spec.report_key)
 
 

@@ -4,6 +4,11 @@ The child never touches Kafka or the database: it reads and writes the object st
 `events` class and fields over a multiprocessing queue. The parent (runs.py) numbers, publishes and fences them. The
 parent decides when the child stops, through a shared mode flag it checks (RUN, CANCEL, SUSPEND); if the parent dies,
 the child dies too (Linux's parent-death signal, and a check of the parent's pid at every step).
+
+The object store may be away for a while (a restart, a network blip): every read and write of a job goes through
+`JobContext.stored`, which tries again with back-off while the job waits. Past `object_store_patience_s` the job
+gives up for now: it is handed back to the queue (not failed), to start again a little later from its newest valid
+checkpoint.
 """
 
 from __future__ import annotations
@@ -12,17 +17,23 @@ import logging
 import os
 import resource
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from events import FAILED_TYPE_FOR_KIND, JobEvent, Rejected
-from infra.objectstore import ObjectStore, open_object_store
+from infra.objectstore import ObjectStore, ObjectStoreUnavailable, open_object_store
 from infra.process import die_with_parent
 from infra.settings import Settings
 
 RUN, CANCEL, SUSPEND = 0, 1, 2
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreDown(Exception):
+    """The object store stayed away past the patience (or the job was told to stop while it waited)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,11 @@ class Report:
 
 @dataclass(frozen=True)
 class Suspended:
-    """The job stopped at its parent's request after its last checkpoint; the parent hands it back to the queue."""
+    """The job stopped after its last checkpoint, at its parent's request or because the object store stayed away;
+    the parent hands it back to the queue, to start again no sooner than `retry_after_s` from now."""
+
+    retry_after_s: float = 0.0
+    reason: str = ""
 
 
 class JobContext:
@@ -54,8 +69,30 @@ class JobContext:
     def emit(self, fact: type[JobEvent], **fields: Any) -> None:
         self._reports.put(Report(fact, fields))
 
-    def suspended(self) -> None:
-        self._reports.put(Suspended())
+    def suspended(self, retry_after_s: float = 0.0, reason: str = "") -> None:
+        self._reports.put(Suspended(retry_after_s, reason))
+
+    def stored(self, call: Callable[[], T], what: str, waiting: Callable[[str], None] | None = None) -> T:
+        """`call()` (an object store operation), tried again with back-off while the store is unavailable; `waiting`
+        is told once, with why, so that the job's progress can say so. StoreDown past the patience, or as soon as
+        the job is told to stop."""
+        deadline = time.monotonic() + self.settings.object_store_patience_s
+        delay, told = 0.5, False
+        while True:
+            try:
+                return call()
+            except ObjectStoreUnavailable as error:
+                if self.should_stop() or time.monotonic() >= deadline:
+                    raise StoreDown(f"{what}: the object store is unavailable ({error})") from None
+                if not told and waiting is not None:
+                    waiting(f"the object store is unavailable ({error}); {what} waits and is retried for up to "
+                            f"{self.settings.object_store_patience_s:g}s (LFZ_OBJECT_STORE_PATIENCE_S)")
+                told = True
+                log.warning("%s: the object store is unavailable (%s); retrying in %.1fs", what, error, delay)
+                until = time.monotonic() + delay
+                while time.monotonic() < until and not self.should_stop():
+                    time.sleep(0.1)
+                delay = min(delay * 2, 10.0)
 
     @property
     def mode(self) -> int:
@@ -114,6 +151,11 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
     context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker)
     try:
         code(spec, context)
+    except StoreDown as error:
+        if context.mode != CANCEL:  # a cancelled job ends cancelled (the parent says so); any other goes back
+            wait_s = min(60.0, settings.object_store_patience_s)
+            log.warning("job %s: %s; handing it back to the queue for %.0fs", spec.job_id, error, wait_s)
+            context.suspended(retry_after_s=wait_s, reason=str(error))
     except Rejected as error:
         context.emit(failed, reason=error.reason, field=error.field, model_id=spec.model_id)
     except Exception as error:  # the parent turns this into a failed job; the worker itself stays up

@@ -199,10 +199,12 @@ class JobQueue:
     async def done(self, job_id: str, attempt: int) -> None:
         await self._change(job_id, JobQueueRow.attempt == attempt, state=DONE)
 
-    async def release(self, job_id: str, attempt: int, last_seq: int) -> None:
-        """Give a running job back to the queue (its worker is shutting down); the next claim resumes it."""
+    async def release(self, job_id: str, attempt: int, last_seq: int, retry_after_s: float = 0.0) -> None:
+        """Give a running job back to the queue (its worker is shutting down, or the object store is away); the
+        next claim, no sooner than `retry_after_s` from now, resumes it. Not a takeover: no retry budget is used."""
+        not_before = utc_now() + timedelta(seconds=retry_after_s) if retry_after_s > 0 else None
         await self._change(job_id, JobQueueRow.attempt == attempt, JobQueueRow.state == RUNNING, state=QUEUED,
-                           worker=None, last_seq=last_seq)
+                           worker=None, last_seq=last_seq, not_before=not_before)
 
     async def request_cancel(self, job_id: str, reason: str) -> str | None:
         """Flag a job for cancelling; returns its state then, or None if the job is not known yet (in which

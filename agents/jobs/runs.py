@@ -129,11 +129,11 @@ class Run:
         self._renewed = self._started = time.monotonic()
         beats = asyncio.create_task(self._renew_lease())
         terminal: JobEvent | None = None
-        suspended = False
+        suspended: Suspended | None = None
         try:
             while (report := await inbox.get()) is not None:
                 if isinstance(report, Suspended):
-                    suspended = True
+                    suspended = report
                     continue
                 fields = report.fields
                 if report.fact is JobCancelled and self._cancel_reason:
@@ -155,7 +155,14 @@ class Run:
             return
         if self._mode.value == SUSPEND and terminal is None:
             await self.queue.release(self.job.job_id, self.claim.attempt, self.job.last_seq)
-            log.info("job %s handed back to the queue (suspended=%s)", self.job.job_id, suspended)
+            log.info("job %s handed back to the queue (suspended=%s)", self.job.job_id, suspended is not None)
+            return
+        if suspended is not None and terminal is None and self._mode.value == RUN:  # the object store stayed away
+            await self._once_the_database_answers(lambda: self.queue.release(
+                self.job.job_id, self.claim.attempt, self.job.last_seq,  # type: ignore[union-attr]
+                retry_after_s=suspended.retry_after_s))
+            log.warning("job %s handed back to the queue for %.0fs: %s", self.job.job_id, suspended.retry_after_s,
+                        suspended.reason)
             return
         if terminal is None:
             terminal = self._unexpected_end()

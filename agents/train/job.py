@@ -70,6 +70,7 @@ class _Publishing(Callbacks):
         self.last_report = 0.0
         self.last_checkpoint: str | None = None
         self.first_step = 0
+        self.last_step: StepInfo | None = None
         self.device = "cpu"
         self.on_step = self._on_step
         self.on_validation = self._on_validation
@@ -77,6 +78,7 @@ class _Publishing(Callbacks):
         self.should_stop = job.should_stop
 
     def _on_step(self, info: StepInfo) -> None:
+        self.last_step = info
         now = time.monotonic()
         settings = self.job.settings
         done = info.step - self.first_step
@@ -91,9 +93,17 @@ class _Publishing(Callbacks):
         if first and eta is not None and eta > LONG_RUN_S:
             warning = (f"this run will take about {eta / 3600:.1f} h on {self.device} ({remaining} more steps at "
                        f"{info.elapsed_s:.1f} s each); the cpu-baby preset trains in about a minute on a CPU")
+        self._progress(info, eta, warning)
+
+    def _progress(self, info: StepInfo, eta: float | None, warning: str | None) -> None:
         self.job.emit(TrainProgress, step=info.step, max_iters=info.max_iters, loss=_finite(info.loss),
                       learning_rate=info.lr, tokens_per_s=info.tokens_per_s, elapsed_s=info.elapsed_s,
                       eta_s=eta, progress=min(1.0, info.step / info.max_iters), warning=warning)
+
+    def _waiting(self, why: str) -> None:
+        """The progress says the job waits for the object store."""
+        if self.last_step is not None:
+            self._progress(self.last_step, None, why)
 
     def _on_validation(self, info: ValInfo) -> None:
         self.job.emit(ValidationCompleted, step=info.step, val_loss=_finite(info.val_loss),
@@ -104,12 +114,14 @@ class _Publishing(Callbacks):
             return  # the job belongs to another worker now
         data = pack_checkpoint(info.state)
         key = artifacts.checkpoint_key(self.model_id, info.step)
-        self.store.put_bytes(key, data)  # atomic: readers see the whole object or none
+        what = f"the checkpoint of step {info.step}"
+        self.job.stored(lambda: self.store.put_bytes(key, data), what, self._waiting)  # atomic: all or none
         best = None
         if info.is_best:
             best = artifacts.best_key(self.model_id)
-            self.store.put_bytes(best, data)
-        pruned = checkpoints.prune_checkpoints(self.store, self.model_id)
+            self.job.stored(lambda: self.store.put_bytes(best, data), what, self._waiting)
+        pruned = self.job.stored(lambda: checkpoints.prune_checkpoints(self.store, self.model_id), what,
+                                 self._waiting)
         self.last_checkpoint = key
         self.job.emit(CheckpointSaved, model_id=self.model_id, step=info.step, key=key,
                       sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), is_best=info.is_best,
@@ -141,8 +153,8 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
         model_config, train_config = resolve_hyperparameters(spec.hyperparameters)
     except ConfigError as error:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
-    text = read_text(store, spec.dataset_key, "dataset")
-    state, own_key = _starting_state(spec, store)
+    text = job.stored(lambda: read_text(store, spec.dataset_key, "dataset"), "reading the dataset")
+    state, own_key = job.stored(lambda: _starting_state(spec, store), "reading the checkpoints")
     tokenizer: Tokenizer
     if state is not None:
         tokenizer = tokenizer_from_json(state["tokenizer"])
@@ -176,8 +188,10 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
         raise Rejected(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
     callbacks.first_step, callbacks.device = trainer.step, str(trainer.device)
     config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
-    store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(), "application/json")
-    store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(), "application/json")
+    job.stored(lambda: store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(),
+                                       "application/json"), "writing the tokenizer")
+    job.stored(lambda: store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(),
+                                       "application/json"), "writing the configuration")
     job.emit(TrainStarted, model_id=model_id, attempt=job.attempt, worker=job.worker,
                   resumed_from_step=trainer.step, max_iters=trainer.cfg.max_iters,
                   num_parameters=trainer.model.num_parameters(), device=str(trainer.device), config=config,
@@ -193,13 +207,15 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
         return
     if callbacks.last_checkpoint is None:
         raise Rejected("training ended without writing a checkpoint")
+    best = artifacts.best_key(model_id)
     train_loss = result.train_loss if result.step > callbacks.first_step or state is None else state["train_loss"]
     job.emit(TrainCompleted, model_id=model_id, final_step=result.step, train_loss=_maybe(train_loss),
                   val_loss=result.val_loss, best_val_loss=result.best_val_loss,
                   perplexity=math.exp(result.val_loss) if result.val_loss is not None else None,
                   wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
                   num_parameters=trainer.model.num_parameters(), checkpoint_key=callbacks.last_checkpoint,
-                  best_checkpoint_key=best if store.exists(best := artifacts.best_key(model_id)) else None,
+                  best_checkpoint_key=best if job.stored(lambda: store.exists(best), "reading the checkpoints")
+                  else None,
                   stopped_early=result.stopped_early)
 
 

@@ -37,6 +37,7 @@ class PrivateServers:
             "SERVICES_KAFKA_PORT": str(free_port()),
             "SERVICES_KAFKA_CONTROLLER_PORT": str(free_port()),
             "SERVICES_PG_PORT": str(free_port()),
+            "SERVICES_S3_PORT": str(free_port()),
             "SERVICES_PYTHON": sys.executable,
         }
 

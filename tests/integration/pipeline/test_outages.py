@@ -196,3 +196,50 @@ def _refused_naming_the_database(url: str, path: str) -> tuple[int, str]:
     message = response.json()["error"]["message"]
     assert "database" in message, f"{path} names what is down: {message}"
     return response.status_code, message
+
+
+async def test_the_object_store_stopped_for_30s_mid_training_hands_the_job_back_and_it_completes(
+        pipeline_env, settings, private, tmp_path: Path):
+    """The S3 server itself stops for 30 s while a job trains and writes checkpoints. With a patience of 10 s the
+    job waits, then goes back to the queue (not failed), and resumes from its newest valid checkpoint once the store
+    is back; its facts stay 1..N and the projection has them all."""
+    await asyncio.to_thread(private.up, "s3")
+    store = private.settings()
+    prefix = f"lfz.test.s{uuid.uuid4().hex[:10]}."
+    env = {**pipeline_env, "LFZ_OBJECT_STORE_URL": store["LFZ_OBJECT_STORE_URL"],
+           "LFZ_S3_ACCESS_KEY": store["LFZ_S3_ACCESS_KEY"], "LFZ_S3_SECRET_KEY": store["LFZ_S3_SECRET_KEY"],
+           "LFZ_TOPIC_PREFIX": prefix, "LFZ_OBJECT_STORE_PATIENCE_S": "10"}
+    bus = Bus(settings.kafka_bootstrap, prefix)
+    worker = start_worker("s3-outage", env, tmp_path)
+    gateway, url = start_gateway("s3-outage-gw", env, tmp_path)
+    try:
+        with Client(url) as client:
+            job_id = client.create_model(f"through-{uuid.uuid4().hex[:6]}", text=corpus(),
+                                         hyperparameters=LONG)["job_id"]
+        await bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen), 180)
+        await asyncio.to_thread(private.down, "s3")
+        down_since, stopped_wall = time.monotonic(), time.time()
+        await asyncio.sleep(OUTAGE_S)
+        assert worker.alive() and gateway.alive()
+        start_s = await asyncio.to_thread(private.up, "s3")
+        back = time.monotonic()
+        facts = distinct(await bus.job(job_id, timeout=600))
+        done_s = time.monotonic() - back
+        rows = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, job_id),
+                                           lambda rows: len(rows) >= len(facts)), 120)
+    finally:
+        gateway.stop()
+        worker.stop()
+
+    types = [e["type"] for e in facts]
+    assert types[-1] == "TrainCompleted" and "TrainFailed" not in types, types
+    started = [e for e in facts if e["type"] == "TrainStarted"]
+    assert len(started) >= 2 and started[-1]["resumed_from_step"] > 0, "handed back, then resumed"
+    waited = [e for e in facts if e["type"] == "TrainProgress" and (e.get("warning") or "").startswith(
+        "the object store is unavailable") and _made(e) >= stopped_wall]
+    assert waited, "the progress said the job waits for the object store"
+    assert _numbered_once(facts) == list(range(1, len(facts) + 1))
+    assert sorted(row[0] for row in rows) == sorted(e["event_id"] for e in facts)
+    print(f"\nobject store outage: {back - down_since:.0f}s; the job waited, went back to the queue, and resumed "
+          f"from step {started[-1]['resumed_from_step']}; after its restart the S3 server served in {start_s:.1f}s "
+          f"and the job completed {done_s:.1f}s later")

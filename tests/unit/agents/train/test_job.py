@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents.jobs.child import RUN
+from agents.jobs.child import RUN, JobContext
 from agents.train.job import TrainSpec, run_training
 from events import CheckpointSaved, JobEvent, TrainCompleted, TrainStarted
 from infra.objectstore import artifacts
@@ -20,6 +20,7 @@ class Facts:
 
     mode = RUN
     orphaned = False
+    stored = JobContext.stored  # the real retrying of object store calls
 
     def __init__(self, settings: Settings, store: LocalObjectStore, attempt: int) -> None:
         self.settings, self.store, self.attempt, self.worker = settings, store, attempt, "w"
