@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 
 from events import TERMINAL_TYPES, DecodeError
@@ -205,6 +205,32 @@ class Bus:
                     return seen
             raise AssertionError(f"timed out on {topic}; saw {[m.get('type') for m in seen]}: "
                                  f"{[m.get('error') or m.get('seq') for m in seen]}")
+        finally:
+            await stop_consumer(consumer)
+
+    async def read_all(self, topic: str) -> list[dict]:
+        """Every message of a topic, from its beginning to its end as it is now, as JSON (undecodable ones left out)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        seen: list[dict] = []
+        try:
+            await consumer.topics()  # fetches the cluster's metadata, which partitions_for_topic reads
+            assigned = [TopicPartition(self.prefix + topic, p)
+                        for p in consumer.partitions_for_topic(self.prefix + topic) or ()]
+            consumer.assign(assigned)
+            ends = await consumer.end_offsets(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            for tp in assigned:
+                while await consumer.position(tp) < ends[tp]:
+                    for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        if message.offset < ends[tp]:
+                            try:
+                                value = parse_json(message.value)
+                            except DecodeError:
+                                continue
+                            if isinstance(value, dict):
+                                seen.append(value)
+            return seen
         finally:
             await stop_consumer(consumer)
 

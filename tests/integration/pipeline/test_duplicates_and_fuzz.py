@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -11,7 +12,11 @@ from hypothesis import strategies as st
 
 from tests.integration.pipeline.conftest import train_request
 from tests.integration.pipeline.test_flow import projected
-from tests.integration.stack import Bus, distinct, start_worker
+from sqlalchemy import select
+
+from infra.db import create_engine, sessionmaker
+from infra.db.tables import Job, Model
+from tests.integration.stack import Bus, distinct, poll, recorded, start_worker
 
 
 async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeline_env, settings, tmp_path: Path):
@@ -24,12 +29,30 @@ async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeli
         # The same message three times, on different partitions (no key), as a redelivery after a rebalance would.
         for _ in range(3):
             await bus.produce("train.requested", request)
-        events = await bus.job(job_id, timeout=150)
-        facts = distinct(events)
+        await bus.job(job_id, timeout=150)
+        # Then the whole topic, once every job on it has ended: nothing else was made of the three deliveries.
+        await asyncio.sleep(2)
+        everything = await bus.read_all("job.events")
+        facts = distinct([e for e in everything if e.get("job_id") == job_id])
         kinds = [e["type"] for e in facts]
         assert kinds.count("TrainCompleted") == 1 and kinds.count("TrainStarted") == 1, kinds
         assert kinds.count("JobAccepted") == 1  # a repeated acceptance carries the same event id
-        assert len({e["model_id"] for e in facts if e.get("model_id")}) == 1
+        assert [e["seq"] for e in facts] == list(range(1, len(facts) + 1)), "1..N: no fact made twice"
+        assert {e["job_id"] for e in distinct(everything)} == {job_id}, "no other job came of the repeats"
+        model_ids = {e["model_id"] for e in facts if e.get("model_id")}
+        assert len(model_ids) == 1
+        # And in the database: one job, one model, each fact once.
+        rows = await asyncio.wait_for(poll(lambda: recorded(settings.resolved_database_url, job_id),
+                                           lambda rows: rows and rows[-1][2] == "TrainCompleted"), 60)
+        assert [row[0] for row in rows] == [e["event_id"] for e in facts]
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with sessionmaker(engine)() as session:
+                jobs = (await session.execute(select(Job.id).where(Job.model_id.in_(model_ids)))).scalars().all()
+                models = (await session.execute(select(Model.id).where(Model.id.in_(model_ids)))).scalars().all()
+        finally:
+            await engine.dispose()
+        assert jobs == [job_id] and len(models) == 1
     finally:
         for worker in workers:
             worker.stop()
