@@ -26,7 +26,8 @@ from events.codec import parse_json
 from cli.client import ApiError, Client
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow
-from infra.kafka import stop_consumer
+from infra.kafka import partitions, stop_consumer
+from infra.settings import Settings
 from infra.process import free_port
 
 
@@ -214,9 +215,8 @@ class Bus:
         await consumer.start()
         seen: list[dict] = []
         try:
-            await consumer.topics()  # fetches the cluster's metadata, which partitions_for_topic reads
-            assigned = [TopicPartition(self.prefix + topic, p)
-                        for p in consumer.partitions_for_topic(self.prefix + topic) or ()]
+            known = await partitions(Settings(kafka_url=f"kafka://{self.bootstrap}"), self.prefix + topic)
+            assigned = [TopicPartition(self.prefix + topic, p) for p in known]
             consumer.assign(assigned)
             ends = await consumer.end_offsets(assigned)
             await consumer.seek_to_beginning(*assigned)
