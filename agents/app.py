@@ -21,7 +21,19 @@ from agents.runtime import Runtime
 from agents.train import agent as train
 from agents.train.job import TRAIN
 from agents.transport import App
+from infra.kafka import ssl_context
 from infra.settings import Settings
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The settings' SASL and TLS (see infra.kafka.client_options) as Faust takes them."""
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ def create_app(settings: Settings) -> Agents:
         f"{settings.topic_prefix}agents",
         fetch_wait_ms=settings.fetch_wait_ms,
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.topic_partitions,

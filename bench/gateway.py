@@ -36,6 +36,7 @@ from events import Topics, TrainProgress
 from bench.measure import ProcessMonitor, percentiles
 from bench.stack import BenchStack, describe_servers
 from infra.settings import Settings, load_settings
+from infra.kafka import client_options
 
 FEED = "/api/v1/events"
 
@@ -116,7 +117,7 @@ async def fanout_round(stack: BenchStack, clients: int, args: argparse.Namespace
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the gateway did not subscribe {connected} followers within 60 s")
                 await asyncio.sleep(0.1)
-        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, linger_ms=0, acks=1)
+        producer = AIOKafkaProducer(**client_options(stack.settings), linger_ms=0, acks=1)
         await producer.start()
         job = f"bench{uuid.uuid4().hex[:8]}"
         topic = Topics(stack.settings.topic_prefix).job_events

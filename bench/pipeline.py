@@ -36,7 +36,7 @@ from bench.measure import ProcessMonitor, jain_index, percentiles
 from bench.stack import BenchStack, describe_servers
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow, Model
-from infra.kafka import ensure_topics, stop_consumer
+from infra.kafka import client_options, ensure_topics, stop_consumer
 from infra.settings import load_settings
 
 CORPUS = "\n".join(f"Line {i}: the pipeline carries requests to the agents and facts back to the clients."
@@ -66,7 +66,7 @@ class Facts:
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(self.run.topics.job_events,
-                                         bootstrap_servers=self.run.stack.settings.kafka_bootstrap,
+                                         **client_options(self.run.stack.settings),
                                          group_id=None, auto_offset_reset="earliest")
         await self.consumer.start()
         self._task = asyncio.create_task(self._run())
@@ -221,7 +221,7 @@ async def measure(run: Run) -> dict:
                               "servers": describe_servers(stack.settings), "workers": args.workers}
     await ensure_topics(stack.settings)  # before the first consumer: it would not see a topic created later
     with ProcessMonitor(stack.processes()) as monitor:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, linger_ms=1)
+        producer = AIOKafkaProducer(**client_options(stack.settings), linger_ms=1)
         await producer.start()
         facts = Facts(run)
         await facts.start()

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from events import TERMINAL_TYPES, DecodeError, JobEvent, Topics, decode_event
 from gateway.sse import ServerSentEvent
 from infra.db.tables import JobEventRow
-from infra.kafka import bootstrap_servers, partitions
+from infra.kafka import client_options, partitions
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class LiveFeed(Fanout):
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.settings),
+            **client_options(self.settings),
             client_id=self.client_id,
             group_id=None,
             enable_auto_commit=False,

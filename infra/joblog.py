@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from events import DecodeError, JobEvent, Topics, decode_event
-from infra.kafka import bootstrap_servers, partitions, stop_consumer
+from infra.kafka import client_options, partitions, stop_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TopicRead:
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False,
+    return AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
                             auto_offset_reset="earliest", group_id=None)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
@@ -50,12 +53,38 @@ def bootstrap_servers(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the settings' protocol (SSL, SASL_SSL), verifying the broker against the CA file when one
+    is given (else the system's CAs), with a client certificate when one is given; None without TLS."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    return create_ssl_context(cafile=settings.kafka_ssl_cafile or None, certfile=settings.kafka_ssl_certfile or None,
+                              keyfile=settings.kafka_ssl_keyfile or None)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Where the broker is and how to reach it, for every aiokafka client the system makes: the one place that
+    knows about SASL and TLS (Faust gets the same through `faust_credentials`)."""
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap_servers(settings),
+                               "security_protocol": settings.kafka_security_protocol}
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        if not settings.kafka_username:
+            raise RuntimeError(f"LFZ_KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol}: set "
+                               "LFZ_KAFKA_USERNAME and LFZ_KAFKA_PASSWORD")
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
+                       sasl_plain_password=settings.kafka_password)
+    return options
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create every topic the system uses (idempotent), waiting up to `timeout_s` for the broker."""
     topics = Topics(settings.topic_prefix)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -81,7 +110,7 @@ async def partitions(settings: Settings, topic: str, timeout_s: float = 15.0) ->
     """The topic's partitions, from the cluster's metadata. A topic created a moment ago may take a few metadata
     rounds to appear; after `timeout_s` without it, RuntimeError."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     await admin.start()
     try:
         while True:
@@ -99,7 +128,7 @@ async def partitions(settings: Settings, topic: str, timeout_s: float = 15.0) ->
 def create_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """A producer that keeps order per key and waits for the broker to acknowledge."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings),
+        **client_options(settings),
         client_id=client_id,
         acks="all",
         linger_ms=2,

@@ -7,7 +7,7 @@ machine runs with nothing installed; pointing the same variables at real servers
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     # Kafka: empty means "start the embedded broker"; otherwise `kafka://host:port[,host:port]`.
     kafka_url: str = ""
     topic_prefix: str = "lfz."
+    # How every Kafka client (producers, consumers, the admin client, Faust) authenticates and encrypts: as the
+    # broker's listener says. SASL takes a username and password; TLS a CA file (and a client certificate for mTLS).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     topic_partitions: int = Field(default=4, ge=1)
 
     # SQLAlchemy async URL: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://user:pass@host:5432/lfz`.

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import CancelRequested, DecodeError, decode_command
 from events.proof import Signer
-from infra.kafka import bootstrap_servers, partitions, stop_consumer
+from infra.kafka import client_options, partitions, stop_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Stops:
                 await asyncio.sleep(1.0)
 
     async def _watch(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings), client_id=self.client_id,
+        consumer = AIOKafkaConsumer(**client_options(self.settings), client_id=self.client_id,
                                     group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
                                     fetch_max_wait_ms=self.settings.fetch_wait_ms)
         try:

@@ -35,6 +35,12 @@ S3_SECRET_KEY="lfzsecret123"
 S3_BUCKET="lfz"
 PG_USER="lfz"
 PG_PASSWORD="lfz"
+# SERVICES_KAFKA_SASL=1: the broker takes only SCRAM-SHA-512 clients, with ACLs (infra/kafka/sasl.properties).
+KAFKA_SASL="${SERVICES_KAFKA_SASL:-0}"
+KAFKA_ADMIN_PASSWORD="lfz-admin-secret"
+KAFKA_USER="lfz"
+KAFKA_USER_PASSWORD="lfz-kafka-secret"
+KAFKA_GUEST_PASSWORD="guest-secret"
 
 # The project venv: the readiness checks use its aiokafka and minio.
 PYTHON="${SERVICES_PYTHON:-$REPO_ROOT/.venv/bin/python}"

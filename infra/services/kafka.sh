@@ -68,10 +68,14 @@ kafka_start() {
 
     mkdir -p "$KAFKA_DIR"
     # Rendered on every start, so an edit to the template takes effect on the next `make services`.
-    sed -e "s#@LOG_DIRS@#$KAFKA_DIR/data#" -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-        "$KAFKA_HOME/server.properties" >"$KAFKA_DIR/server.properties"
-    # The KRaft log records the controller's address when it is formatted: other ports need a fresh log.
-    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT"
+    local templates=("$KAFKA_HOME/server.properties")
+    if [[ "$KAFKA_SASL" == 1 ]]; then templates+=("$KAFKA_HOME/sasl.properties"); fi
+    cat "${templates[@]}" | sed -e "s#@LOG_DIRS@#$KAFKA_DIR/data#" -e "s#@PORT@#$KAFKA_PORT#g" \
+        -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@ADMIN_PASSWORD@#$KAFKA_ADMIN_PASSWORD#g" \
+        >"$KAFKA_DIR/server.properties"
+    # The KRaft log records the controller's address (and the SCRAM users) when it is formatted: other ports, or
+    # another SASL choice, need a fresh log.
+    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT sasl=$KAFKA_SASL"
     if [[ -f "$KAFKA_DIR/data/meta.properties" && "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" != "$ports" ]]; then
         die "Kafka: $KAFKA_DIR/data was formatted for other ports ($(cat "$KAFKA_DIR/ports" 2>/dev/null || echo unknown)); \
 delete $KAFKA_DIR to start afresh, or run with the same ports"
@@ -81,8 +85,14 @@ delete $KAFKA_DIR to start afresh, or run with the same ports"
         rm -rf "$KAFKA_DIR/data"
         local cluster_id
         cluster_id="$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)"
+        local users=()
+        if [[ "$KAFKA_SASL" == 1 ]]; then
+            users=(--add-scram "SCRAM-SHA-512=[name=admin,password=$KAFKA_ADMIN_PASSWORD]"
+                --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_USER_PASSWORD]"
+                --add-scram "SCRAM-SHA-512=[name=guest,password=$KAFKA_GUEST_PASSWORD]")
+        fi
         if ! "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-            -c "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1; then
+            -c "$KAFKA_DIR/server.properties" "${users[@]}" >>"$KAFKA_LOG" 2>&1; then
             fail_service "Kafka" "$KAFKA_LOG" "formatting the storage failed"
         fi
         echo "$ports" >"$KAFKA_DIR/ports"
@@ -91,12 +101,35 @@ delete $KAFKA_DIR to start afresh, or run with the same ports"
     spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties"
 }
 
-# Wait until Kafka answers a metadata request and can coordinate a consumer group.
+# Whether the Kafka of $SERVICES_DIR was formatted for SASL (what its clients need, whoever started it).
+kafka_is_sasl() {
+    [[ "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" == *"sasl=1" ]]
+}
+
+# Wait until Kafka answers a metadata request and can coordinate a consumer group; with SASL, then give the system's
+# user its ACLs: everything on the topics and consumer groups named lfz.*, and idempotent writes.
 kafka_wait() {
     local pid
     pid="$(wait_listening "Kafka" "$KAFKA_PIDFILE" "$KAFKA_LOG" "$KAFKA_PORT" 90)"
-    if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" kafka "127.0.0.1:$KAFKA_PORT" --timeout 60; then
+    local credentials=()
+    if kafka_is_sasl; then credentials=(--sasl-username admin --sasl-password "$KAFKA_ADMIN_PASSWORD"); fi
+    if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" kafka "127.0.0.1:$KAFKA_PORT" --timeout 60 \
+        "${credentials[@]}"; then
         fail_service "Kafka" "$KAFKA_LOG" "it does not answer clients on 127.0.0.1:$KAFKA_PORT"
+    fi
+    if kafka_is_sasl && [[ "$KAFKA_WAS_RUNNING" == 0 ]]; then
+        local config="$KAFKA_DIR/admin.properties"
+        printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$KAFKA_ADMIN_PASSWORD\";" \
+            >"$config"
+        local acl=("${KAFKA_JAVA[@]}" org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT"
+            --command-config "$config" --add --allow-principal "User:$KAFKA_USER")
+        if ! { "${acl[@]}" --operation All --topic lfz. --resource-pattern-type prefixed &&
+            "${acl[@]}" --operation All --group lfz. --resource-pattern-type prefixed &&
+            "${acl[@]}" --operation IdempotentWrite --cluster; } >>"$KAFKA_LOG" 2>&1; then
+            fail_service "Kafka" "$KAFKA_LOG" "creating the ACLs of user $KAFKA_USER failed"
+        fi
+        say "Kafka: SASL/SCRAM-SHA-512 with ACLs: user $KAFKA_USER may use the topics and groups lfz.*"
     fi
     if [[ "$KAFKA_WAS_RUNNING" == 1 ]]; then
         say "Kafka: already running (pid $pid)"

@@ -13,14 +13,18 @@ import sys
 import time
 
 
-async def kafka_ready(bootstrap: str, deadline: float) -> None:
-    """A metadata answer that lists a broker, then a group coordinator: consumer groups work from here on."""
+async def kafka_ready(bootstrap: str, deadline: float, username: str | None = None,
+                      password: str | None = None) -> None:
+    """A metadata answer that lists a broker, then a group coordinator: consumer groups work from here on. With a
+    username, over SASL/SCRAM-SHA-512."""
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
+    sasl = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=username,
+                sasl_plain_password=password) if username else {}
     last: Exception | None = None
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **sasl)
         try:
             await client.bootstrap()
             metadata = await client.fetch_all_metadata()
@@ -58,6 +62,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="service", required=True)
     kafka = sub.add_parser("kafka")
     kafka.add_argument("bootstrap")
+    kafka.add_argument("--sasl-username")
+    kafka.add_argument("--sasl-password")
     s3 = sub.add_parser("s3")
     s3.add_argument("url")
     s3.add_argument("--access-key", required=True)
@@ -72,7 +78,7 @@ def main() -> int:
     deadline = time.monotonic() + args.timeout
     try:
         if args.service == "kafka":
-            asyncio.run(kafka_ready(args.bootstrap, deadline))
+            asyncio.run(kafka_ready(args.bootstrap, deadline, args.sasl_username, args.sasl_password))
         else:
             s3_ready(args.url, args.access_key, args.secret_key, args.bucket, deadline)
     except TimeoutError as exc:
