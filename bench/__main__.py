@@ -5,6 +5,7 @@
     python -m bench model steps --variant wide:mlp_ratio=4
     python -m bench pipeline --json          (Kafka, agents workers, the projection)
     python -m bench gateway --json           (SSE fan-out and HTTP generation through one gateway)
+    python -m bench fairness --json          (another tenant's wait while one floods the job queue)
     python -m bench all                      (every one of them in turn: what `make bench` runs)
 
 `python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
@@ -22,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "model": "bench.model",
     "pipeline": "bench.pipeline",
     "gateway": "bench.gateway",
+    "fairness": "bench.fairness",
     "all": "bench.runner",
     "followers": "bench.followers",
 }

@@ -28,6 +28,11 @@ QUEUED, RUNNING, COMPLETING, DONE = "queued", "running", "completing", "done"
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 5.0, 300.0
 
 
+def _when(moment: datetime | None) -> float:
+    """A time for sorting; never served sorts first."""
+    return moment.timestamp() if moment is not None else float("-inf")
+
+
 def backoff_s(takeovers: int) -> float:
     """How long a job waits before its `takeovers`-th restart: none for the first, then 5 s, 10 s, 20 s, ..."""
     return 0.0 if takeovers <= 1 else min(BACKOFF_FIRST_S * 2 ** (takeovers - 2), BACKOFF_MAX_S)
@@ -126,8 +131,9 @@ class JobQueue:
 
     async def _candidates(self, kinds: tuple[str, ...]) -> list[tuple[str, int]]:
         """Queued jobs that may start now, fairest first: owners ordered by how many jobs they have running (fewest
-        first, then whose oldest job waits longest), each owner's jobs oldest first. One owner's backlog of a
-        thousand jobs thus never holds back another owner's one."""
+        first), then by when they were last served (longest ago first: round-robin), then by whose oldest job waits
+        longest; each owner's jobs oldest first. One owner's backlog of a thousand jobs thus never holds back another
+        owner's one, even when all of the first owner's running jobs end at the same moment."""
         now = utc_now()
         ready = [*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds),
                  or_(JobQueueRow.not_before.is_(None), JobQueueRow.not_before <= now)]
@@ -142,7 +148,12 @@ class JobQueue:
                                                               JobQueueRow.state.in_((RUNNING, COMPLETING)))
                 .group_by(JobQueueRow.owner)
             )).all())
-            order = sorted(waiting, key=lambda row: (running.get(row[0], 0), row[1]))
+            served = dict((await session.execute(  # when each waiting owner last had a job start (or beat)
+                select(JobQueueRow.owner, func.max(JobQueueRow.heartbeat_at))
+                .where(*self._mine(), JobQueueRow.owner.in_([o for o, _ in waiting if o is not None]))
+                .group_by(JobQueueRow.owner)
+            )).all())
+            order = sorted(waiting, key=lambda row: (running.get(row[0], 0), _when(served.get(row[0])), row[1]))
             candidates: list[tuple[str, int]] = []
             for owner, _ in order[:4]:
                 same_owner = JobQueueRow.owner.is_(None) if owner is None else JobQueueRow.owner == owner

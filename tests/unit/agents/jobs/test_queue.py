@@ -136,3 +136,16 @@ async def test_an_owner_with_a_backlog_does_not_hold_back_another_owner(sessions
     started = [(await queue.claim_next()).job_id for _ in range(4)]
     # Alice's oldest first (everyone has nothing running), then Bob's and Carol's before Alice's second.
     assert started == ["flood-00", "bob-1", "carol-1", "flood-01"]
+
+
+async def test_when_all_of_one_owners_jobs_end_at_once_the_other_owner_is_served_next(sessions):
+    """With nothing running for anyone, the owner served longest ago goes first (round-robin), not the oldest job."""
+    queue = JobQueue(sessions, "w1")
+    for i in range(5):
+        await queue.enqueue(f"a-{i}", "train", "alice", {})
+    first, second = await queue.claim_next(), await queue.claim_next()
+    assert (first.job_id, second.job_id) == ("a-0", "a-1")
+    await queue.enqueue("b-0", "train", "bob", {})
+    await queue.done(first.job_id, first.attempt)
+    await queue.done(second.job_id, second.attempt)
+    assert (await queue.claim_next()).job_id == "b-0"
