@@ -163,3 +163,19 @@ def test_a_model_only_part_run_after_the_servers_part_keeps_the_servers_it_did_n
     assert document["versions"] == {"torch": "2.15", "kafka": "Apache Kafka 4.3.1", "database": "PostgreSQL 15.18"}
     assert document["servers"] == {"kafka": "real"}
     assert list(document["steps"]) == ["model_train", "agents", "gateway"]
+
+
+def test_the_fairness_benchmark_measures_each_policy(tmp_path, monkeypatch):
+    import argparse
+    import asyncio
+
+    from bench import fairness
+
+    monkeypatch.delenv("LFZ_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(flood=6, workers=2, job_s=0.05, every_s=0.05, probes=3)
+    figures = asyncio.run(fairness.run(args))
+    assert set(figures["wait_ms"]) == {"fair, no flood", "fair, flood", "first come first served, flood"}
+    assert all(stats["n"] == 3 for stats in figures["wait_ms"].values())
+    # Under the flood, first-come-first-served makes tenant B wait for A's backlog; the fair queue does not.
+    assert figures["wait_ms"]["fair, flood"]["p50"] < figures["wait_ms"]["first come first served, flood"]["p50"]
