@@ -173,7 +173,7 @@ def test_the_fairness_benchmark_measures_each_policy(tmp_path, monkeypatch):
 
     monkeypatch.delenv("LFZ_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
-    args = argparse.Namespace(flood=6, workers=2, job_s=0.05, every_s=0.05, probes=3)
+    args = argparse.Namespace(flood=30, workers=2, job_s=0.05, every_s=0.02, probes=3)
     figures = asyncio.run(fairness.run(args))
     assert set(figures["wait_ms"]) == {"fair, no flood", "fair, flood", "first come first served, flood"}
     assert all(stats["n"] == 3 for stats in figures["wait_ms"].values())
