@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import select
 
 from events import TERMINAL_TYPES, DecodeError
@@ -26,7 +26,8 @@ from events.codec import parse_json
 from cli.client import ApiError, Client
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import JobEventRow
-from infra.kafka import partitions, stop_consumer
+from infra.joblog import read_topic
+from infra.kafka import stop_consumer
 from infra.settings import Settings
 from infra.process import free_port
 
@@ -209,30 +210,11 @@ class Bus:
         finally:
             await stop_consumer(consumer)
 
-    async def read_all(self, topic: str) -> list[dict]:
-        """Every message of a topic, from its beginning to its end as it is now, as JSON (undecodable ones left out)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        seen: list[dict] = []
-        try:
-            known = await partitions(Settings(kafka_url=f"kafka://{self.bootstrap}"), self.prefix + topic)
-            assigned = [TopicPartition(self.prefix + topic, p) for p in known]
-            consumer.assign(assigned)
-            ends = await consumer.end_offsets(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            for tp in assigned:
-                while await consumer.position(tp) < ends[tp]:
-                    for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                        if message.offset < ends[tp]:
-                            try:
-                                value = parse_json(message.value)
-                            except DecodeError:
-                                continue
-                            if isinstance(value, dict):
-                                seen.append(value)
-            return seen
-        finally:
-            await stop_consumer(consumer)
+    async def all_facts(self) -> list[dict]:
+        """Every fact on the job-events topic, from its beginning to its end as it is now (the reader `lfz replay`
+        uses, which leaves out what does not decode)."""
+        read = await read_topic(Settings(kafka_url=f"kafka://{self.bootstrap}", topic_prefix=self.prefix))
+        return [recorded.event.model_dump(mode="json") for recorded in read.facts]
 
     async def job(self, job_id: str, timeout: float = 90) -> list[dict]:
         """A job's facts from the log, until its terminal one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import random
 import uuid
@@ -330,6 +331,6 @@ def test_an_inline_text_larger_than_a_kafka_message_is_stored_as_a_dataset_and_t
     assert created.status_code == 202, created.text
     with Client(str(http.base_url)) as client:
         assert client.wait_for_job(created.json()["job_id"], timeout_s=180)["status"] == "completed"
-    stored = [d for d in http.get("/api/v1/datasets", params={"limit": 200}).json()["items"]
-              if d["bytes"] == len(text.encode())]
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    stored = [d for d in http.get("/api/v1/datasets", params={"limit": 200}).json()["items"] if d["sha256"] == digest]
     assert len(stored) == 1 and stored[0]["name"] == "dataset of a request"

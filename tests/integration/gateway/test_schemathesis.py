@@ -2,7 +2,9 @@
 leaks a traceback or a secret (the `no_leaked_secrets` check of `leaks.py`, loaded as a schemathesis hooks file).
 
 These gateways use topics and a database of their own with no agent behind them (so generated commands train
-nothing and no model is ever trained), and short waits, so that a request that would wait answers quickly."""
+nothing and no model is ever trained), and short waits, so that a request that would wait answers quickly. The
+feed of every job's events never ends, so schemathesis leaves it out and a hypothesis test of its own opens it with
+generated queries and headers."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
 
 from infra.settings import Settings
 from tests.integration.gateway import leaks
@@ -56,7 +61,7 @@ def run_schemathesis(url: str, secrets: dict[str, str], *options: str, cwd: Path
 def test_no_server_errors_and_no_leaks(fuzz_gateways: dict[str, str], which: str, headers: list[str],
                                       settings: Settings, own_database: str, tmp_path: Path):
     secrets = leaks.secrets_env(KEYS, settings.s3_secret_key, own_database)
-    result = run_schemathesis(fuzz_gateways[which], secrets, "--max-examples", "25",
+    result = run_schemathesis(fuzz_gateways[which], secrets, "--max-examples", "50",
                               "--exclude-path-regex", "^/api/v1/events$", *headers, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
@@ -69,3 +74,26 @@ def test_the_leak_check_is_loaded_and_fails_on_a_leak(fuzz_gateways: dict[str, s
                               cwd=tmp_path)
     assert result.returncode != 0 and "no_leaked_secrets" in result.stdout, result.stdout[-3000:]
     assert "the response leaks an API key" in result.stdout, result.stdout[-3000:]
+
+
+@given(params=st.dictionaries(st.sampled_from(["api_key", "last_event_id", "format", "job_id", "x"]),
+                              st.text(max_size=40) | st.integers().map(str), max_size=3),
+       last_event_id=st.none() | st.text(max_size=30) | st.integers().map(str))
+@hsettings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_the_feed_of_every_jobs_events_answers_any_query_without_a_server_error(fuzz_gateways: dict[str, str],
+                                                                               params: dict, last_event_id):
+    """The global feed never ends, so schemathesis cannot read it to the end: this opens it with generated query
+    strings and Last-Event-ID headers, reads the answer's head, and lets go."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id.encode("utf-8", "replace").decode(
+        "latin-1", "replace")}
+    for which in ("fuzz-open", "fuzz-auth"):
+        try:
+            with httpx.stream("GET", f"{fuzz_gateways[which]}/api/v1/events", params=params, headers=headers,
+                              timeout=10) as response:
+                assert response.status_code < 500, (params, headers, response.status_code)
+                if response.status_code == 200:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                else:
+                    assert "Traceback" not in response.read().decode(errors="replace")
+        except httpx.LocalProtocolError:
+            pass  # a header value that httpx itself will not send

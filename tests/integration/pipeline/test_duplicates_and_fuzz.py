@@ -32,7 +32,7 @@ async def test_the_same_request_delivered_to_two_workers_gives_one_result(pipeli
         await bus.job(job_id, timeout=150)
         # Then the whole topic, once every job on it has ended: nothing else was made of the three deliveries.
         await asyncio.sleep(2)
-        everything = await bus.read_all("job.events")
+        everything = await bus.all_facts()
         facts = distinct([e for e in everything if e.get("job_id") == job_id])
         kinds = [e["type"] for e in facts]
         assert kinds.count("TrainCompleted") == 1 and kinds.count("TrainStarted") == 1, kinds

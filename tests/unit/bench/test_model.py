@@ -53,4 +53,4 @@ def test_bad_override_is_a_usage_error(tmp_path, corpus):
 def test_the_entry_point_names_the_benchmarks_it_knows(capsys):
     assert bench_main(["nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown benchmark 'nope'" in err and "model, pipeline, gateway, all" in err
+    assert "unknown benchmark 'nope'" in err and "model, pipeline, gateway, fairness, all" in err
