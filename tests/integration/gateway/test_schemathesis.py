@@ -78,14 +78,14 @@ def test_the_leak_check_is_loaded_and_fails_on_a_leak(fuzz_gateways: dict[str, s
 
 @given(params=st.dictionaries(st.sampled_from(["api_key", "last_event_id", "format", "job_id", "x"]),
                               st.text(max_size=40) | st.integers().map(str), max_size=3),
-       last_event_id=st.none() | st.text(max_size=30) | st.integers().map(str))
+       last_event_id=st.none() | st.integers().map(str)
+       | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30))
 @hsettings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_the_feed_of_every_jobs_events_answers_any_query_without_a_server_error(fuzz_gateways: dict[str, str],
                                                                                params: dict, last_event_id):
     """The global feed never ends, so schemathesis cannot read it to the end: this opens it with generated query
     strings and Last-Event-ID headers, reads the answer's head, and lets go."""
-    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id.encode("utf-8", "replace").decode(
-        "latin-1", "replace")}
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
     for which in ("fuzz-open", "fuzz-auth"):
         try:
             with httpx.stream("GET", f"{fuzz_gateways[which]}/api/v1/events", params=params, headers=headers,
