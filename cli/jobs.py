@@ -34,7 +34,7 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 
 def _hyperparameter_help() -> str:
     """Every hyperparameter --set takes, from the config dataclasses themselves: name, default, bounds, meaning."""
-    lines = [f"**Hyperparameters** (`--set NAME=VALUE`; `lfz presets` shows the presets' values):\n"]
+    lines = ["**Hyperparameters** (`--set NAME=VALUE`; `lfz presets` shows the presets' values):\n"]
     for spec in describe_hyperparameters():
         values = spec["bounds"] or ", ".join(spec["choices"] or [])
         also = f"; also {', '.join(spec['aliases'])}" if spec["aliases"] else ""

@@ -10,7 +10,6 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
