@@ -99,14 +99,12 @@ async def decode(runtime: Runtime, event: EventT, expected: tuple[type[Command],
     except DecodeError as error:
         await _reject(runtime, event, error, owner=signer)
         return None
-    if runtime.signer.enabled:
-        stated = command.owner  # type: ignore[attr-defined]
-        if stated is not None and stated != signer:
-            await _reject(runtime, event, DecodeError("owner: the command states an owner other than the key that "
-                                                      "signed it", "owner"))
-            return None
-        command = command.model_copy(update={"owner": signer})
-    return command
+    try:
+        owner = runtime.signer.owner(signer, command.owner)  # type: ignore[attr-defined]
+    except DecodeError as error:
+        await _reject(runtime, event, error)
+        return None
+    return command.model_copy(update={"owner": owner})
 
 
 async def _reject(runtime: Runtime, event: EventT, error: DecodeError, owner: str | None = None) -> None:

@@ -66,6 +66,16 @@ class Signer:
         return owner
 
 
+    def owner(self, signer: str | None, stated: str | None) -> str | None:
+        """Whose command it is: with keys, its signer (`signer_of`), and a body stating someone else is refused;
+        without keys, what the body states."""
+        if not self.enabled:
+            return stated
+        if stated is not None and stated != signer:
+            raise DecodeError("owner: the command states an owner other than the key that signed it", "owner")
+        return signer
+
+
 def _header_dict(headers: Any) -> dict[str, str]:
     pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
     found: dict[str, str] = {}

@@ -18,8 +18,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from events.proof import owner_of
 from gateway.errors import error_response
 
-__all__ = ["AuthMiddleware", "RedactKeys", "owner_of", "redact_access_log", "redact_keys"]
-
 # Open to everyone: the health check, the dashboard (its page, files and charting library) and the API's description.
 PUBLIC_PATHS = frozenset({"/", "/health", "/api/v1/health", "/docs", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/", "/vendor/")

@@ -12,13 +12,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
-
 from gateway.errors import ApiError
-from infra.db.tables import Dataset, Job
+from infra.db import queries
 from infra.settings import Settings
-
-ACTIVE = ("accepted", "queued", "running")
 
 
 def quota_exceeded(message: str, setting: str, retry_after_s: int, code: str = "quota_exceeded") -> ApiError:
@@ -60,14 +56,9 @@ class PerKeyLimit:
         return release
 
 
-def _owned(table: Any, owner: str | None) -> Any:
-    return table.owner.is_(None) if owner is None else table.owner == owner
-
-
 async def check_active_jobs(session: Any, settings: Settings, owner: str | None) -> None:
     """429 when the key already has its limit of training and evaluation jobs queued or running."""
-    count = (await session.execute(select(func.count()).select_from(Job).where(
-        _owned(Job, owner), Job.kind.in_(("train", "evaluate")), Job.status.in_(ACTIVE)))).scalar_one()
+    count = await queries.active_jobs(session, owner)
     if count >= settings.max_active_jobs_per_key:
         raise quota_exceeded(f"this key has {count} jobs queued or running; the limit is "
                              f"{settings.max_active_jobs_per_key}: wait for one to end, or cancel one",
@@ -76,8 +67,7 @@ async def check_active_jobs(session: Any, settings: Settings, owner: str | None)
 
 async def check_datasets(session: Any, settings: Settings, owner: str | None, new_bytes: int) -> None:
     """429 when one more dataset of `new_bytes` would pass the key's limit on datasets or on their bytes."""
-    count, stored = (await session.execute(select(func.count(), func.coalesce(func.sum(Dataset.bytes), 0))
-                                           .where(_owned(Dataset, owner)))).one()
+    count, stored = await queries.datasets_held(session, owner)
     if count >= settings.max_datasets_per_key:
         raise quota_exceeded(f"this key has {count} datasets; the limit is {settings.max_datasets_per_key}: "
                              f"delete one first (lfz datasets delete)", "LFZ_MAX_DATASETS_PER_KEY", 60)

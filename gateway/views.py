@@ -190,7 +190,8 @@ class DeletedModel(View):
 
 
 class QueuePlace(View):
-    ahead: int = Field(description="Queued jobs that start before it.")
+    ahead: int = Field(description="Queued jobs that should start before it: its owner's older ones, and of each "
+                                   "other owner's as many as the turns it waits (the queue takes owners in turn).")
     running: int = Field(description="Jobs running now (each worker runs LFZ_WORKER_MAX_JOBS at once).")
 
 

@@ -46,13 +46,13 @@ class Stops:
         try:
             signer = self.signer.signer_of(headers, raw) if self.signer.enabled else None
             command = decode_command(raw, (CancelRequested,))
+            sender = self.signer.owner(signer, command.owner)  # type: ignore[attr-defined]
         except DecodeError:
             return None  # the control agent dead-letters it
         running = self._running.get(command.job_id)  # type: ignore[attr-defined]
         if running is None:
             return None
         owner, flag = running
-        sender = signer if self.signer.enabled else command.owner  # type: ignore[attr-defined]
         if sender is not None and sender != owner:
             return None
         flag.set()

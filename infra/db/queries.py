@@ -185,16 +185,35 @@ async def list_jobs(
 
 
 async def place_in_queue(session: AsyncSession, namespace: str, job_id: str) -> tuple[int, int] | None:
-    """A queued job's place: how many queued jobs are ahead of it, and how many run now; None when not queued."""
+    """A queued job's place: how many queued jobs should start before it, and how many run now; None when not
+    queued. The queue takes owners in turn (agents/jobs/queue.py), so ahead of it are its owner's older jobs and, of
+    each other owner's, as many as the turns it waits for (one more than its owner's older jobs)."""
     row = await session.get(JobQueueRow, (namespace, job_id))
     if row is None or row.state != "queued":
         return None
     mine = JobQueueRow.namespace == namespace
-    ahead = await session.scalar(select(func.count()).where(mine, JobQueueRow.state == "queued",
-                                                            JobQueueRow.created_at < row.created_at))
+    same_owner = JobQueueRow.owner.is_(None) if row.owner is None else JobQueueRow.owner == row.owner
+    own_older = int(await session.scalar(select(func.count()).where(
+        mine, same_owner, JobQueueRow.state == "queued", JobQueueRow.created_at < row.created_at)) or 0)
+    others = (await session.execute(select(func.count()).where(mine, ~same_owner, JobQueueRow.state == "queued")
+                                    .group_by(JobQueueRow.owner))).scalars().all()
     running = await session.scalar(select(func.count()).where(mine, JobQueueRow.state.in_(("running",
                                                                                              "completing"))))
-    return int(ahead or 0), int(running or 0)
+    return own_older + sum(min(count, own_older + 1) for count in others), int(running or 0)
+
+
+async def active_jobs(session: AsyncSession, owner: Owner) -> int:
+    """The owner's training and evaluation jobs queued or running (what LFZ_MAX_ACTIVE_JOBS_PER_KEY limits)."""
+    statement = owned(select(func.count()).select_from(Job), Job.owner, owner)
+    return int(await session.scalar(statement.where(Job.kind.in_(("train", "evaluate")),
+                                                    Job.status.in_(("accepted", "queued", "running")))) or 0)
+
+
+async def datasets_held(session: AsyncSession, owner: Owner) -> tuple[int, int]:
+    """How many datasets the owner has, and their bytes (what the dataset quotas limit)."""
+    statement = owned(select(func.count(), func.coalesce(func.sum(Dataset.bytes), 0)), Dataset.owner, owner)
+    count, stored = (await session.execute(statement)).one()
+    return int(count), int(stored)
 
 
 async def finished_jobs(session: AsyncSession, owner: Owner, kinds: list[str], before: Any,

@@ -75,10 +75,13 @@ kafka_start() {
         >"$KAFKA_DIR/server.properties"
     # The KRaft log records the controller's address (and the SCRAM users) when it is formatted: other ports, or
     # another SASL choice, need a fresh log.
-    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT sasl=$KAFKA_SASL"
-    if [[ -f "$KAFKA_DIR/data/meta.properties" && "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" != "$ports" ]]; then
-        die "Kafka: $KAFKA_DIR/data was formatted for other ports ($(cat "$KAFKA_DIR/ports" 2>/dev/null || echo unknown)); \
-delete $KAFKA_DIR to start afresh, or run with the same ports"
+    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT sasl=$KAFKA_SASL" formatted
+    formatted="$(cat "$KAFKA_DIR/ports" 2>/dev/null || echo unknown)"
+    # A log formatted before the SASL choice was recorded was formatted without SASL.
+    if [[ "$formatted" =~ ^[0-9]+\ [0-9]+$ ]]; then formatted="$formatted sasl=0"; fi
+    if [[ -f "$KAFKA_DIR/data/meta.properties" && "$formatted" != "$ports" ]]; then
+        die "Kafka: $KAFKA_DIR/data was formatted for other settings ($formatted, now $ports); \
+delete $KAFKA_DIR to start afresh, or run with the same settings"
     fi
     if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
         say "Kafka: formatting a new KRaft log in $KAFKA_DIR/data"

@@ -23,11 +23,7 @@ class _Connection:
 
     def close(self) -> None:
         for sock in (self.client, self.server):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            _close(sock)
 
 
 class HoldingProxy:

@@ -21,7 +21,7 @@ import openai
 import pytest
 from httpx_sse import aconnect_sse
 
-from gateway.auth import owner_of
+from events.proof import owner_of
 from cli.client import ApiError, Client
 from infra.objectstore import ObjectStore
 from infra.settings import Settings

@@ -95,7 +95,8 @@ def test_on_kafka_only_a_valid_proof_is_taken_and_the_signer_is_the_owner(stack:
     done = asyncio.run(bus.job(ids["bob"], timeout=180))
     assert done[-1]["type"] == "TrainCompleted" and {e["owner"] for e in done} == {owner_of(BOB)}
     with Client(stack["url"], api_key=BOB) as bob, Client(stack["url"], api_key=ALICE) as alice:
-        assert bob.get_job(ids["bob"])["status"] == "completed"
+        # the projection follows the log: wait for it to record what Kafka already holds
+        assert bob.wait_for_job(ids["bob"], timeout_s=60)["status"] == "completed"
         with pytest.raises(ApiError) as error:
             alice.get_job(ids["bob"])
         assert error.value.status == 404

@@ -11,7 +11,8 @@ from starlette.routing import Route
 
 import logging
 
-from gateway.auth import AuthMiddleware, RedactKeys, owner_of, redact_keys
+from events.proof import owner_of
+from gateway.auth import AuthMiddleware, RedactKeys, redact_keys
 from gateway.errors import ApiError, component_of, exception_handlers
 from gateway.inputs import BodyLimitMiddleware
 from infra.kafka import KafkaUnavailable

@@ -149,3 +149,21 @@ async def test_when_all_of_one_owners_jobs_end_at_once_the_other_owner_is_served
     await queue.done(first.job_id, first.attempt)
     await queue.done(second.job_id, second.attempt)
     assert (await queue.claim_next()).job_id == "b-0"
+
+
+async def test_a_queued_jobs_place_counts_the_turns_of_other_owners(sessions):
+    from infra.db.queries import place_in_queue
+
+    queue = JobQueue(sessions, "w1")
+    for i in range(10):
+        await queue.enqueue(f"a-{i}", "train", "alice", {})
+    await queue.enqueue("b-0", "train", "bob", {})
+    await queue.enqueue("b-1", "train", "bob", {})
+    async with sessions() as session:
+        # Bob's first waits for one turn of Alice's, his second for two; Alice's fourth for three of hers and two
+        # of Bob's (he has no more).
+        assert await place_in_queue(session, "lfz.", "b-0") == (1, 0)
+        assert await place_in_queue(session, "lfz.", "b-1") == (3, 0)
+        assert await place_in_queue(session, "lfz.", "a-3") == (5, 0)
+    order = [(await queue.claim_next()).job_id for _ in range(5)]
+    assert order.index("b-0") == 1 and order.index("b-1") == 3
