@@ -1,8 +1,8 @@
 """The Faust app of the agents: `create_app(settings)` wires every feature to one runtime and one scheduler.
 
-One worker process runs every agent (train, evaluate, generate, control, record); start more workers to share the
-partitions through the consumer group. Train and evaluate jobs run in child processes, which the scheduler starts
-from the queue; generation runs in the worker itself.
+One worker process runs every agent (train, evaluate, export, generate, control, record); start more workers to
+share the partitions through the consumer group. Train, evaluate and export jobs run in child processes, which the
+scheduler starts from the queue; generation runs in the worker itself.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import faust
 from agents import control
 from agents.evaluate import agent as evaluate
 from agents.evaluate.job import EVALUATE
+from agents.export import agent as export
+from agents.export.job import EXPORT
 from agents.generate import agent as generate
 from agents.jobs.scheduler import Scheduler
 from agents.record import agent as record
@@ -69,9 +71,10 @@ def create_app(settings: Settings) -> Agents:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE)})
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT)})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
+    export.register(app, runtime, scheduler)
     control.register(app, runtime, scheduler)
     generate.register(app, runtime)
     record.register(app, runtime)

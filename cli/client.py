@@ -157,6 +157,28 @@ class Client:
         params = {"wait": "true"} if wait else {}
         return self._call("POST", f"{_model_path(model)}/evaluate", json=body, params=params)
 
+    def export(self, model: str, *, format: str = "hf", dtype: str = "float32",
+               step: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"format": format, "dtype": dtype}
+        if step is not None:
+            body["step"] = step
+        return self._call("POST", f"{_model_path(model)}/export", json=body)
+
+    def get_export(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/exports/{job_id}")
+
+    def download_export_file(self, job_id: str, name: str, path: str | Path) -> int:
+        """Write one exported file to `path` as it arrives; returns its size in bytes."""
+        written = 0
+        with self.http.stream("GET", f"/api/v1/exports/{job_id}/files/{name}") as response:
+            if response.is_error:
+                response.read()
+                _raise_for(response)
+            with open(path, "wb") as out:
+                for chunk in response.iter_bytes():
+                    written += out.write(chunk)
+        return written
+
     def generate(self, model: str, prompt: str = "", **sampling: Any) -> dict[str, Any]:
         """`max_tokens`, `temperature`, `top_p`, `top_k`, `repetition_penalty`, `stop`, `seed`, `num_sequences`."""
         return self._call("POST", f"{_model_path(model)}/generate", json={"prompt": prompt, **sampling})

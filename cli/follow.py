@@ -16,8 +16,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from cli.client import ApiError, Client
 from cli.errors import JobFailed, Stopped
 from cli.render import Output, duration, number
+from events import FAILED_TYPE_FOR_KIND, TERMINAL_TYPES
 
-FAILURES = ("TrainFailed", "EvaluationFailed", "GenerationFailed", "JobCancelled")
+# The facts that end a job without its result: each kind's failure, and a cancel.
+FAILURES = (*(fact.model_fields["type"].default for fact in FAILED_TYPE_FOR_KIND.values()), "JobCancelled")
 PLAIN_PROGRESS_EVERY_S = 5.0
 FINISHED = ("completed", "failed", "cancelled")
 RECORD_WAIT_S = 30.0
@@ -47,6 +49,9 @@ def describe(event: dict[str, Any]) -> str:
         held = (e.get("report") or {}).get("held_out") or {}
         return (f"evaluation completed: held-out loss {number(held.get('loss'))}, perplexity "
                 f"{number(held.get('perplexity'))}, {number(held.get('bits_per_character'))} bits per character")
+    if kind == "ExportCompleted":
+        return (f"export completed: {e.get('architecture')}, step {e.get('step')}, "
+                f"{sum(f.get('bytes', 0) for f in e.get('files', [])):,} bytes in {len(e.get('files', []))} files")
     if kind == "TokensGenerated":
         return f"tokens {e.get('index')}+: {e.get('text', '')!r}"
     if kind == "GenerationCompleted":
@@ -130,8 +135,7 @@ class Follower:
                 self._progress.stop()
                 self._progress = None
             self._say(describe(event), "bold red" if failed else ("bold green" if kind != "JobAccepted" else None))
-        if event.get("type") in ("TrainCompleted", "EvaluationCompleted", "GenerationCompleted", "DatasetUploaded",
-                                 "ModelDeleted", *FAILURES):
+        if event.get("type") in TERMINAL_TYPES:
             self.final = event
 
     def _open_bar(self, started: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from cli import catalog, demo, inference, jobs, local
+from cli import catalog, demo, export, inference, jobs, local
 from cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, Stopped, explain
 from cli.render import Output
 
@@ -37,6 +37,7 @@ app.command("events")(jobs.events)
 app.command("presets")(catalog.presets)
 app.command("evaluate")(inference.evaluate)
 app.command("generate")(inference.generate)
+app.command("export")(export.export)
 app.command("replay")(local.replay)
 app.command("migrate")(local.migrate_database)
 app.command("version")(local.version)

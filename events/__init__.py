@@ -9,12 +9,16 @@ from events.commands import (
     CancelRequested,
     Command,
     EvaluateRequested,
+    ExportRequested,
     GenerateRequested,
     TrainRequested,
 )
+from events.errors import DecodeError, Rejected
 from events.facts import (
     FACTS,
     FAILED_TYPE_FOR_KIND,
+    JOB_KINDS,
+    QUEUED_KINDS,
     TERMINAL_TYPES,
     CheckpointSaved,
     Completion,
@@ -23,6 +27,9 @@ from events.facts import (
     DeadLetter,
     EvaluationCompleted,
     EvaluationFailed,
+    ExportCompleted,
+    ExportedFile,
+    ExportFailed,
     GenerationCompleted,
     GenerationFailed,
     JobAccepted,
@@ -37,7 +44,6 @@ from events.facts import (
     TrainStarted,
     ValidationCompleted,
 )
-from events.errors import DecodeError, Rejected
 from events.fields import DatasetRef, check_text, dataset_text, new_id, utc_now
 from events.sampling import Sampling
 from events.topics import Topics
@@ -45,8 +51,9 @@ from events.topics import Topics
 __all__ = [
     "COMMANDS", "CancelRequested", "CheckpointSaved", "Command", "Completion", "DatasetDeleted", "DatasetRef",
     "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted", "EvaluationFailed",
-    "FACTS", "FAILED_TYPE_FOR_KIND", "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JobAccepted",
-    "JobCancelled", "JobEvent", "JobsPruned", "ModelDeleted", "Rejected", "Sampling", "TERMINAL_TYPES",
+    "ExportCompleted", "ExportFailed", "ExportRequested", "ExportedFile", "FACTS", "FAILED_TYPE_FOR_KIND",
+    "GenerateRequested", "GenerationCompleted", "GenerationFailed", "JOB_KINDS", "JobAccepted", "JobCancelled",
+    "JobEvent", "JobsPruned", "ModelDeleted", "QUEUED_KINDS", "Rejected", "Sampling", "TERMINAL_TYPES",
     "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed", "TrainProgress", "TrainRequested", "TrainStarted",
     "ValidationCompleted", "check_text", "dataset_text", "dead_letter", "decode_command", "decode_event",
     "id_from_position", "new_id", "utc_now",

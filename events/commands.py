@@ -86,6 +86,27 @@ class GenerateRequested(Sampling, Command):
         return self.request_id
 
 
+class ExportRequested(Command):
+    """Write a model's checkpoint in a format other programs load: `hf` (a Hugging Face transformers directory) or
+    `gguf` (one file for llama.cpp). The files go to the object store; ExportCompleted lists them."""
+
+    kind: ClassVar[str] = "export"
+    type: Literal["ExportRequested"] = "ExportRequested"
+    job_id: Identifier = Field(default_factory=new_id)
+    model_id: Identifier | None = None
+    model_name: ModelName | None = None
+    format: Literal["hf", "gguf"] = "hf"
+    dtype: Literal["float32", "float16"] = "float32"
+    step: int | None = Field(default=None, ge=0, description="A saved checkpoint's step; by default the one that "
+                                                                "serves (the best, else the latest).")
+
+    @model_validator(mode="after")
+    def _names_a_model(self) -> ExportRequested:
+        if self.model_id is None and self.model_name is None:
+            raise ValueError("give `model_id` or `model_name`")
+        return self
+
+
 class CancelRequested(Command):
     """Stop a job: a queued one never starts, a running one stops within seconds."""
 
@@ -97,6 +118,6 @@ class CancelRequested(Command):
 
 COMMANDS: dict[str, type[Command]] = {
     cls.model_fields["type"].default: cls
-    for cls in (TrainRequested, EvaluateRequested, GenerateRequested, CancelRequested)
+    for cls in (TrainRequested, EvaluateRequested, GenerateRequested, ExportRequested, CancelRequested)
 }
 

@@ -13,7 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events.fields import Identifier, Message, new_id, utc_now
 
-JobKind = Literal["train", "evaluate", "generate", "dataset", "delete"]
+JobKind = Literal["train", "evaluate", "generate", "export", "dataset", "delete"]
+JOB_KINDS = ("train", "evaluate", "generate", "export")  # the kinds that are jobs a person asked for
+QUEUED_KINDS = ("train", "evaluate", "export")  # the kinds that wait in the queue for a worker's child process
 
 
 class JobEvent(Message):
@@ -145,6 +147,32 @@ class EvaluationFailed(FailureFields, JobEvent):
     model_id: Identifier | None = None
 
 
+# -- export ---------------------------------------------------------------------------------------------------------
+
+
+class ExportedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    key: str = Field(description="Where the object store holds it.")
+    bytes: int = Field(ge=0)
+
+
+class ExportCompleted(JobEvent):
+    type: Literal["ExportCompleted"] = "ExportCompleted"
+    model_id: Identifier
+    format: str
+    dtype: str
+    architecture: str = Field(description="What loads it: e.g. GPT2LMHeadModel, GPTNeoXForCausalLM, gguf:gpt2.")
+    step: int
+    checkpoint_key: str
+    files: list[ExportedFile]
+
+
+class ExportFailed(FailureFields, JobEvent):
+    type: Literal["ExportFailed"] = "ExportFailed"
+    model_id: Identifier | None = None
+
+
 # -- generation -----------------------------------------------------------------------------------------------------
 
 
@@ -228,6 +256,8 @@ FACTS: dict[str, type[JobEvent]] = {
         TrainFailed,
         EvaluationCompleted,
         EvaluationFailed,
+        ExportCompleted,
+        ExportFailed,
         TokensGenerated,
         GenerationCompleted,
         GenerationFailed,
@@ -245,6 +275,8 @@ TERMINAL_TYPES = frozenset(
         "JobCancelled",
         "EvaluationCompleted",
         "EvaluationFailed",
+        "ExportCompleted",
+        "ExportFailed",
         "GenerationCompleted",
         "GenerationFailed",
         "DatasetUploaded",
@@ -258,6 +290,7 @@ FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
     "train": TrainFailed,
     "evaluate": EvaluationFailed,
     "generate": GenerationFailed,
+    "export": ExportFailed,
 }
 
 

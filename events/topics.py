@@ -22,6 +22,10 @@ class Topics:
         return f"{self.prefix}generate.requested"
 
     @property
+    def export_requested(self) -> str:
+        return f"{self.prefix}export.requested"
+
+    @property
     def job_control(self) -> str:
         return f"{self.prefix}job.control"
 
@@ -36,7 +40,8 @@ class Topics:
 
     @property
     def request_topics(self) -> tuple[str, ...]:
-        return (self.train_requested, self.evaluate_requested, self.generate_requested, self.job_control)
+        return (self.train_requested, self.evaluate_requested, self.generate_requested, self.export_requested,
+                self.job_control)
 
     def all(self) -> tuple[str, ...]:
         return (*self.request_topics, self.job_events, self.dead_letter)

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from events import Topics
-from gateway import datasets, evaluation, generation, jobs, models, openai_compat, presets, system
+from gateway import datasets, evaluation, exports, generation, jobs, models, openai_compat, presets, system
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -49,6 +49,7 @@ def api_routes() -> list[BaseRoute]:
         *datasets.routes,
         *models.routes,
         *evaluation.routes,
+        *exports.routes,
         *generation.routes,
         *jobs.routes,
         *presets.routes,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator,
                       model_validator)
 
-from events import Sampling
+from events import JOB_KINDS, Sampling
 from events.commands import TokenizerKind
 from events.fields import Identifier, ModelName
 from events.sampling import StopString
@@ -122,8 +122,7 @@ class PageQuery(Query):
 
 ModelStatus = Literal["pending", "training", "completed", "failed", "cancelled", "deleted"]
 JobStatus = Literal["accepted", "running", "completed", "failed", "cancelled"]
-JobKind = Literal["train", "evaluate", "generate"]
-JOB_KINDS = ("train", "evaluate", "generate")
+JobKind = Literal["train", "evaluate", "generate", "export"]
 
 
 class ModelsQuery(PageQuery):
@@ -181,3 +180,13 @@ class FeedQuery(Query):
 
 class WaitQuery(Query):
     wait: bool = Field(default=False, description="Answer with the report when the evaluation ends.")
+
+
+class ExportBody(Body):
+    """Which checkpoint, in which format. `hf`: a Hugging Face transformers directory (config.json, model.safetensors,
+    tokenizer.json, ...); `gguf`: one file for llama.cpp (byte-level BPE models)."""
+
+    format: Literal["hf", "gguf"] = "hf"
+    dtype: Literal["float32", "float16"] = "float32"
+    step: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                             description="A saved checkpoint's step; by default the one that serves the model.")

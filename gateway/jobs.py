@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import CancelRequested, Command, JobsPruned, new_id, utc_now
+from events import QUEUED_KINDS, CancelRequested, Command, JobsPruned, new_id, utc_now
 from gateway.bodies import EventsQuery, FeedQuery, JobsQuery, PruneBody
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, not_found
@@ -78,7 +78,7 @@ async def list_jobs(request: Request) -> JSONResponse:
 async def job_view(request: Request, session: Any, row: Job) -> JobView:
     """The job, with its place in the queue while it waits for a worker."""
     view = JobView.of(row)
-    if row.status == "accepted" and row.kind in ("train", "evaluate"):
+    if row.status == "accepted" and row.kind in QUEUED_KINDS:
         place = await queries.place_in_queue(session, gateway_of(request).settings.topic_prefix, row.id)
         if place is not None:
             view.queue = QueuePlace(ahead=place[0], running=place[1])

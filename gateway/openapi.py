@@ -50,6 +50,7 @@ class Operation:
     description: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
     json_items: bool = False  # the response is a JSON list of free-form objects
+    binary: bool = False  # the success response is a file's bytes
 
 
 def operation(**spec: Any):  # noqa: ANN201 - a decorator
@@ -108,7 +109,9 @@ def _parameters(path: str, spec: Operation) -> list[dict[str, Any]]:
 
 def _response(model: type[BaseModel] | None, refs: dict[Any, Any], spec: Operation, status: int) -> dict[str, Any]:
     content: dict[str, Any] = {}
-    if spec.json_items:
+    if spec.binary and status < 300:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    elif spec.json_items:
         content["application/json"] = {"schema": {"type": "array", "items": {"type": "object"}}}
     elif model is not None and not spec.stream_only:
         content["application/json"] = {"schema": refs[(model, "serialization")]}

@@ -312,3 +312,29 @@ class Health(View):
     status: Literal["ok", "down"]
     components: dict[str, ComponentState]
     error: ErrorDetail | None = None
+
+
+class ExportFileView(View):
+    name: str
+    bytes: int
+    url: str
+
+
+class ExportView(View):
+    """A finished export: what was written and where to download each file."""
+
+    job_id: str
+    model_id: str | None = None
+    format: str
+    dtype: str
+    architecture: str
+    step: int
+    files: list[ExportFileView]
+
+    @classmethod
+    def of(cls, row: Job) -> ExportView:
+        result = row.result or {}
+        files = [ExportFileView(name=f["name"], bytes=f["bytes"], url=f"{API}/exports/{row.id}/files/{f['name']}")
+                 for f in result.get("files", [])]
+        return cls(job_id=row.id, model_id=row.model_id, format=result["format"], dtype=result["dtype"],
+                   architecture=result["architecture"], step=result["step"], files=files)

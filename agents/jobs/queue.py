@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from events import utc_now
+from events import QUEUED_KINDS, utc_now
 from infra.db.tables import JobQueueRow
 
 QUEUED, RUNNING, COMPLETING, DONE = "queued", "running", "completing", "done"
@@ -120,7 +120,7 @@ class JobQueue:
     async def set_seq(self, job_id: str, last_seq: int) -> None:
         await self._change(job_id, last_seq=last_seq)
 
-    async def claim_next(self, kinds: tuple[str, ...] = ("train", "evaluate")) -> Claim | None:
+    async def claim_next(self, kinds: tuple[str, ...] = QUEUED_KINDS) -> Claim | None:
         """Take the next queued job (see `_candidates`), if another worker does not take it first."""
         for job_id, attempt in await self._candidates(kinds):
             row = await self._change(job_id, JobQueueRow.state == QUEUED, JobQueueRow.attempt == attempt,

@@ -16,14 +16,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events import (CheckpointSaved, DatasetDeleted, DatasetUploaded, EvaluationCompleted, EvaluationFailed,
-                    GenerationCompleted, GenerationFailed, JobAccepted, JobCancelled, JobEvent, JobsPruned,
-                    ModelDeleted, TokensGenerated, TrainCompleted, TrainFailed, TrainProgress, TrainStarted,
-                    ValidationCompleted, utc_now)
+from events import (JOB_KINDS, CheckpointSaved, DatasetDeleted, DatasetUploaded, EvaluationCompleted, EvaluationFailed,
+                    ExportCompleted, ExportFailed, GenerationCompleted, GenerationFailed, JobAccepted, JobCancelled,
+                    JobEvent, JobsPruned, ModelDeleted, TokensGenerated, TrainCompleted, TrainFailed, TrainProgress,
+                    TrainStarted, ValidationCompleted, utc_now)
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
-JOB_KINDS = ("train", "evaluate", "generate")
 
 
 async def apply(session: AsyncSession, recorded: Recorded) -> bool:
@@ -278,7 +277,15 @@ async def _on_evaluation_completed(session: AsyncSession, event: EvaluationCompl
         model.metrics = {**model.metrics, "last_evaluation": event.job_id}
 
 
-async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed) -> None:
+async def _on_export_completed(session: AsyncSession, event: ExportCompleted) -> None:
+    job = await _job(session, event)
+    _finish(job, "completed", event)
+    job.progress = 1.0
+    job.result = event.model_dump(mode="json", include={"format", "dtype", "architecture", "step", "checkpoint_key",
+                                                        "files"})
+
+
+async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed | ExportFailed) -> None:
     job = await _job(session, event)
     _finish(job, "failed", event)
     job.error, job.error_field = event.reason, event.field
@@ -345,6 +352,8 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     JobCancelled: _on_cancelled,
     EvaluationCompleted: _on_evaluation_completed,
     EvaluationFailed: _on_failed,
+    ExportCompleted: _on_export_completed,
+    ExportFailed: _on_failed,
     GenerationFailed: _on_failed,
     TokensGenerated: _on_tokens,
     GenerationCompleted: _on_generation_completed,

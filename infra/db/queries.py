@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from events import Rejected
+from events import QUEUED_KINDS, Rejected
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model
 
 T = TypeVar("T")
@@ -203,9 +203,9 @@ async def place_in_queue(session: AsyncSession, namespace: str, job_id: str) -> 
 
 
 async def active_jobs(session: AsyncSession, owner: Owner) -> int:
-    """The owner's training and evaluation jobs queued or running (what LFZ_MAX_ACTIVE_JOBS_PER_KEY limits)."""
+    """The owner's training, evaluation and export jobs queued or running (what LFZ_MAX_ACTIVE_JOBS_PER_KEY limits)."""
     statement = owned(select(func.count()).select_from(Job), Job.owner, owner)
-    return int(await session.scalar(statement.where(Job.kind.in_(("train", "evaluate")),
+    return int(await session.scalar(statement.where(Job.kind.in_(QUEUED_KINDS),
                                                     Job.status.in_(("accepted", "queued", "running")))) or 0)
 
 

@@ -51,3 +51,11 @@ def evaluation_key(job_id: str) -> str:
 def step_of(key: str) -> int | None:
     match = _STEP.search(key)
     return int(match.group(1)) if match else None
+
+
+def export_prefix(job_id: str) -> str:
+    return f"exports/{job_id}/"
+
+
+def export_key(job_id: str, name: str) -> str:
+    return f"{export_prefix(job_id)}{name}"

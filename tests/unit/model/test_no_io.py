@@ -14,12 +14,13 @@ FORBIDDEN = ("aiokafka", "faust", "kafka", "sqlalchemy", "asyncpg", "aiosqlite",
 
 
 def _modules() -> list[str]:
-    return sorted(f"model.{path.stem}" for path in MODEL.glob("*.py") if path.stem != "__init__")
+    paths = (path.relative_to(MODEL.parent).with_suffix("") for path in MODEL.rglob("*.py"))
+    return sorted(".".join(p.parts[:-1] if p.name == "__init__" else p.parts) for p in paths)
 
 
 def test_no_module_of_model_imports_io_or_the_service_packages():
     imported = []
-    for path in MODEL.glob("*.py"):
+    for path in MODEL.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
