@@ -6,6 +6,7 @@
     python -m bench pipeline --json          (Kafka, agents workers, the projection)
     python -m bench gateway --json           (SSE fan-out and HTTP generation through one gateway)
     python -m bench fairness --json          (another tenant's wait while one floods the job queue)
+    python -m bench export --data FILE       (export time and file sizes, Hugging Face and GGUF, per preset)
     python -m bench all                      (every one of them in turn: what `make bench` runs)
 
 `python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "pipeline": "bench.pipeline",
     "gateway": "bench.gateway",
     "fairness": "bench.fairness",
+    "export": "bench.export",
     "all": "bench.runner",
     "followers": "bench.followers",
 }

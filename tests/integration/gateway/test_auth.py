@@ -91,6 +91,22 @@ def test_two_keys_are_isolated(tenants: dict[str, Any]):
     assert completion.choices[0].text is not None
 
 
+def test_another_keys_model_cannot_be_exported_nor_her_export_read(tenants: dict[str, Any]):
+    alice, bob = tenants["alice"], tenants["bob"]
+    hers = tenants["alice_model"]
+    refused(lambda: bob.export(hers["model_id"]))
+    job_id = alice.export(hers["model_id"], dtype="float16")["job_id"]
+    assert alice.wait_for_job(job_id, timeout_s=120)["status"] == "completed"
+    listing = alice.get_export(job_id)
+    assert listing["dtype"] == "float16" and "model.safetensors" in [f["name"] for f in listing["files"]]
+    refused(lambda: bob.get_export(job_id), field="job_id")
+    stolen = bob.http.get(f"/api/v1/exports/{job_id}/files/model.safetensors")
+    assert stolen.status_code == 404, stolen.text
+    mine = alice.http.get(f"/api/v1/exports/{job_id}/files/config.json")
+    assert mine.status_code == 200 and mine.json()["architectures"] == ["GPTNeoXForCausalLM"]
+    assert alice.http.get(f"/api/v1/exports/{job_id}/files/..%2F..%2Fsecret").status_code == 404
+
+
 def test_another_keys_model_cannot_be_evaluated_trained_or_streamed_from(tenants: dict[str, Any]):
     alice, bob = tenants["alice"], tenants["bob"]
     hers, his = tenants["alice_model"], tenants["bob_model"]
