@@ -1,7 +1,8 @@
 """The Faust app of the agents: `create_app(settings)` wires every feature to one runtime and one scheduler.
 
-One worker process runs every agent (train, evaluate, export, generate, control, record); start more workers to
-share the partitions through the consumer group. Train, evaluate and export jobs run in child processes, which the
+One worker process runs every agent (train, evaluate, export, import, generate, control,
+record); start more workers to
+share the partitions through the consumer group. Train, evaluate, export and import jobs run in child processes, which the
 scheduler starts from the queue; generation runs in the worker itself.
 """
 
@@ -17,6 +18,8 @@ from agents.evaluate.job import EVALUATE
 from agents.export import agent as export
 from agents.export.job import EXPORT
 from agents.generate import agent as generate
+from agents.imports import agent as imports
+from agents.imports.job import IMPORT
 from agents.jobs.scheduler import Scheduler
 from agents.record import agent as record
 from agents.runtime import Runtime
@@ -71,10 +74,11 @@ def create_app(settings: Settings) -> Agents:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT)})
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT, IMPORT)})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
     export.register(app, runtime, scheduler)
+    imports.register(app, runtime, scheduler)
     control.register(app, runtime, scheduler)
     generate.register(app, runtime)
     record.register(app, runtime)

@@ -164,6 +164,18 @@ class Client:
             body["step"] = step
         return self._call("POST", f"{_model_path(model)}/export", json=body)
 
+    def import_model(self, folder: str | Path, name: str, description: str = "") -> dict[str, Any]:
+        """Upload a transformers model directory's files (not its subfolders) to become the model `name`."""
+        paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+        handles = [p.open("rb") for p in paths]
+        try:
+            files = [("files", (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)]
+            return self._call("POST", "/api/v1/models/import", data={"name": name, "description": description},
+                              files=files)
+        finally:
+            for h in handles:
+                h.close()
+
     def get_export(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/exports/{job_id}")
 

@@ -1,4 +1,5 @@
-"""`lfz export`: a model written as a Hugging Face transformers directory or a GGUF file, downloaded to a folder."""
+"""`lfz export` and `lfz import`: a model written as a Hugging Face transformers directory or a GGUF file and
+downloaded to a folder; a transformers directory uploaded to become a model."""
 
 from __future__ import annotations
 
@@ -54,3 +55,31 @@ def export(
                  f"({str(out_dir)!r})")
     else:
         out.note(f"run it: llama-cli -m {out_dir / 'model.gguf'}")
+
+
+def import_model(
+    folder: Annotated[Path, typer.Argument(help="A transformers model directory: config.json, model.safetensors, "
+                                                "tokenizer.json (e.g. written by `lfz export`).", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="The new model's name.")],
+    description: Annotated[str, typer.Option("--description", help="What the model is.")] = "",
+    url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
+) -> None:
+    """Import a model: it then generates, evaluates and trains further like one trained here."""
+    out = Output()
+    if not folder.is_dir():
+        raise CliError(f"{folder}: not a folder")
+    missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / n).is_file()]
+    if missing:
+        raise CliError(f"{folder}: {', '.join(missing)} missing")
+    with gateway(url) as api:
+        job_id = api.import_model(folder, name, description)["job_id"]
+        out.note(f"import job {job_id} ...")
+        final = check_outcome(follow_job(api, out, job_id, show=False).final, job_id)
+        detail = api.get_model(final["model_id"])
+    if as_json:
+        out.json({"job_id": job_id, "model_id": detail["id"], "name": detail["name"], "status": detail["status"],
+                  "architecture": final["architecture"], "num_parameters": final["num_parameters"]})
+        return
+    out.fields([("model", f"{detail['name']} ({detail['id']})"), ("from", final["architecture"]),
+                ("parameters", f"{final['num_parameters']:,}")], title=f"imported {folder}")
+    out.note(f"try it: lfz generate {detail['name']} \"\" --max-tokens 50")

@@ -52,6 +52,8 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "ExportCompleted":
         return (f"export completed: {e.get('architecture')}, step {e.get('step')}, "
                 f"{sum(f.get('bytes', 0) for f in e.get('files', [])):,} bytes in {len(e.get('files', []))} files")
+    if kind == "ModelImported":
+        return f"model imported from {e.get('architecture')}: {e.get('num_parameters', 0):,} parameters"
     if kind == "TokensGenerated":
         return f"tokens {e.get('index')}+: {e.get('text', '')!r}"
     if kind == "GenerationCompleted":

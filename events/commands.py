@@ -107,6 +107,27 @@ class ExportRequested(Command):
         return self
 
 
+class ImportRequested(Command):
+    """Register a Hugging Face transformers model directory (GPT2LMHeadModel or GPTNeoXForCausalLM with one of our
+    tokenizers, e.g. one exported here) as a new model that generates, evaluates and trains further. Its files are
+    in the object store under `imports/{job_id}/` (the gateway puts them there)."""
+
+    kind: ClassVar[str] = "import"
+    type: Literal["ImportRequested"] = "ImportRequested"
+    job_id: Identifier = Field(default_factory=new_id)
+    model_name: ModelName
+    description: str = Field(default="", max_length=2000)
+    files: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], str] = Field(
+        max_length=16, description="File name -> its object store key, under `imports/{job_id}/`.")
+
+    @model_validator(mode="after")
+    def _files_of_this_import(self) -> ImportRequested:
+        for name, key in self.files.items():
+            if key != f"imports/{self.job_id}/{name}":
+                raise ValueError(f"files.{name}: must be stored at imports/{self.job_id}/{name}")
+        return self
+
+
 class CancelRequested(Command):
     """Stop a job: a queued one never starts, a running one stops within seconds."""
 
@@ -118,6 +139,7 @@ class CancelRequested(Command):
 
 COMMANDS: dict[str, type[Command]] = {
     cls.model_fields["type"].default: cls
-    for cls in (TrainRequested, EvaluateRequested, GenerateRequested, ExportRequested, CancelRequested)
+    for cls in (TrainRequested, EvaluateRequested, GenerateRequested, ExportRequested, ImportRequested,
+                CancelRequested)
 }
 

@@ -13,9 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events.fields import Identifier, Message, new_id, utc_now
 
-JobKind = Literal["train", "evaluate", "generate", "export", "dataset", "delete"]
-JOB_KINDS = ("train", "evaluate", "generate", "export")  # the kinds that are jobs a person asked for
-QUEUED_KINDS = ("train", "evaluate", "export")  # the kinds that wait in the queue for a worker's child process
+JobKind = Literal["train", "evaluate", "generate", "export", "import", "dataset", "delete"]
+JOB_KINDS = ("train", "evaluate", "generate", "export", "import")  # the kinds that are jobs a person asked for
+QUEUED_KINDS = ("train", "evaluate", "export", "import")  # the kinds that run in a worker's child process
 
 
 class JobEvent(Message):
@@ -173,6 +173,25 @@ class ExportFailed(FailureFields, JobEvent):
     model_id: Identifier | None = None
 
 
+class ModelImported(JobEvent):
+    """The imported model is registered and serves from `checkpoint_key` (step 0)."""
+
+    type: Literal["ModelImported"] = "ModelImported"
+    model_id: Identifier
+    architecture: str
+    config: dict[str, Any]
+    num_parameters: int
+    vocab_size: int
+    tokenizer: str = Field(description="The tokenizer's kind: char, word or bpe.")
+    tokenizer_key: str
+    checkpoint_key: str
+
+
+class ImportFailed(FailureFields, JobEvent):
+    type: Literal["ImportFailed"] = "ImportFailed"
+    model_id: Identifier | None = None
+
+
 # -- generation -----------------------------------------------------------------------------------------------------
 
 
@@ -258,6 +277,8 @@ FACTS: dict[str, type[JobEvent]] = {
         EvaluationFailed,
         ExportCompleted,
         ExportFailed,
+        ModelImported,
+        ImportFailed,
         TokensGenerated,
         GenerationCompleted,
         GenerationFailed,
@@ -277,6 +298,8 @@ TERMINAL_TYPES = frozenset(
         "EvaluationFailed",
         "ExportCompleted",
         "ExportFailed",
+        "ModelImported",
+        "ImportFailed",
         "GenerationCompleted",
         "GenerationFailed",
         "DatasetUploaded",
@@ -291,6 +314,7 @@ FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
     "evaluate": EvaluationFailed,
     "generate": GenerationFailed,
     "export": ExportFailed,
+    "import": ImportFailed,
 }
 
 

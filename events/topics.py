@@ -26,6 +26,10 @@ class Topics:
         return f"{self.prefix}export.requested"
 
     @property
+    def import_requested(self) -> str:
+        return f"{self.prefix}import.requested"
+
+    @property
     def job_control(self) -> str:
         return f"{self.prefix}job.control"
 
@@ -41,7 +45,7 @@ class Topics:
     @property
     def request_topics(self) -> tuple[str, ...]:
         return (self.train_requested, self.evaluate_requested, self.generate_requested, self.export_requested,
-                self.job_control)
+                self.import_requested, self.job_control)
 
     def all(self) -> tuple[str, ...]:
         return (*self.request_topics, self.job_events, self.dead_letter)

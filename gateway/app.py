@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from events import Topics
-from gateway import datasets, evaluation, exports, generation, jobs, models, openai_compat, presets, system
+from gateway import datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets, system
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -49,6 +49,7 @@ def api_routes() -> list[BaseRoute]:
         *datasets.routes,
         *models.routes,
         *evaluation.routes,
+        *imports.routes,
         *exports.routes,
         *generation.routes,
         *jobs.routes,
@@ -86,7 +87,8 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
         Middleware(AuthMiddleware, keys=settings.api_keys, operator_keys=settings.operator_keys),
         Middleware(UrlCheckMiddleware),
         Middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
-                   limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes)}),
+                   limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes),
+                           "/api/v1/models/import": settings.max_import_bytes + 64 * 1024}),
     ]
     return stack
 

@@ -137,6 +137,8 @@ def _operation(path: str, method: str, spec: Operation, refs: dict[Any, Any], en
         if spec.multipart is not None:
             content["multipart/form-data"] = {"schema": spec.multipart}
         op["requestBody"] = {"required": True, "content": content}
+    elif spec.multipart is not None:  # a form-data upload only
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": spec.multipart}}}
     responses = {str(status): _response(model, refs, spec, status) for status, model in spec.responses.items()}
     for status, text in spec.extra_responses.items():
         responses[str(status)] = {"description": text}

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
     max_dataset_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_import_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # one model directory uploaded to import
     # A request's inline text over this is stored as a dataset and named by key: Kafka takes messages of ~1 MiB.
     max_inline_dataset_bytes: int = Field(default=256 * 1024, ge=1, le=900 * 1024)
     max_prompt_chars: int = Field(default=8192, ge=1)

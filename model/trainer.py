@@ -136,11 +136,13 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
         self.model.load_state_dict(state["model"])
+        self.step = state["step"]
+        if "optimizers" not in state:  # weights only (an imported model): the run starts its optimisers afresh
+            return
         if len(state["optimizers"]) != len(self.optimizers):
             raise ValueError("checkpoint was made with a different optimizer setting")
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
-        self.step = state["step"]
         self.best_val_loss, self.val_loss = state["best_val_loss"], state["val_loss"]
         self.bad_evals = state["bad_evals"]
         self.sampler.load_state(state["rng"]["sampler"])

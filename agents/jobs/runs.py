@@ -18,8 +18,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import signal
 import queue as thread_queue
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable

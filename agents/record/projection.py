@@ -16,13 +16,34 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events import (JOB_KINDS, CheckpointSaved, DatasetDeleted, DatasetUploaded, EvaluationCompleted, EvaluationFailed,
-                    ExportCompleted, ExportFailed, GenerationCompleted, GenerationFailed, JobAccepted, JobCancelled,
-                    JobEvent, JobsPruned, ModelDeleted, TokensGenerated, TrainCompleted, TrainFailed, TrainProgress,
-                    TrainStarted, ValidationCompleted, utc_now)
+from events import (
+    JOB_KINDS,
+    CheckpointSaved,
+    DatasetDeleted,
+    DatasetUploaded,
+    EvaluationCompleted,
+    EvaluationFailed,
+    ExportCompleted,
+    ExportFailed,
+    GenerationCompleted,
+    GenerationFailed,
+    ImportFailed,
+    JobAccepted,
+    JobCancelled,
+    JobEvent,
+    JobsPruned,
+    ModelDeleted,
+    ModelImported,
+    TokensGenerated,
+    TrainCompleted,
+    TrainFailed,
+    TrainProgress,
+    TrainStarted,
+    ValidationCompleted,
+    utc_now,
+)
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
-
 
 
 async def apply(session: AsyncSession, recorded: Recorded) -> bool:
@@ -139,7 +160,7 @@ async def _model(session: AsyncSession, model_id: str | None) -> Model | None:
 async def _on_accepted(session: AsyncSession, event: JobAccepted) -> None:
     job = await _job(session, event)
     job.model_name = event.model_name
-    if event.kind != "train" or not event.model_id:
+    if event.kind not in ("train", "import") or not event.model_id:
         return
     model = await _model(session, event.model_id)
     if model is None:
@@ -239,7 +260,7 @@ async def _on_train_completed(session: AsyncSession, event: TrainCompleted) -> N
 
 async def _end_model_without_success(session: AsyncSession, job: Job, status: str, error: str | None) -> None:
     model = await _model(session, job.model_id)
-    if model is None or model.status == "deleted" or job.kind != "train":
+    if model is None or model.status == "deleted" or job.kind not in ("train", "import"):
         return
     # A model that finished an earlier training run stays usable when a continuation fails or is cancelled.
     model.status = "completed" if model.trained_at is not None else status
@@ -285,10 +306,29 @@ async def _on_export_completed(session: AsyncSession, event: ExportCompleted) ->
                                                         "files"})
 
 
-async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed | ExportFailed) -> None:
+async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed | ExportFailed | ImportFailed
+                     ) -> None:
     job = await _job(session, event)
     _finish(job, "failed", event)
     job.error, job.error_field = event.reason, event.field
+    await _end_model_without_success(session, job, "failed", event.reason)
+
+
+async def _on_model_imported(session: AsyncSession, event: ModelImported) -> None:
+    job = await _job(session, event)
+    _finish(job, "completed", event)
+    job.progress, job.step = 1.0, 0
+    job.result = event.model_dump(mode="json", include={"architecture", "num_parameters", "checkpoint_key"})
+    model = await _model(session, event.model_id)
+    if model is not None and model.status != "deleted":
+        model.status, model.progress, model.step = "completed", 1.0, 0
+        model.config, model.num_parameters, model.vocab_size = event.config, event.num_parameters, event.vocab_size
+        model.tokenizer = event.tokenizer
+        model.tokenizer_key = event.tokenizer_key
+        model.latest_checkpoint = model.latest_checkpoint or event.checkpoint_key
+        model.best_checkpoint, model.best_step = event.checkpoint_key, 0
+        model.metrics = {**model.metrics, "imported_from": event.architecture}
+        model.error, model.trained_at, model.updated_at = None, event.time, event.time
 
 
 async def _on_tokens(session: AsyncSession, event: TokensGenerated) -> None:
@@ -354,6 +394,8 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     EvaluationFailed: _on_failed,
     ExportCompleted: _on_export_completed,
     ExportFailed: _on_failed,
+    ModelImported: _on_model_imported,
+    ImportFailed: _on_failed,
     GenerationFailed: _on_failed,
     TokensGenerated: _on_tokens,
     GenerationCompleted: _on_generation_completed,

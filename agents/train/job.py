@@ -36,7 +36,6 @@ from model.device import pick_device
 from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
-
 LONG_RUN_S = 3600.0  # a run that will take longer says so in its first progress fact
 
 

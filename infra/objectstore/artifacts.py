@@ -59,3 +59,8 @@ def export_prefix(job_id: str) -> str:
 
 def export_key(job_id: str, name: str) -> str:
     return f"{export_prefix(job_id)}{name}"
+
+
+def import_key(job_id: str, name: str) -> str:
+    """Where the gateway puts a file of a model directory to import (ImportRequested insists on this place)."""
+    return f"imports/{job_id}/{name}"

@@ -87,12 +87,14 @@ export function eventStreamUrl(path) {
 export const FACT_TYPES = [
   "JobAccepted", "JobCancelled", "TrainStarted", "TrainProgress", "ValidationCompleted", "CheckpointSaved",
   "TrainCompleted", "TrainFailed", "EvaluationCompleted", "EvaluationFailed", "TokensGenerated",
-  "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "DatasetUploaded", "ModelDeleted",
+  "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
+  "DatasetUploaded", "ModelDeleted",
 ];
 
 export const TERMINAL_TYPES = new Set([
   "TrainCompleted", "TrainFailed", "JobCancelled", "EvaluationCompleted", "EvaluationFailed",
-  "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "DatasetUploaded", "ModelDeleted",
+  "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
+  "DatasetUploaded", "ModelDeleted",
 ]);
 
 /**

@@ -66,6 +66,33 @@ def test_exported_to_transformers_the_model_writes_what_the_service_writes(lfz, 
     assert len([t for t in new if t != tokenizer.eos_token_id]) == completion["completion_tokens"]
 
 
+def test_an_exported_model_imports_and_generates_evaluates_and_trains_further(lfz, tmp_path: Path):
+    name = trained(lfz, tmp_path, "original", "--set", "context_length=32")
+    folder = tmp_path / "out"
+    assert lfz("export", name, "--out", str(folder)).code == 0
+    imported = lfz("import", str(folder), "--name", "imported", "--json")
+    assert imported.code == 0, imported.err
+    result = json.loads(imported.out)
+    assert result["status"] == "completed" and result["architecture"] == "GPTNeoXForCausalLM"
+
+    def greedy(model: str) -> dict:
+        done = lfz("generate", model, "the dog", "--max-tokens", "12", "--temperature", "0", "--json")
+        assert done.code == 0, done.err
+        return json.loads(done.out)["completions"][0]
+
+    assert greedy("imported") == greedy(name)
+    again = lfz("import", str(folder), "--name", "imported")
+    assert again.code != 0 and "exists already" in again.err
+    evaluated = lfz("evaluate", "imported", "--held-out", str(tmp_path / "original.txt"), "--json")
+    assert evaluated.code == 0, evaluated.err
+    assert json.loads(evaluated.out)["report"]["held_out"]["perplexity"] > 0
+    further = lfz("train", "--continue", "imported", "--data", str(tmp_path / "original.txt"), "--max-iters", "10",
+                  "--follow", "--json")
+    assert further.code == 0, further.err
+    shown = json.loads(lfz("models", "show", "imported", "--json").out)
+    assert shown["status"] == "completed" and shown["step"] == 10
+
+
 def test_exported_to_gguf_the_file_reads_back(lfz, tmp_path: Path):
     name = trained(lfz, tmp_path, "rotary")
     done = lfz("export", name, "--out", str(tmp_path / "gguf"), "--format", "gguf", "--dtype", "float16", "--json")

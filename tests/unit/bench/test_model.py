@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,4 +54,19 @@ def test_bad_override_is_a_usage_error(tmp_path, corpus):
 def test_the_entry_point_names_the_benchmarks_it_knows(capsys):
     assert bench_main(["nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown benchmark 'nope'" in err and "model, pipeline, gateway, fairness, all" in err
+    assert "unknown benchmark 'nope'" in err and "model, pipeline, gateway, fairness, export, all" in err
+
+
+def test_the_export_benchmark_times_every_format_and_dtype(tmp_path, capsys):
+    import sysconfig
+
+    from bench.export import main as export_main
+
+    text = tmp_path / "text.txt"
+    text.write_text((Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text())
+    assert export_main(["--data", str(text), "--presets", "tiny", "--vocab-size", "300", "--runs", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["format"], r["dtype"]) for r in results] == [("hf", "float32"), ("hf", "float16"),
+                                                            ("gguf", "float32"), ("gguf", "float16")]
+    assert all(len(r["seconds"]) == 2 and r["bytes"] > 0 for r in results)
+    assert results[1]["bytes"] < results[0]["bytes"] and results[3]["bytes"] < results[2]["bytes"]
