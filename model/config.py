@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from model.presets import DEFAULT_PRESET, PRESETS
 
 POSITIONS = ("rotary", "learned", "sinusoidal")
-ACTIVATIONS = ("gelu", "relu2")
+ACTIVATIONS = ("gelu", "relu2", "gelu_tanh")
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "linear")
 COMPILE_MODES = ("auto", "always", "never")
@@ -117,7 +117,8 @@ class ModelConfig:
     num_blocks: int = hp(4, "transformer blocks (nanoGPT: n_layer)", low=1, high=128)
     dropout: float = hp(0.0, "share of activations zeroed while training", low=0, high=1, high_open=True)
     positions: str = hp("rotary", "how the model knows where a token is", choices=POSITIONS)
-    activation: str = hp("gelu", "the feed-forward's non-linearity (relu2 is ReLU squared)", choices=ACTIVATIONS)
+    activation: str = hp("gelu", "the feed-forward's non-linearity (relu2 is ReLU squared; gelu_tanh is GELU's tanh "
+                                  "approximation, GPT-2's and llama.cpp's)", choices=ACTIVATIONS)
     mlp_ratio: int = hp(4, "feed-forward width as a multiple of d_model", low=1, high=16)
     qk_norm: bool = hp(False, "normalise each head's queries and keys before attention")
     qk_gain: float = hp(1.0, "multiplies the attention logits (q.k / sqrt(head size))", low=0, low_open=True,

@@ -84,13 +84,14 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(config.d_model, hidden, bias=config.bias)
         self.proj = nn.Linear(hidden, config.d_model, bias=config.bias)
         self.relu2 = config.activation == "relu2"
+        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
         self.drop = nn.Dropout(config.dropout)
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
         if self.relu2:
             h = F.relu(h)
             return h * h  # on the CPU, a product back-propagates faster than square() or pow(2)
-        return F.gelu(h)  # exact: on the CPU faster than the tanh approximation at these sizes
+        return F.gelu(h, approximate=self.approximate)  # exact by default: on the CPU faster than tanh here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(self.activate(self.fc(x))))  # (B, T, mlp_ratio * C) inside

@@ -3,7 +3,7 @@
 Takes `config.json`, `model.safetensors` and `tokenizer.json` (as bytes) of a GPT2LMHeadModel or a
 GPTNeoXForCausalLM and returns the checkpoint state a training run would have written at step 0, weights only (a
 run that continues it starts its optimiser afresh). What our network cannot compute exactly is refused by name,
-never approximated: another activation than exact GELU or ReLU squared, partial rotary, GPT-NeoX's parallel
+never approximated: another activation than GELU (exact or tanh) or ReLU squared, partial rotary, GPT-NeoX's parallel
 residual, another LayerNorm epsilon, attention scaled per layer, a head with a bias.
 
 GPT-2 positions come back as learned positions (an exported sinusoidal table is the same numbers). Biases that are
@@ -29,7 +29,9 @@ from model.export.hf import neox_order
 from model.tokenizers import SPECIALS, BPETokenizer, PieceTokenizer, Tokenizer
 
 CHECKPOINT_FORMAT = 1  # model.trainer's: a state the trainer can resume from (weights only here)
-ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2"}
+# transformers' activations that our network computes: tanh-approximated GELU in any of its spellings
+ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+               "gelu_fast": "gelu_tanh"}
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
 
 
@@ -79,7 +81,7 @@ def _config(hf: dict[str, Any], vocab_size: int) -> tuple[ModelConfig, dict[str,
     kind = hf.get("model_type")
     if kind == "gpt2":
         act = hf.get("activation_function", "gelu_new")
-        _check(act in ACTIVATIONS, "activation_function", f"{act!r}: our network computes exact GELU or ReLU squared")
+        _check(act in ACTIVATIONS, "activation_function", f"{act!r}: our network computes GELU (exact or tanh) or ReLU squared")
         _check(hf.get("layer_norm_epsilon", 1e-5) == 1e-5, "layer_norm_epsilon", "must be 1e-05")
         _check(hf.get("scale_attn_weights", True) and not hf.get("scale_attn_by_inverse_layer_idx", False),
                "scale_attn_by_inverse_layer_idx", "attention must be scaled by 1/sqrt(head size) alone")
@@ -88,7 +90,7 @@ def _config(hf: dict[str, Any], vocab_size: int) -> tuple[ModelConfig, dict[str,
                      mlp=hf.get("n_inner") or 4 * d, activation=ACTIVATIONS[act], positions="learned")
     elif kind == "gpt_neox":
         act = hf.get("hidden_act", "gelu")
-        _check(act in ACTIVATIONS, "hidden_act", f"{act!r}: our network computes exact GELU or ReLU squared")
+        _check(act in ACTIVATIONS, "hidden_act", f"{act!r}: our network computes GELU (exact or tanh) or ReLU squared")
         rope = hf.get("rope_parameters") or {}
         partial = rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))
         _check(partial == 1.0, "rotary_pct", f"{partial}: our rotary positions turn the whole head")

@@ -20,8 +20,9 @@ Refused, each with an ExportError naming the field:
 - activation relu2: both graphs apply GELU in the feed-forward.
 - char and word tokenizers: llama.cpp has no vocabulary of whole pieces with a fall-back to characters.
 
-Our GELU is the exact one and llama.cpp's the tanh approximation: llama.cpp's logits differ from ours by that
-much (about 1e-3 on small models), beyond the rounding of the weights.
+llama.cpp's GELU is the tanh approximation: a model trained with `activation: gelu_tanh` computes in llama.cpp
+what it computes here; one with the exact GELU (`gelu`) differs by that much (about 1e-3 in the logits of small
+models), beyond the rounding of the weights.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def refusal(config: ModelConfig, tokenizer: Tokenizer) -> ExportError | None:
     if config.qk_norm:
         return ExportError("qk_norm", "llama.cpp's gpt2 and gptneox graphs do not normalise each head's queries and "
                                       "keys; train with qk_norm false to export GGUF")
-    if config.activation != "gelu":
+    if config.activation not in ("gelu", "gelu_tanh"):
         return ExportError("activation", f"llama.cpp's gpt2 and gptneox graphs apply GELU, not "
-                                         f"{config.activation}; train with activation gelu to export GGUF")
+                                         f"{config.activation}; train with activation gelu_tanh (llama.cpp's "
+                                         f"own) or gelu to export GGUF")
     if not isinstance(tokenizer, BPETokenizer):
         return ExportError("tokenizer", f"llama.cpp has no vocabulary like our {tokenizer.kind} tokenizer's; train "
                                         f"with the bpe tokenizer to export GGUF")

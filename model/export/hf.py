@@ -6,7 +6,8 @@
   feature pairs (2i, 2i+1); GPT-NeoX rotates feature i with i + head_size/2, by the same angle. Permuting each head's
   query and key features (evens first, then odds) turns one convention into the other and leaves q.k unchanged.
 - qk_gain multiplies q.k: it is folded into the query weights. Without biases (`bias: false`) the biases are written
-  as zeros. ReLU squared is transformers' `relu2`; our GELU is the exact one, transformers' `gelu`.
+  as zeros. ReLU squared is transformers' `relu2`; our GELU is the exact one, transformers' `gelu`, and its tanh
+  approximation (`gelu_tanh`) is `gelu_pytorch_tanh`.
 - qk_norm (a LayerNorm without weights on each head's queries and keys) has no counterpart in these classes: refused.
 """
 
@@ -25,6 +26,8 @@ from model.gpt import sinusoidal_table
 from model.tokenizers import tokenizer_from_json
 
 ARCHITECTURES = {"learned": "GPT2LMHeadModel", "sinusoidal": "GPT2LMHeadModel", "rotary": "GPTNeoXForCausalLM"}
+# transformers' names (ACT2FN) for exactly our functions
+HF_ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2", "gelu_tanh": "gelu_pytorch_tanh"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -76,7 +79,7 @@ def _gpt2(config: ModelConfig, w: dict[str, torch.Tensor]) -> tuple[dict[str, to
         "model_type": "gpt2", "n_positions": config.context_length, "n_ctx": config.context_length,
         "n_embd": config.d_model, "n_layer": config.num_blocks, "n_head": config.num_heads,
         "n_inner": config.mlp_ratio * config.d_model,
-        "activation_function": "relu2" if config.activation == "relu2" else "gelu",
+        "activation_function": HF_ACTIVATIONS[config.activation],
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "layer_norm_epsilon": 1e-5,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
     }
@@ -107,7 +110,7 @@ def _gpt_neox(config: ModelConfig, w: dict[str, torch.Tensor]) -> tuple[dict[str
     hf = {
         "model_type": "gpt_neox", "max_position_embeddings": config.context_length, "hidden_size": d,
         "num_hidden_layers": config.num_blocks, "num_attention_heads": nh,
-        "intermediate_size": config.mlp_ratio * d, "hidden_act": "relu2" if config.activation == "relu2" else "gelu",
+        "intermediate_size": config.mlp_ratio * d, "hidden_act": HF_ACTIVATIONS[config.activation],
         "rotary_pct": 1.0, "rotary_emb_base": config.rope_base,
         "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base, "partial_rotary_factor": 1.0},
         "use_parallel_residual": False, "attention_bias": True, "layer_norm_eps": 1e-5,

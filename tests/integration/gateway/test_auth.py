@@ -91,7 +91,7 @@ def test_two_keys_are_isolated(tenants: dict[str, Any]):
     assert completion.choices[0].text is not None
 
 
-def test_another_keys_model_cannot_be_exported_nor_her_export_read(tenants: dict[str, Any]):
+def test_another_keys_model_cannot_be_exported_nor_her_export_read(tenants: dict[str, Any], tmp_path):
     alice, bob = tenants["alice"], tenants["bob"]
     hers = tenants["alice_model"]
     refused(lambda: bob.export(hers["model_id"]))
@@ -105,6 +105,22 @@ def test_another_keys_model_cannot_be_exported_nor_her_export_read(tenants: dict
     mine = alice.http.get(f"/api/v1/exports/{job_id}/files/config.json")
     assert mine.status_code == 200 and mine.json()["architectures"] == ["GPTNeoXForCausalLM"]
     assert alice.http.get(f"/api/v1/exports/{job_id}/files/..%2F..%2Fsecret").status_code == 404
+    # Imported back, the model is hers alone, and answers as the original does.
+    full = alice.export(hers["model_id"])["job_id"]  # float32: greedy text cannot turn on a rounded weight
+    assert alice.wait_for_job(full, timeout_s=120)["status"] == "completed"
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for file in alice.get_export(full)["files"]:
+        alice.download_export_file(full, file["name"], folder / file["name"])
+    name = f"imported-{uuid.uuid4().hex[:6]}"
+    imported = alice.import_model(folder, name)
+    assert alice.wait_for_job(imported["job_id"], timeout_s=120)["status"] == "completed"
+    model = alice.get_model(name)
+    refused(lambda: bob.get_model(name))
+    assert name not in [m["name"] for m in bob.list_models()["items"]]
+    a = alice.generate(name, "cats", max_tokens=8, temperature=0)["text"]
+    assert a == alice.generate(hers["model_id"], "cats", max_tokens=8, temperature=0)["text"]
+    assert model["status"] == "completed"
 
 
 def test_another_keys_model_cannot_be_evaluated_trained_or_streamed_from(tenants: dict[str, Any]):

@@ -76,7 +76,7 @@ def _files(positions: str = "learned", **hf_overrides) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(("positions", "override", "field"), [
-    ("learned", {"activation_function": "gelu_new"}, "activation_function"),
+    ("learned", {"activation_function": "silu"}, "activation_function"),
     ("learned", {"layer_norm_epsilon": 1e-6}, "layer_norm_epsilon"),
     ("learned", {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ("learned", {"model_type": "llama"}, "model_type"),

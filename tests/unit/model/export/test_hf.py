@@ -73,7 +73,8 @@ def test_transformers_loads_the_export_and_computes_what_we_compute(tmp_path, po
 
 
 @pytest.mark.parametrize("options", [{"tie_embeddings": False}, {"bias": True}, {"qk_gain": 1.7},
-                                     {"activation": "relu2"}, {"rope_base": 500.0, "mlp_ratio": 2}])
+                                     {"activation": "relu2"}, {"activation": "gelu_tanh"},
+                                     {"rope_base": 500.0, "mlp_ratio": 2}])
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_every_option_that_a_class_expresses_exports_exactly(tmp_path, positions, options):
     state, ours = checkpoint(positions, "bpe", **options)
