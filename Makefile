@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+LLAMA_STAMP := $(VENV)/.llama-installed-stamp
 SERVICES_ENV := .lfz/services.env
 WITH_SERVICES := set -a; . $(SERVICES_ENV); set +a;
 CHROMIUM := /usr/bin/chromium
@@ -18,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+# llama.cpp (llama-cpp-python, compiled here once; pip keeps the wheel) for the GGUF export's tests only.
+$(LLAMA_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,llama]'
+	touch $@
 
 # Real Kafka (KRaft), PostgreSQL and an S3 server on loopback; idempotent. Writes $(SERVICES_ENV).
 services: install
@@ -42,7 +48,7 @@ $(NPM_STAMP): package.json package-lock.json
 browser-deps: $(CHROMIUM) $(NPM_STAMP)
 
 # Everything but the soak tests (marked `soak`: see `make soak`).
-test: install services migrate browser-deps
+test: install $(LLAMA_STAMP) services migrate browser-deps
 	$(WITH_SERVICES) $(PY) -m pytest -q -m "not soak"
 
 # The outage tests: Kafka, PostgreSQL, then S3, stopped for 30 s in the middle of a training run, each on a private server
@@ -51,7 +57,7 @@ test: install services migrate browser-deps
 soak: install services migrate
 	$(WITH_SERVICES) $(PY) -m pytest -q -s -m soak
 
-test-unit: install
+test-unit: install $(LLAMA_STAMP)
 	$(PY) -m pytest -q tests/unit
 
 # The whole product on this machine in about two minutes (embedded broker, SQLite and a folder under .lfz/; no
