@@ -7,6 +7,8 @@
     jobs/        the machinery of jobs that run in child processes: queue, scheduler, runs, the child
     train/       TrainRequested: the intake (agent.py) and the training run (job.py)
     evaluate/    EvaluateRequested: the intake and the evaluation run
+    export/      ExportRequested: a checkpoint written as a transformers folder or a GGUF file
+    imports/     ImportRequested: a transformers folder turned into a new model's checkpoint
     generate/    GenerateRequested: generation in the worker, with a cache of loaded models
     record/      the projection of the job-events log into the database, and its replay
 """

@@ -10,6 +10,7 @@
     checkpoint   pack_checkpoint / unpack_checkpoint (bytes with a SHA-256), load_model
     generate     SamplingParams, Generator.stream / Generator.generate
     evaluate     evaluate(model, tokenizer, held_out_text, prompts) -> JSON-serialisable report
+    export/      hf_files, gguf_bytes (a checkpoint for transformers and llama.cpp), state_from_hf (and back)
     device       pick_device, configure_threads, keep_freed_memory
     bench        python -m bench.model train|generate
 """
