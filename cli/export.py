@@ -12,6 +12,7 @@ from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, resolve_
 from cli.errors import CliError
 from cli.follow import check_outcome, follow_job
 from cli.render import Output
+from events.commands import IMPORT_FILES
 
 FORMAT_HELP = ("hf: config.json, model.safetensors and a tokenizer that transformers loads; gguf: one file for "
                "llama.cpp.")
@@ -68,7 +69,7 @@ def import_model(
     out = Output()
     if not folder.is_dir():
         raise CliError(f"{folder}: not a folder")
-    missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / n).is_file()]
+    missing = [n for n in IMPORT_FILES if not (folder / n).is_file()]
     if missing:
         raise CliError(f"{folder}: {', '.join(missing)} missing")
     with gateway(url) as api:

@@ -5,14 +5,17 @@ Anyone with a Kafka producer may send these as JSON; fields not given take the d
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from events.fields import DatasetRef, Identifier, Message, ModelName, new_id, utc_now
 from events.sampling import Sampling
 
 TokenizerKind = Literal["char", "word", "bpe"]
+FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+IMPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what a model directory to import holds
 
 
 class Command(Message):
@@ -117,15 +120,19 @@ class ImportRequested(Command):
     job_id: Identifier = Field(default_factory=new_id)
     model_name: ModelName
     description: str = Field(default="", max_length=2000)
-    files: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], str] = Field(
-        max_length=16, description="File name -> its object store key, under `imports/{job_id}/`.")
+    files: dict[str, str] = Field(max_length=16, description="File name -> its object store key, which must be "
+                                                             "`imports/{job_id}/{name}`.")
 
-    @model_validator(mode="after")
-    def _files_of_this_import(self) -> ImportRequested:
-        for name, key in self.files.items():
-            if key != f"imports/{self.job_id}/{name}":
-                raise ValueError(f"files.{name}: must be stored at imports/{self.job_id}/{name}")
-        return self
+    @field_validator("files")
+    @classmethod
+    def _files_of_this_import(cls, files: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        job_id = info.data.get("job_id")
+        for name, key in files.items():
+            if not FILE_NAME.match(name) or name in (".", ".."):
+                raise ValueError(f"{name!r} is not a plain file name (letters, digits, '.', '_', '-')")
+            if key != f"imports/{job_id}/{name}":
+                raise ValueError(f"{name} must be stored at imports/{job_id}/{name}")
+        return files
 
 
 class CancelRequested(Command):

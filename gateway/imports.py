@@ -5,8 +5,6 @@ files and starts the import job, which registers the model once its checkpoint i
 
 from __future__ import annotations
 
-import re
-
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -14,6 +12,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from events import ImportRequested, new_id
+from events.commands import FILE_NAME
+from events.commands import IMPORT_FILES as REQUIRED
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, from_validation_error, invalid
 from gateway.inputs import too_large
@@ -23,8 +23,6 @@ from gateway.views import API, Submitted
 from infra.db import queries
 from infra.objectstore.artifacts import import_key
 
-REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
-FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_FILES = 16
 MULTIPART_SCHEMA = {
     "type": "object",

@@ -13,10 +13,9 @@ from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from events import ImportFailed, ImportRequested, JobAccepted
+from events.commands import IMPORT_FILES as REQUIRED
 from infra.db import queries
 from infra.publisher import JobLog
-
-REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:

@@ -120,6 +120,14 @@ async def test_generation_from_a_model_that_does_not_exist_fails_clearly(bus, wo
         ("generate.requested", {"prompt": "a\x00b"}, "GenerationFailed", "prompt", "NUL character"),
         ("train.requested", {"description": "\x00"}, "TrainFailed", "description", "NUL character"),
         ("evaluate.requested", {"prompts": ["a", "\x00"]}, "EvaluationFailed", "prompts.1", "NUL character"),
+        ("export.requested", {"format": "onnx"}, "ExportFailed", "format", "'hf' or 'gguf'"),
+        ("export.requested", {"step": -1}, "ExportFailed", "step", "greater than or equal"),
+        ("export.requested", {}, "ExportFailed", "model_name", "no model"),
+        ("import.requested", {"files": {"config.json": "models/victim/checkpoints/best.pt"}}, "ImportFailed",
+         "files", "must be stored at imports/"),
+        ("import.requested", {"files": {"../config.json": "imports/x/../config.json"}}, "ImportFailed", "files",
+         "not a plain file name"),
+        ("import.requested", {}, "ImportFailed", "files.config.json", "no upload"),
     ],
 )
 async def test_zero_negative_huge_and_nan_values_on_kafka_fail_the_job_naming_the_field(
@@ -130,6 +138,10 @@ async def test_zero_negative_huge_and_nan_values_on_kafka_fail_the_job_naming_th
         "train.requested": train_request(job_id, "bad-value"),
         "generate.requested": {"type": "GenerateRequested", "request_id": job_id, "model_name": "m", "prompt": "a"},
         "evaluate.requested": {"type": "EvaluateRequested", "job_id": job_id, "model_name": "m", "prompts": ["a"]},
+        "export.requested": {"type": "ExportRequested", "job_id": job_id, "model_name": f"nothing-{job_id}"},
+        "import.requested": {"type": "ImportRequested", "job_id": job_id, "model_name": f"imported-{job_id}",
+                             "files": {n: f"imports/{job_id}/{n}" for n in ("config.json", "model.safetensors",
+                                                                             "tokenizer.json")}},
     }[topic]
     await bus.produce(topic, {**base, **message}, key=job_id)
     events = await bus.job(job_id, timeout=120)
