@@ -3,6 +3,7 @@
     python -m bench model train --data FILE --preset cpu-baby --tokenizer char --json
     python -m bench model generate --preset cpu-baby --tokens 500 --json
     python -m bench model steps --variant wide:mlp_ratio=4 --variant narrow:mlp_ratio=1
+    python -m bench model serve --concurrency 1,8,32,64,128 --tokens 128 --json   (bench/serve.py)
 
 `train` trains on the file (first 90% train, last 10% validate) and reports the loss over the whole validation
 split; `wall_s` covers everything from reading the file to that final loss. `generate` times sampling of
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from bench import serve
 from model import fast
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
@@ -210,7 +212,7 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench model", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "generate", "steps"):
+    for name in ("train", "generate", "steps", "serve"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="cpu-baby")
         p.add_argument("--tokenizer", default="char", choices=("char", "word", "bpe"))
@@ -237,10 +239,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a variant of the preset (repeatable); the preset itself when none is given")
     st.add_argument("--steps", type=int, default=300, help="timed steps of each variant")
     st.add_argument("--warmup", type=int, default=20)
+    serve.add_arguments(sub.choices["serve"])
     args = parser.parse_args(argv)
     try:
-        run = {"train": bench_train, "generate": bench_generate, "steps": bench_steps}[args.command]
-        report = run(args)
+        if args.command == "serve":
+            report = serve.bench_serve(args, _overrides(args))
+        else:
+            report = {"train": bench_train, "generate": bench_generate, "steps": bench_steps}[args.command](args)
     except ConfigError as e:
         parser.error(str(e))
     if args.json:

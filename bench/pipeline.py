@@ -106,7 +106,7 @@ async def train_model(run: Run, producer: AIOKafkaProducer, facts: Facts, name: 
     job_id = f"train-{uuid.uuid4().hex[:8]}"
     await _send(producer, run.topics.train_requested,
                 {"type": "TrainRequested", "job_id": job_id, "model_name": name, "dataset": {"text": CORPUS},
-                 "hyperparameters": {"preset": "tiny", "max_iters": iters}}, job_id)
+                 "hyperparameters": {"preset": run.args.preset, "max_iters": iters}}, job_id)
     end = (await facts.until(job_id))[-1][1]
     if end["type"] != "TrainCompleted":
         raise RuntimeError(f"training failed: {end}")
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", default="tiny", help="the preset of the model trained and served")
     parser.add_argument("--requests", type=int, default=30, help="sequential generate requests")
     parser.add_argument("--concurrency", type=int, default=100, help="generate requests sent at once")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generate request")

@@ -79,7 +79,12 @@ class Settings(BaseSettings):
     object_store_patience_s: float = Field(default=300.0, ge=0)  # a job waits this long for the store, then goes back
     model_cache_size: int = Field(default=4, ge=1)
     fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)  # how long a consumer's fetch waits for new records
-    generate_concurrency: int = Field(default=4, ge=1)
+    # Generation: one batching engine per loaded model, `generate_slots` sequences in each decoding step; up to
+    # `generate_concurrency` requests in flight per worker (the rest wait on Kafka); one that waits for a slot longer
+    # than `generate_max_wait_s` is refused.
+    generate_concurrency: int = Field(default=128, ge=1)
+    generate_slots: int = Field(default=64, ge=1, le=4096)
+    generate_max_wait_s: float = Field(default=30.0, gt=0)
 
     log_level: str = "INFO"
 

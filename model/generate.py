@@ -85,7 +85,9 @@ class Completion:
 
 
 @dataclass
-class _Row:
+class Row:
+    """One sequence being generated: its text so far and what has been yielded (also model/engine.py's)."""
+
     prompt_index: int
     prompt_ids: list[int]
     history: list[int]  # the (cropped) prompt and everything generated, for refills and the no-cache path
@@ -107,6 +109,33 @@ def _held_back(text: str, start: int, stops: tuple[str, ...]) -> int:
                 longest = k
                 break
     return longest
+
+
+def advance(row: Row, token: int, params: SamplingParams, now: float, tokenizer: Tokenizer) -> str:
+    """Record one generated token; returns the text it releases and sets finish_reason when the row ends."""
+    row.generated.append(token)
+    row.history.append(token)
+    if not row.first_at:
+        row.first_at = now
+    if token == tokenizer.eot_id and not params.ignore_eot:
+        row.finish_reason = "stop"
+        row.text += row.decoder.decode(b"", final=True)
+    else:
+        row.text += row.decoder.decode(tokenizer.token_bytes(token))
+        if params.stop:
+            hits = [i for i in (row.text.find(s, row.emitted) for s in params.stop) if i >= 0]
+            if hits:
+                row.text, row.finish_reason = row.text[:min(hits)], "stop"
+        if row.finish_reason is None and len(row.generated) >= params.max_new_tokens:
+            row.text += row.decoder.decode(b"", final=True)
+            row.finish_reason = "length"
+    end = len(row.text)
+    if row.finish_reason is None:
+        end -= _held_back(row.text, row.emitted, params.stop)
+    piece, row.emitted = row.text[row.emitted:end], end
+    if row.finish_reason is not None:
+        row.done_at = now
+    return piece
 
 
 class Generator:
@@ -136,7 +165,7 @@ class Generator:
         """Completions of every prompt, num_sequences each, prompt-major, all generated as one batch."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         params = params or SamplingParams()
-        rows: list[_Row] = []
+        rows: list[Row] = []
         start = time.perf_counter()
         for _ in self._run(prompts, params, rows_out=rows):
             pass
@@ -155,7 +184,7 @@ class Generator:
             logits, _ = self.model(idx, cache=cache, last_only=True)
         return logits[:, -1].float()  # (B, V)
 
-    def _prefill(self, rows: list[_Row], cache, keep: int) -> torch.Tensor:
+    def _prefill(self, rows: list[Row], cache, keep: int) -> torch.Tensor:
         """Fill an empty cache with the last `keep` tokens of every row (left-padded); -> next-token logits."""
         windows = [r.history[-keep:] for r in rows]
         width = max(len(w) for w in windows)
@@ -191,39 +220,13 @@ class Generator:
         race = torch.empty_like(probs).exponential_(1.0, generator=generator).clamp_min_(1e-30)  # never 0 / 0
         return (probs / race).argmax(dim=-1)
 
-    def _advance(self, row: _Row, token: int, params: SamplingParams, now: float) -> str:
-        """Record one generated token; returns the text it releases and sets finish_reason when the row ends."""
-        row.generated.append(token)
-        row.history.append(token)
-        if not row.first_at:
-            row.first_at = now
-        if token == self.tokenizer.eot_id and not params.ignore_eot:
-            row.finish_reason = "stop"
-            row.text += row.decoder.decode(b"", final=True)
-        else:
-            row.text += row.decoder.decode(self.tokenizer.token_bytes(token))
-            if params.stop:
-                hits = [i for i in (row.text.find(s, row.emitted) for s in params.stop) if i >= 0]
-                if hits:
-                    row.text, row.finish_reason = row.text[:min(hits)], "stop"
-            if row.finish_reason is None and len(row.generated) >= params.max_new_tokens:
-                row.text += row.decoder.decode(b"", final=True)
-                row.finish_reason = "length"
-        end = len(row.text)
-        if row.finish_reason is None:
-            end -= _held_back(row.text, row.emitted, params.stop)
-        piece, row.emitted = row.text[row.emitted:end], end
-        if row.finish_reason is not None:
-            row.done_at = now
-        return piece
-
-    def _run(self, prompts: list[str], params: SamplingParams, rows_out: list[_Row] | None) -> Iterator[Token]:
+    def _run(self, prompts: list[str], params: SamplingParams, rows_out: list[Row] | None) -> Iterator[Token]:
         tok = self.tokenizer
         rows = rows_out if rows_out is not None else []
         for i, prompt in enumerate(prompts):
             ids = tok.encode(prompt) or [tok.eot_id]  # an empty prompt starts a new document
             for _ in range(params.num_sequences):
-                rows.append(_Row(i, ids, ids[-self.context:]))
+                rows.append(Row(i, ids, ids[-self.context:]))
         B, V = len(rows), self.model.config.vocab_size
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -241,7 +244,7 @@ class Generator:
             ids = next_ids.tolist()
             for b, (row, token) in enumerate(zip(rows, ids)):
                 if row.finish_reason is None:
-                    piece = self._advance(row, token, params, now)
+                    piece = advance(row, token, params, now, self.tokenizer)
                     yield Token(token, piece, len(row.generated) - 1, b, row.finish_reason)
             if all(r.finish_reason is not None for r in rows):
                 return

@@ -1,7 +1,9 @@
 """The generate agent: streams tokens of a trained model as TokensGenerated facts, then GenerationCompleted.
 
-Generation runs in a thread (PyTorch releases the GIL while it computes), so the event loop keeps serving other
-requests and the agent's partitions. Tokens are published in small batches: every 20 ms, or every 16 tokens.
+Every request for a model joins that model's batching engine (serving.py), which advances all of them together, a
+token each per step, in its own thread; the event loop only hands tokens on. Tokens are published in small batches:
+every 20 ms, or every 16 tokens. A request whose client went away (a CancelRequested) leaves its slot at the next
+step.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ from infra.db import queries
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE
 from model.config import ConfigError
-from model.generate import Generator, SamplingParams, Token
+from model.engine import Engine
+from model.generate import SamplingParams, Token
 
 log = logging.getLogger(__name__)
 FLUSH_S, FLUSH_TOKENS = 0.02, 16
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    cache = ModelCache(runtime.astore, runtime.settings.model_cache_size)
+    settings = runtime.settings
+    cache = ModelCache(runtime.astore, settings.model_cache_size, settings.generate_slots, settings.generate_max_wait_s)
     stops = Stops(runtime.settings, runtime.topics.job_control, runtime.signer, f"{runtime.producer_name}/stops")
     command_agent(app, runtime, runtime.topics.generate_requested, GenerateRequested, "generate",
                   lambda command: serve(runtime, cache, command, stops),
@@ -77,10 +81,10 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested,
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
-        generator = await cache.get(queries.serving_checkpoint(model), queries.serving_version(model))
+        served = await cache.get(queries.serving_checkpoint(model), queries.serving_version(model))
         stop = stops.watch(command.request_id, command.owner) if stops is not None else threading.Event()
         try:
-            await _generate(job, generator, command, params, model.id, stop)
+            await _generate(job, served.engine, command, params, model.id, stop)
         finally:
             if stops is not None:
                 stops.forget(command.request_id)
@@ -99,24 +103,12 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested,
         await job.emit(GenerationFailed, model_id=model_id, reason=f"internal error: {type(error).__name__}: {error}")
 
 
-async def _generate(job: JobLog, generator: Generator, command: GenerateRequested, params: SamplingParams,
+async def _generate(job: JobLog, engine: Engine, command: GenerateRequested, params: SamplingParams,
                     model_id: str, stop: threading.Event) -> None:
     loop = asyncio.get_running_loop()
-    tokens: asyncio.Queue[Token | BaseException | None] = asyncio.Queue()
+    tokens: asyncio.Queue[Token | None] = asyncio.Queue()
     start = time.perf_counter()
-
-    def produce() -> None:
-        try:
-            for token in generator.stream(command.prompt, params):
-                if stop.is_set():  # its client went away: no more tokens for nobody
-                    break
-                loop.call_soon_threadsafe(tokens.put_nowait, token)
-        except BaseException as error:  # handed to the event loop, which reports it
-            loop.call_soon_threadsafe(tokens.put_nowait, error)
-        finally:
-            loop.call_soon_threadsafe(tokens.put_nowait, None)
-
-    worker = loop.run_in_executor(None, produce)
+    stream = engine.submit(command.prompt, params, lambda token: loop.call_soon_threadsafe(tokens.put_nowait, token))
     texts = [""] * params.num_sequences
     counts = [0] * params.num_sequences
     reasons: list[Any] = ["length"] * params.num_sequences
@@ -125,12 +117,12 @@ async def _generate(job: JobLog, generator: Generator, command: GenerateRequeste
     last_flush = time.perf_counter()
     while True:
         try:
-            item = await asyncio.wait_for(tokens.get(), FLUSH_S) if pending else await tokens.get()
+            item = await asyncio.wait_for(tokens.get(), FLUSH_S)
         except TimeoutError:
-            item = ...  # time to flush what is pending
-        if isinstance(item, BaseException):
-            await worker
-            raise item
+            item = ...  # time to flush what is pending, and to look for a stop
+        if stop.is_set():  # its client went away: its slot goes at the engine's next step
+            stream.cancel()
+            break
         if isinstance(item, Token):
             first_token_at = first_token_at or time.perf_counter()
             texts[item.sequence] += item.text
@@ -145,20 +137,21 @@ async def _generate(job: JobLog, generator: Generator, command: GenerateRequeste
             pending, last_flush = [], time.perf_counter()
         if done:
             break
-    await worker
     if stop.is_set():
         await job.emit(JobCancelled, reason="cancelled by request (its client went away)")
         return
+    if stream.refused is not None:
+        raise Rejected(stream.refused)
     total_ms = (time.perf_counter() - start) * 1000
     completion_tokens = sum(counts)
     await job.emit(
         GenerationCompleted, model_id=model_id,
         completions=[Completion(index=i, text=texts[i], completion_tokens=counts[i], finish_reason=reasons[i])
                      for i in range(params.num_sequences)],
-        prompt_tokens=len(generator.tokenizer.encode(command.prompt)), completion_tokens=completion_tokens,
+        prompt_tokens=len(stream.prompt_ids), completion_tokens=completion_tokens,
         ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, total_ms=total_ms,
         tokens_per_s=completion_tokens / (total_ms / 1000) if total_ms > 0 else None,
-        warnings=prompt_warnings(generator.tokenizer.unseen(command.prompt)),
+        warnings=prompt_warnings(engine.tokenizer.unseen(command.prompt)),
     )
 
 

@@ -1,43 +1,73 @@
-"""Models kept loaded for generation: a small LRU cache, so a request does not reload weights from storage."""
+"""Models kept loaded for generation, each behind its batching engine (model/engine.py) and the thread that steps
+it: a small LRU cache, so a request neither reloads weights from storage nor waits for another request's turn."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict
 
 from infra.objectstore import AsyncObjectStore
 from model.checkpoint import load_model, unpack_checkpoint
 from model.device import pick_device
-from model.generate import Generator
+from model.engine import Engine
+
+
+class Served:
+    """One loaded model: its engine, stepped by a thread of its own (PyTorch releases the GIL as it computes)."""
+
+    def __init__(self, engine: Engine, name: str):
+        self.engine = engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=engine.run, args=(self._stop,), name=name, daemon=True)
+        self._thread.start()
+
+    def close(self, reason: str = "the model was unloaded; try again") -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.engine.refuse_all(reason)
 
 
 class ModelCache:
-    def __init__(self, store: AsyncObjectStore, size: int):
+    def __init__(self, store: AsyncObjectStore, size: int, slots: int = 64, max_wait_s: float = 30.0):
         self._store = store
         self._size = size
-        self._entries: OrderedDict[str, Generator] = OrderedDict()
+        self._slots, self._max_wait_s = slots, max_wait_s
+        self._entries: OrderedDict[str, Served] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
         self.loads = 0
 
-    async def get(self, checkpoint_key: str, version: str) -> Generator:
-        """The generator for a checkpoint; `version` changes when the checkpoint is rewritten (more training)."""
+    async def get(self, checkpoint_key: str, version: str) -> Served:
+        """The engine for a checkpoint; `version` changes when the checkpoint is rewritten (more training)."""
         cache_key = f"{checkpoint_key}@{version}"
-        if (generator := self._entries.get(cache_key)) is not None:
+        if (served := self._entries.get(cache_key)) is not None:
             self._entries.move_to_end(cache_key)
-            return generator
+            return served
         lock = self._loading.setdefault(cache_key, asyncio.Lock())
         async with lock:
-            if (generator := self._entries.get(cache_key)) is None:
+            if (served := self._entries.get(cache_key)) is None:
                 data = await self._store.get_bytes(checkpoint_key)
-                generator = await asyncio.to_thread(_load, data)
+                engine = await asyncio.to_thread(_load, data, self._slots, self._max_wait_s)
+                served = Served(engine, f"engine {checkpoint_key}")
                 self.loads += 1
-                self._entries[cache_key] = generator
-                while len(self._entries) > self._size:
-                    self._entries.popitem(last=False)
+                self._entries[cache_key] = served
+                self._evict()
         self._loading.pop(cache_key, None)
-        return generator
+        return served
+
+    def _evict(self) -> None:
+        """Unload the least recently used engines past the size, but never one still serving a request."""
+        for key in list(self._entries)[:-1]:
+            if len(self._entries) <= self._size:
+                return
+            if not self._entries[key].engine.busy:
+                self._entries.pop(key).close()
+
+    def close(self) -> None:
+        while self._entries:
+            self._entries.popitem()[1].close("the worker is stopping; try again")
 
 
-def _load(data: bytes) -> Generator:
+def _load(data: bytes, slots: int, max_wait_s: float) -> Engine:
     model, tokenizer = load_model(unpack_checkpoint(data), device=pick_device())
-    return Generator(model, tokenizer)
+    return Engine(model, tokenizer, slots=slots, max_wait_s=max_wait_s)

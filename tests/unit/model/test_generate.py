@@ -7,7 +7,7 @@ import torch
 
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
-from model.generate import Generator, SamplingParams, _Row
+from model.generate import Generator, Row, SamplingParams, advance
 from model.gpt import GPT
 from model.tokenizers import train_tokenizer
 from model.trainer import Trainer
@@ -198,9 +198,9 @@ def test_top_k_one_is_greedy(trained):
 def test_multibyte_characters_are_emitted_whole(model_config):
     tok = train_tokenizer("bpe", "ascii only here " * 10, vocab_size=270)
     gen = Generator(_random_model(model_config, tok.vocab_size), tok)
-    row = _Row(0, [0], [0])
+    row = Row(0, [0], [0])
     params = SamplingParams(max_new_tokens=100)
-    pieces = [gen._advance(row, t, params, 1.0) for t in tok.encode("a🙂é")]
+    pieces = [advance(row, t, params, 1.0, gen.tokenizer) for t in tok.encode("a🙂é")]
     assert pieces[0] == "a"
     assert "".join(pieces) == "a🙂é"
     assert all(p in ("", "a", "🙂", "é") for p in pieces)
@@ -208,12 +208,12 @@ def test_multibyte_characters_are_emitted_whole(model_config):
 
 def test_stop_prefix_is_held_back_until_resolved(char_tokenizer, model_config):
     gen = Generator(_random_model(model_config, char_tokenizer.vocab_size), char_tokenizer)
-    row = _Row(0, [0], [0])
+    row = Row(0, [0], [0])
     params = SamplingParams(max_new_tokens=100, stop=["cat."])
-    pieces = [gen._advance(row, t, params, 1.0) for t in char_tokenizer.encode("a car ca")]
+    pieces = [advance(row, t, params, 1.0, gen.tokenizer) for t in char_tokenizer.encode("a car ca")]
     assert "".join(pieces) == "a car "  # "ca" might still become "cat."
-    assert gen._advance(row, char_tokenizer.encode("t")[0], params, 1.0) == ""
-    assert gen._advance(row, char_tokenizer.encode(".")[0], params, 1.0) == ""
+    assert advance(row, char_tokenizer.encode("t")[0], params, 1.0, gen.tokenizer) == ""
+    assert advance(row, char_tokenizer.encode(".")[0], params, 1.0, gen.tokenizer) == ""
     assert row.finish_reason == "stop" and row.text == "a car "
 
 
