@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--train-jobs must not be negative, got {args.train_jobs}")
     # Started outside the event loop: the supervisor waits synchronously, and Linux's parent-death signal of the
     # children belongs to the thread that started them, which must live as long as they do.
-    with BenchStack(load_settings(), workers=args.workers, name="bench-agents",
-                    extra_env={"LFZ_GENERATE_CONCURRENCY": "8"}) as stack:
+    with BenchStack(load_settings(), workers=args.workers, name="bench-agents") as stack:
         report = asyncio.run(measure(Run(args, stack)))
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
