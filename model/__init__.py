@@ -9,6 +9,7 @@
     trainer      Trainer(...).run() reporting through callbacks
     checkpoint   pack_checkpoint / unpack_checkpoint (bytes with a SHA-256), load_model
     generate     SamplingParams, Generator.stream / Generator.generate
+    engine       Engine: continuous batching, every generation of a model in one forward pass per token
     evaluate     evaluate(model, tokenizer, held_out_text, prompts) -> JSON-serialisable report
     export/      hf_files, gguf_bytes (a checkpoint for transformers and llama.cpp), state_from_hf (and back)
     device       pick_device, configure_threads, keep_freed_memory
