@@ -236,37 +236,47 @@ class Engine:
     def _decode(self, seqs: list[_Sequence]) -> torch.Tensor:
         """One new token for each sequence, in one pass over the slots 0 .. the highest one of them -> (len, V)."""
         dev, cap = self.device, self.context
+        nh, hs = self.model.config.num_heads, self.model.config.head_size
         hi = max(s.slot for s in seqs) + 1
-        ids = torch.full((hi,), self.tokenizer.pad_id, dtype=torch.long)
-        lengths = torch.zeros(hi, dtype=torch.long)  # an idle slot computes a pad at 0, written nowhere, unused
+        slots = [s.slot for s in seqs]
+        ids, lengths = [self.tokenizer.pad_id] * hi, [0] * hi  # an idle slot computes a pad at 0, written nowhere
         for s in seqs:
             ids[s.slot], lengths[s.slot] = s.next_id, s.length
-        ids, lengths = ids.to(dev), lengths.to(dev)
-        x, rope = self._embed(ids, lengths)
-        where = lengths % cap if self.ring else lengths  # absolute positions never reach cap: see _sample_and_advance
-        seen = torch.clamp(lengths + 1, max=cap)  # cached tokens each row attends to, this one included
-        n = int(seen.max())
-        nh, hs = self.model.config.num_heads, self.model.config.head_size
-        # One additive mask for every layer and head: -inf where a row's slot holds none of its tokens.
-        hidden = torch.arange(n, device=dev)[None, :] >= seen[:, None]  # (hi, n)
-        bias = torch.zeros(hi, n, device=dev).masked_fill_(hidden, -math.inf)
-        bias = bias[:, None, None, :].expand(hi, nh, 1, n).reshape(hi * nh, 1, n)
-        rows = torch.tensor([s.slot for s in seqs], device=dev)  # only these write: an idle slot may be prefilling
-        where = where[rows]
+        seen = [min(n + 1, cap) for n in lengths]  # cached tokens each row attends to, this one included
+        n = max(seen)
+        lengths_t = torch.tensor(lengths, device=dev)
+        x, rope = self._embed(torch.tensor(ids, device=dev), lengths_t)
+        bias = None
+        if min(seen) < n:  # one additive mask for every layer and head: -inf where a row's slot holds none of its own
+            hidden = torch.arange(n, device=dev)[None, :] >= torch.tensor(seen, device=dev)[:, None]  # (hi, n)
+            bias = torch.zeros(hi, n, device=dev).masked_fill_(hidden, -math.inf)
+            bias = bias[:, None, None, :].expand(hi, nh, 1, n).reshape(hi * nh, 1, n)
+        # Where each decoding row's key and value go, as rows of the cache seen as (slots * heads * context, hs): one
+        # index_copy_ per layer. Absolute positions never reach the context here (see _sample_and_advance).
+        rows = torch.tensor(slots, device=dev)
+        at = torch.tensor([(s.length % cap) if self.ring else s.length for s in seqs], device=dev)
+        flat = ((rows[:, None] * nh + torch.arange(nh, device=dev)[None, :]) * cap + at[:, None]).view(-1)
         C, _, _, qk_norm, scale, layers, ln_f, head_t = self.plan
+        if rope is not None:
+            rope = rope[:, None]  # (hi, 1, 1, hs/2): queries and keys rotated together
         for i, (ln1, qkv_t, qkv_b, proj_t, proj_b, ln2, fc_t, fc_b, out_t, out_b, activate) in enumerate(layers):
             qkv = affine(F.layer_norm(x, (C,), *ln1), qkv_t, qkv_b).view(hi, 3, nh, hs)
-            q, k, v = qkv.unbind(1)
+            qk = qkv[:, :2]
             if qk_norm:
-                q, k = F.layer_norm(q, (hs,)), F.layer_norm(k, (hs,))
+                qk = F.layer_norm(qk, (hs,))
             if rope is not None:
-                q, k = apply_rotary(q, rope), apply_rotary(k, rope)
-            self.k[i][rows, :, where] = k[rows]
-            self.v[i][rows, :, where] = v[rows]
+                qk = apply_rotary(qk, rope)
+            q = qk[:, 0]
+            self.k[i].view(-1, hs).index_copy_(0, flat, qk[rows, 1].reshape(-1, hs))
+            self.v[i].view(-1, hs).index_copy_(0, flat, qkv[rows, 2].reshape(-1, hs))
             # Attention as two batched products: at one query per row this beats the masked fused kernel.
             keys = self.k[i][:hi, :, :n].reshape(hi * nh, n, hs)  # a view: (hi, nh) merge without a copy
             values = self.v[i][:hi, :, :n].reshape(hi * nh, n, hs)
-            scores = torch.baddbmm(bias, q.reshape(hi * nh, 1, hs), keys.transpose(1, 2), alpha=scale)
+            query = q.reshape(hi * nh, 1, hs)
+            if bias is None:
+                scores = torch.bmm(query, keys.transpose(1, 2)).mul_(scale)
+            else:
+                scores = torch.baddbmm(bias, query, keys.transpose(1, 2), alpha=scale)
             y = torch.bmm(torch.softmax(scores, dim=-1), values)  # (hi * nh, 1, hs)
             x = x + affine(y.view(hi, C), proj_t, proj_b)
             x = x + affine(activate(affine(F.layer_norm(x, (C,), *ln2), fc_t, fc_b)), out_t, out_b)
@@ -287,28 +297,40 @@ class Engine:
             rows, seen = logits[idx], torch.stack([seqs[i].seen for i in penalised])
             penalty = torch.tensor([params[i].repetition_penalty for i in penalised], device=self.device)[:, None]
             logits[idx] = torch.where(seen, torch.where(rows > 0, rows / penalty, rows * penalty), rows)
-        out = logits.argmax(dim=-1)
         hot = [i for i, p in enumerate(params) if p.temperature > 0]
-        if hot:
-            idx = torch.tensor(hot, device=self.device)
-            rows = logits[idx] / torch.tensor([params[i].temperature for i in hot], device=self.device)[:, None]
-            V = rows.size(-1)
-            ks = torch.tensor([min(params[i].top_k or V, V) for i in hot], device=self.device)
-            if bool((ks < V).any()):
-                top = torch.topk(rows, int(ks[ks < V].max()), dim=-1).values
-                kth = top.gather(1, (ks.clamp(max=top.size(-1)) - 1)[:, None])
-                rows = rows.masked_fill((rows < kth) & (ks < V)[:, None], -math.inf)
-            ps = torch.tensor([params[i].top_p for i in hot], device=self.device)[:, None]
-            if bool((ps < 1.0).any()):
-                sorted_rows, order = torch.sort(rows, dim=-1, descending=True)
-                probs = F.softmax(sorted_rows, dim=-1)
-                drop = (probs.cumsum(dim=-1) - probs >= ps) & (ps < 1.0)
-                rows = rows.scatter(-1, order, sorted_rows.masked_fill(drop, -math.inf))
-            probs = F.softmax(rows, dim=-1)
-            race = torch.stack([torch.empty(1, probs.size(-1), device=self.device)
-                                .exponential_(1.0, generator=seqs[i].generator)[0] for i in hot]).clamp_min_(1e-30)
-            out[idx] = (probs / race).argmax(dim=-1)
-        return out.tolist()
+        if not hot:
+            return logits.argmax(dim=-1).tolist()
+        everyone = len(hot) == len(params)
+        rows = logits if everyone else logits[torch.tensor(hot, device=self.device)]
+        temperatures = [params[i].temperature for i in hot]
+        if len(set(temperatures)) == 1:
+            rows = rows / temperatures[0]
+        else:
+            rows = rows / torch.tensor(temperatures, device=self.device)[:, None]
+        V = rows.size(-1)
+        top_ks = [min(params[i].top_k or V, V) for i in hot]
+        if min(top_ks) < V:
+            ks = torch.tensor(top_ks, device=self.device)
+            top = torch.topk(rows, max(k for k in top_ks if k < V), dim=-1).values
+            kth = top.gather(1, (ks.clamp(max=top.size(-1)) - 1)[:, None])
+            rows = rows.masked_fill((rows < kth) & (ks < V)[:, None], -math.inf)
+        top_ps = [params[i].top_p for i in hot]
+        if min(top_ps) < 1.0:
+            ps = torch.tensor(top_ps, device=self.device)[:, None]
+            sorted_rows, order = torch.sort(rows, dim=-1, descending=True)
+            probs = F.softmax(sorted_rows, dim=-1)
+            drop = (probs.cumsum(dim=-1) - probs >= ps) & (ps < 1.0)
+            rows = rows.scatter(-1, order, sorted_rows.masked_fill(drop, -math.inf))
+        probs = F.softmax(rows, dim=-1)
+        race = torch.stack([torch.empty(1, V, device=self.device).exponential_(1.0, generator=seqs[i].generator)[0]
+                            for i in hot]).clamp_min_(1e-30)
+        chosen = (probs / race).argmax(dim=-1).tolist()
+        if everyone:
+            return chosen
+        out = logits.argmax(dim=-1).tolist()
+        for i, token in zip(hot, chosen):
+            out[i] = token
+        return out
 
     def _sample_and_advance(self, ready: list[tuple[_Sequence, torch.Tensor]]) -> None:
         seqs = [s for s, _ in ready]
