@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from agents.generate.metrics import serve_metrics
 from agents.generate.serving import ModelCache
 from agents.generate.stops import Stops
 from agents.intake import command_agent, refuse_a_taken_job_id
@@ -46,6 +47,8 @@ FLUSH_S, FLUSH_TOKENS = 0.05, 32
 def register(app: faust.App, runtime: Runtime) -> None:
     settings = runtime.settings
     cache = ModelCache(runtime.astore, settings.model_cache_size, settings.generate_slots, settings.generate_max_wait_s)
+    if settings.worker_metrics_port:
+        serve_metrics(cache, settings.worker_metrics_port)
     stops = Stops(runtime.settings, runtime.topics.job_control, runtime.signer, f"{runtime.producer_name}/stops")
     command_agent(app, runtime, runtime.topics.generate_requested, GenerateRequested, "generate",
                   lambda command: serve(runtime, cache, command, stops),

@@ -16,15 +16,17 @@ from model.engine import Engine
 class Served:
     """One loaded model: its engine, stepped by a thread of its own (PyTorch releases the GIL as it computes)."""
 
-    def __init__(self, engine: Engine, name: str):
+    def __init__(self, engine: Engine, name: str, start: bool = True):
         self.engine = engine
         self._stop = threading.Event()
         self._thread = threading.Thread(target=engine.run, args=(self._stop,), name=name, daemon=True)
-        self._thread.start()
+        if start:  # (a test steps the engine itself)
+            self._thread.start()
 
     def close(self, reason: str = "the model was unloaded; try again") -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self.engine.refuse_all(reason)
 
 
@@ -54,6 +56,10 @@ class ModelCache:
                 self._evict()
         self._loading.pop(cache_key, None)
         return served
+
+    def loaded(self) -> list[tuple[str, Served]]:
+        """(checkpoint@version, its engine) of every loaded model."""
+        return list(self._entries.items())
 
     def _evict(self) -> None:
         """Unload the least recently used engines past the size, but never one still serving a request."""
