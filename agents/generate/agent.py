@@ -2,8 +2,8 @@
 
 Every request for a model joins that model's batching engine (serving.py), which advances all of them together, a
 token each per step, in its own thread; the event loop only hands tokens on. The first token is published at once,
-the others in small batches: every 50 ms, or every 32 tokens. A request whose client went away (a CancelRequested) leaves its slot at the next
-step.
+the others in small batches: every 50 ms, or every 32 tokens. A request whose client went away (a
+CancelRequested) leaves its slot at the next step.
 """
 
 from __future__ import annotations
