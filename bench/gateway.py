@@ -185,7 +185,7 @@ async def generation(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
             text = "".join(f"the {a} cat sat on the {b} mat.\n" for a in ("red", "old") for b in ("blue", "warm")) * 20
             created = (await http.post("/api/v1/models", json={
                 "name": f"bench-{uuid.uuid4().hex[:6]}", "dataset": {"text": text},
-                "hyperparameters": {"preset": "tiny", "max_iters": 50}})).json()
+                "hyperparameters": {"preset": args.preset, "max_iters": args.train_iters}})).json()
             model = created["model_id"]
             deadline = time.monotonic() + 300
             while (status := (await http.get(f"/api/v1/models/{model}")).json().get("status")) != "completed":
@@ -210,12 +210,42 @@ async def generation(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
                     if line == "event: TokensGenerated":
                         ttfts.append((time.perf_counter() - started) * 1000)
                         break
+        streaming = [await openai_streams(http, model, args.tokens, clients) for clients in args.openai_clients]
     return {"model": model, "requests": args.requests, "new_tokens": args.tokens,
-            "latency_ms": percentiles(latencies), "ttft_ms": percentiles(ttfts)}
+            "latency_ms": percentiles(latencies), "ttft_ms": percentiles(ttfts), "openai_streaming": streaming}
+
+
+async def openai_streams(http: httpx.AsyncClient, model: str, tokens: int, clients: int) -> dict[str, Any]:
+    """`clients` streaming `/v1/completions` at once (each its own seed): aggregate tokens/s (from each stream's
+    usage) and each client's time to its first text."""
+    async def one(seed: int) -> tuple[int, float, float]:
+        body = {"model": model, "prompt": "the ", "max_tokens": tokens, "stream": True, "seed": seed,
+                "stream_options": {"include_usage": True}}
+        started, first, made = time.perf_counter(), None, 0
+        async with http.stream("POST", "/v1/completions", json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if first is None and any(c.get("text") for c in chunk.get("choices", [])):
+                    first = time.perf_counter()
+                if chunk.get("usage"):
+                    made = chunk["usage"]["completion_tokens"]
+        return made, ((first or time.perf_counter()) - started) * 1000, time.perf_counter()
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(seed) for seed in range(clients)))
+    wall = max(end for *_, end in results) - started
+    return {"clients": clients, "tokens": sum(r[0] for r in results), "tokens_per_s": sum(r[0] for r in results) / wall,
+            "first_text_ms": percentiles([r[1] for r in results])}
 
 
 def generation_on_own_stack(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    with BenchStack(settings, workers=1, gateway=True, name="bench-generate") as stack:
+    # One key (none) sends every stream: its per-key limits are lifted to the round's size, as for that many users.
+    many = str(max(args.openai_clients) + 1)
+    with BenchStack(settings, workers=1, gateway=True, name="bench-generate",
+                    extra_env={"LFZ_MAX_GENERATIONS_PER_KEY": many, "LFZ_MAX_STREAMS_PER_KEY": many}) as stack:
         with ProcessMonitor(stack.processes()) as monitor:
             result = asyncio.run(generation(stack.url, args))
         return {**result, "servers": describe_servers(stack.settings), "processes": monitor.report()}
@@ -246,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a trained model's id (default: train a tiny one)")
     parser.add_argument("--requests", type=int, default=20, help="generate requests of each kind")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generate request")
+    parser.add_argument("--openai-clients", type=_counts, default=[1, 64],
+                        help="streaming /v1/completions clients at once, one round per count")
+    parser.add_argument("--preset", default="tiny", help="the preset of the model trained for generation")
+    parser.add_argument("--train-iters", type=int, default=50)
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     generate_concurrency: int = Field(default=128, ge=1)
     generate_slots: int = Field(default=64, ge=1, le=4096)
     generate_max_wait_s: float = Field(default=30.0, gt=0)
+    generate_threads: int = Field(default=1, ge=1, le=256)  # PyTorch threads of a worker's generation
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)  # an agents worker's Prometheus metrics; 0: none
 
     log_level: str = "INFO"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import faust
@@ -39,14 +40,15 @@ from model.engine import Engine
 from model.generate import SamplingParams, Token
 
 log = logging.getLogger(__name__)
-# The first token goes out at once; later ones in batches, at most every FLUSH_S or FLUSH_TOKENS: under load a token
-# a fact would spend the worker on Kafka writes, alone a client still sees text every few tens of milliseconds.
+# The first token goes out at once; later ones in batches, every FLUSH_S or FLUSH_TOKENS: under load a token a fact
+# would spend the worker on Kafka writes, alone a client still sees text every few tens of milliseconds.
 FLUSH_S, FLUSH_TOKENS = 0.05, 32
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
     settings = runtime.settings
-    cache = ModelCache(runtime.astore, settings.model_cache_size, settings.generate_slots, settings.generate_max_wait_s)
+    cache = ModelCache(runtime.astore, settings.model_cache_size, settings.generate_slots, settings.generate_max_wait_s,
+                       settings.generate_threads)
     if settings.worker_metrics_port:
         serve_metrics(cache, settings.worker_metrics_port)
     stops = Stops(runtime.settings, runtime.topics.job_control, runtime.signer, f"{runtime.producer_name}/stops")
@@ -111,38 +113,47 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested,
 async def _generate(job: JobLog, engine: Engine, command: GenerateRequested, params: SamplingParams,
                     model_id: str, stop: threading.Event) -> None:
     loop = asyncio.get_running_loop()
-    tokens: asyncio.Queue[Token | None] = asyncio.Queue()
+    arrived: deque[Token | None] = deque()  # filled by the engine's thread
+    wake = asyncio.Event()
+
+    def deliver(token: Token | None) -> None:
+        # Wake the event loop only when it has something to do at once: each wake-up costs the engine's thread the
+        # GIL. A request's first token, a batch's worth, and the end; the rest wait for the loop's own FLUSH_S tick.
+        arrived.append(token)
+        if token is None or (token.index == 0 and token.sequence == 0) or len(arrived) >= FLUSH_TOKENS:
+            loop.call_soon_threadsafe(wake.set)
+
     start = time.perf_counter()
-    stream = engine.submit(command.prompt, params, lambda token: loop.call_soon_threadsafe(tokens.put_nowait, token))
+    stream = engine.submit(command.prompt, params, deliver)
     texts = [""] * params.num_sequences
     counts = [0] * params.num_sequences
     reasons: list[Any] = ["length"] * params.num_sequences
-    pending: list[Token] = []
     first_token_at: float | None = None
-    last_flush = time.perf_counter()
-    while True:
+    done = False
+    while not done:
         try:
-            item = await asyncio.wait_for(tokens.get(), FLUSH_S)
+            await asyncio.wait_for(wake.wait(), FLUSH_S)
         except TimeoutError:
-            item = ...  # time to flush what is pending, and to look for a stop
+            pass  # time to publish what arrived, and to look for a stop
+        wake.clear()
         if stop.is_set():  # its client went away: its slot goes at the engine's next step
             stream.cancel()
             break
-        if isinstance(item, Token):
-            first_token_at = first_token_at or time.perf_counter()
+        pending: list[Token] = []
+        while arrived:
+            item = arrived.popleft()
+            if item is None:
+                done = True
+                break
             texts[item.sequence] += item.text
             counts[item.sequence] += 1
             if item.finish_reason:
                 reasons[item.sequence] = item.finish_reason
             pending.append(item)
-        done = item is None
-        first = len(pending) == 1 and sum(counts) == 1  # the request's first token: its client is waiting
-        if pending and (done or first or len(pending) >= FLUSH_TOKENS or time.perf_counter() - last_flush >= FLUSH_S):
+        if pending:
+            first_token_at = first_token_at or time.perf_counter()
             if command.stream:
                 await _publish_tokens(job, pending)
-            pending, last_flush = [], time.perf_counter()
-        if done:
-            break
     if stop.is_set():
         await job.emit(JobCancelled, reason="cancelled by request (its client went away)")
         return

@@ -16,10 +16,10 @@ from model.engine import Engine
 class Served:
     """One loaded model: its engine, stepped by a thread of its own (PyTorch releases the GIL as it computes)."""
 
-    def __init__(self, engine: Engine, name: str, start: bool = True):
+    def __init__(self, engine: Engine, name: str, start: bool = True, threads: int | None = None):
         self.engine = engine
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=engine.run, args=(self._stop,), name=name, daemon=True)
+        self._thread = threading.Thread(target=engine.run, args=(self._stop, 0.05, threads), name=name, daemon=True)
         if start:  # (a test steps the engine itself)
             self._thread.start()
 
@@ -31,10 +31,11 @@ class Served:
 
 
 class ModelCache:
-    def __init__(self, store: AsyncObjectStore, size: int, slots: int = 64, max_wait_s: float = 30.0):
+    def __init__(self, store: AsyncObjectStore, size: int, slots: int = 64, max_wait_s: float = 30.0,
+                 threads: int | None = None):
         self._store = store
         self._size = size
-        self._slots, self._max_wait_s = slots, max_wait_s
+        self._slots, self._max_wait_s, self._threads = slots, max_wait_s, threads
         self._entries: OrderedDict[str, Served] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
         self.loads = 0
@@ -50,7 +51,7 @@ class ModelCache:
             if (served := self._entries.get(cache_key)) is None:
                 data = await self._store.get_bytes(checkpoint_key)
                 engine = await asyncio.to_thread(_load, data, self._slots, self._max_wait_s)
-                served = Served(engine, f"engine {checkpoint_key}")
+                served = Served(engine, f"engine {checkpoint_key}", threads=self._threads)
                 self.loads += 1
                 self._entries[cache_key] = served
                 self._evict()
