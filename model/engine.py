@@ -93,6 +93,10 @@ class Engine:
     def submit(self, prompt: str | list[int], params: SamplingParams, deliver: Deliver) -> Stream:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         stream = Stream(ids or [self.tokenizer.eot_id], params, deliver)  # an empty prompt starts a new document
+        if params.num_sequences > self.slots:  # it would wait for ever
+            stream.refused = f"num_sequences: at most {self.slots} (the engine's slots), got {params.num_sequences}"
+            deliver(None)
+            return stream
         with self._lock:
             self.waiting.append(stream)
             self._lock.notify()

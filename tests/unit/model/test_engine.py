@@ -149,3 +149,10 @@ def test_the_engine_thread_serves_until_stopped(model_config, tok):
     stop.set()
     runner.join(5)
     assert not runner.is_alive()
+
+
+def test_more_sequences_than_slots_is_refused_at_once(model_config, tok):
+    engine = Engine(random_model(model_config, tok.vocab_size), tok, slots=2)
+    got = Collect()
+    stream = engine.submit("the", SamplingParams(max_new_tokens=3, num_sequences=3), got)
+    assert got.ended == 1 and "num_sequences" in stream.refused and not engine.busy
