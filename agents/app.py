@@ -1,9 +1,8 @@
 """The Faust app of the agents: `create_app(settings)` wires every feature to one runtime and one scheduler.
 
-One worker process runs every agent (train, evaluate, export, import, generate, control,
-record); start more workers to
-share the partitions through the consumer group. Train, evaluate, export and import jobs run in child processes, which the
-scheduler starts from the queue; generation runs in the worker itself.
+One worker process runs every agent (train, evaluate, export, import, generate, control, record); start more workers
+to share the partitions through the consumer group. Train, evaluate, export and import jobs run in child processes,
+which the scheduler starts from the queue; generation runs in the worker itself, one batching engine per model.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ that meets a server which is down waits and tries the same command again, so no 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -64,6 +65,12 @@ async def handle_safely(runtime: Runtime, event: EventT, command: Command,
         log.exception("%s could not be handled", command.type)  # type: ignore[attr-defined]
         await _reject(runtime, event, DecodeError(f"internal error: {type(exc).__name__}: {exc}", job_id=job_id,
                                                   kind=command.kind), owner=command.owner)  # type: ignore[attr-defined]
+
+
+def model_id_of_job(job_id: str) -> str:
+    """The id of the model a job creates when its request names none: derived from the job id, so that a request
+    delivered twice names the same model."""
+    return hashlib.sha256(f"model/{job_id}".encode()).hexdigest()[:32]
 
 
 async def job_id_taken(runtime: Runtime, job_id: str, kind: str | None, owner: str | None) -> bool:

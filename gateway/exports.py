@@ -21,9 +21,7 @@ from gateway.views import API, ExportView, Submitted
 from infra.db import queries
 from infra.db.tables import Job
 from infra.objectstore import ObjectNotFound
-
-MEDIA_TYPES = {".json": "application/json", ".safetensors": "application/octet-stream",
-               ".gguf": "application/octet-stream"}
+from infra.objectstore.artifacts import export_content_type
 
 
 @operation(summary="Export a model", tag="models", body=ExportBody, responses={202: Submitted})
@@ -72,9 +70,8 @@ async def download(request: Request) -> Response:
         data = await gateway_of(request).store.get_bytes(entry["key"])
     except ObjectNotFound:
         raise ApiError(410, "gone", f"{name} is no longer in the object store") from None
-    media_type = next((kind for suffix, kind in MEDIA_TYPES.items() if name.endswith(suffix)),
-                      "application/octet-stream")
-    return Response(data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(data, media_type=export_content_type(name),
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 routes = [

@@ -197,63 +197,68 @@ class Engine:
     # -- the network, over slots --------------------------------------------------------------------------------------
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """ids, positions (N,) -> x (N, C) and, for rotary positions, the rotations (N, 1, hs/2)."""
+        """ids, positions (N,) -> x (N, C) and, for rotary positions, the rotations (N, 1, 1, hs/2) of queries and
+        keys together."""
         m = self.model
         x = m.tok_emb.weight[ids]
         if m.config.positions == "rotary":
-            return x, rotary_table(positions, m.inv_freq)[:, None]
+            return x, rotary_table(positions, m.inv_freq)[:, None, None]
         return x + (m.pos_emb.weight[positions] if m.pos_emb is not None else m.pos_table[positions]), None
 
-    def _block_qkv(self, block, x: torch.Tensor, rope: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """x (N, C) -> q, k, v (N, nh, hs), queries and keys normalised and rotated as the model does."""
-        nh, hs = self.model.config.num_heads, self.model.config.head_size
-        q, k, v = block.attn.qkv(block.ln1(x)).view(-1, 3, nh, hs).unbind(1)
-        if block.attn.qk_norm:
-            q, k = F.layer_norm(q, (hs,)), F.layer_norm(k, (hs,))
+    def _qkv(self, layer: tuple, x: torch.Tensor, rope: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C) -> qk (N, 2, nh, hs), normalised and rotated as the model does, and v (N, nh, hs)."""
+        _, nh, hs, qk_norm, *_ = self.plan
+        ln1, qkv_t, qkv_b = layer[:3]
+        qkv = affine(F.layer_norm(x, (x.size(-1),), *ln1), qkv_t, qkv_b).view(-1, 3, nh, hs)
+        qk = qkv[:, :2]
+        if qk_norm:
+            qk = F.layer_norm(qk, (hs,))
         if rope is not None:
-            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
-        return q, k, v
+            qk = apply_rotary(qk, rope)
+        return qk, qkv[:, 2]
 
-    def _finish_block(self, block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = x + block.attn.proj(y.reshape(x.shape))
-        return x + block.mlp(block.ln2(x))
+    @staticmethod
+    def _after_attention(layer: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The rest of a block: x (N, C) plus the projection of the heads' outputs y (N, C), then the feed-forward."""
+        _, _, _, proj_t, proj_b, ln2, fc_t, fc_b, out_t, out_b, activate = layer
+        x = x + affine(y, proj_t, proj_b)
+        return x + affine(activate(affine(F.layer_norm(x, (x.size(-1),), *ln2), fc_t, fc_b)), out_t, out_b)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.head(self.model.ln_f(x)).float()
+        *_, ln_f, head_t = self.plan
+        return affine(F.layer_norm(x, (x.size(-1),), *ln_f), head_t, None).float()
 
     def _prefill(self, seq: _Sequence, chunk: list[int]) -> torch.Tensor:
         """Feed `chunk` after the `seq.length` tokens already in its slot (from 0 at a fresh start) -> the logits
         after its last token (V,)."""
         start, T, s = seq.length, len(chunk), seq.slot
-        positions = torch.arange(start, start + T, device=self.device)
-        x, rope = self._embed(torch.tensor(chunk, device=self.device), positions)
-        scale = self.model.blocks[0].attn.scale
         end = start + T
+        positions = torch.arange(start, end, device=self.device)
+        x, rope = self._embed(torch.tensor(chunk, device=self.device), positions)
+        C, _, _, _, scale, layers, _, _ = self.plan
         mask = None if start == 0 else (torch.arange(end, device=self.device)[None, :] <= positions[:, None])
-        for i, block in enumerate(self.model.blocks):
-            q, k, v = self._block_qkv(block, x, rope)
-            self.k[i][s, :, start:end] = k.transpose(0, 1)
+        for i, layer in enumerate(layers):
+            qk, v = self._qkv(layer, x, rope)
+            self.k[i][s, :, start:end] = qk[:, 1].transpose(0, 1)
             self.v[i][s, :, start:end] = v.transpose(0, 1)
             keys, values = self.k[i][s, :, :end], self.v[i][s, :, :end]  # (nh, end, hs)
-            y = F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=mask, is_causal=mask is None,
-                                               scale=scale)  # (nh, T, hs)
-            x = self._finish_block(block, x, y.transpose(0, 1))
+            y = F.scaled_dot_product_attention(qk[:, 0].transpose(0, 1), keys, values, attn_mask=mask,
+                                               is_causal=mask is None, scale=scale)  # (nh, T, hs)
+            x = self._after_attention(layer, x, y.transpose(0, 1).reshape(T, C))
         seq.length = end
         return self._logits(x[-1:])[0]
 
     def _decode(self, seqs: list[_Sequence]) -> torch.Tensor:
         """One new token for each sequence, in one pass over the slots 0 .. the highest one of them -> (len, V)."""
         dev, cap = self.device, self.context
-        nh, hs = self.model.config.num_heads, self.model.config.head_size
+        C, nh, hs, _, scale, layers, _, _ = self.plan
         hi = max(s.slot for s in seqs) + 1
-        slots = [s.slot for s in seqs]
         ids, lengths = [self.tokenizer.pad_id] * hi, [0] * hi  # an idle slot computes a pad at 0, written nowhere
         for s in seqs:
             ids[s.slot], lengths[s.slot] = s.next_id, s.length
         seen = [min(n + 1, cap) for n in lengths]  # cached tokens each row attends to, this one included
         n = max(seen)
-        lengths_t = torch.tensor(lengths, device=dev)
-        x, rope = self._embed(torch.tensor(ids, device=dev), lengths_t)
+        x, rope = self._embed(torch.tensor(ids, device=dev), torch.tensor(lengths, device=dev))
         bias = None
         if min(seen) < n:  # one additive mask for every layer and head: -inf where a row's slot holds none of its own
             hidden = torch.arange(n, device=dev)[None, :] >= torch.tensor(seen, device=dev)[:, None]  # (hi, n)
@@ -261,36 +266,26 @@ class Engine:
             bias = bias[:, None, None, :].expand(hi, nh, 1, n).reshape(hi * nh, 1, n)
         # Where each decoding row's key and value go, as rows of the cache seen as (slots * heads * context, hs): one
         # index_copy_ per layer. Absolute positions never reach the context here (see _sample_and_advance).
-        rows = torch.tensor(slots, device=dev)
+        rows = torch.tensor([s.slot for s in seqs], device=dev)
         at = torch.tensor([(s.length % cap) if self.ring else s.length for s in seqs], device=dev)
         flat = ((rows[:, None] * nh + torch.arange(nh, device=dev)[None, :]) * cap + at[:, None]).view(-1)
-        C, _, _, qk_norm, scale, layers, ln_f, head_t = self.plan
-        if rope is not None:
-            rope = rope[:, None]  # (hi, 1, 1, hs/2): queries and keys rotated together
-        for i, (ln1, qkv_t, qkv_b, proj_t, proj_b, ln2, fc_t, fc_b, out_t, out_b, activate) in enumerate(layers):
-            qkv = affine(F.layer_norm(x, (C,), *ln1), qkv_t, qkv_b).view(hi, 3, nh, hs)
-            qk = qkv[:, :2]
-            if qk_norm:
-                qk = F.layer_norm(qk, (hs,))
-            if rope is not None:
-                qk = apply_rotary(qk, rope)
-            q = qk[:, 0]
+        for i, layer in enumerate(layers):
+            qk, v = self._qkv(layer, x, rope)
             self.k[i].view(-1, hs).index_copy_(0, flat, qk[rows, 1].reshape(-1, hs))
-            self.v[i].view(-1, hs).index_copy_(0, flat, qkv[rows, 2].reshape(-1, hs))
+            self.v[i].view(-1, hs).index_copy_(0, flat, v[rows].reshape(-1, hs))
             # Attention as two batched products: at one query per row this beats the masked fused kernel.
             keys = self.k[i][:hi, :, :n].reshape(hi * nh, n, hs)  # a view: (hi, nh) merge without a copy
             values = self.v[i][:hi, :, :n].reshape(hi * nh, n, hs)
-            query = q.reshape(hi * nh, 1, hs)
+            query = qk[:, 0].reshape(hi * nh, 1, hs)
             if bias is None:
                 scores = torch.bmm(query, keys.transpose(1, 2)).mul_(scale)
             else:
                 scores = torch.baddbmm(bias, query, keys.transpose(1, 2), alpha=scale)
             y = torch.bmm(torch.softmax(scores, dim=-1), values)  # (hi * nh, 1, hs)
-            x = x + affine(y.view(hi, C), proj_t, proj_b)
-            x = x + affine(activate(affine(F.layer_norm(x, (C,), *ln2), fc_t, fc_b)), out_t, out_b)
+            x = self._after_attention(layer, x, y.view(hi, C))
         for s in seqs:
             s.length += 1
-        return affine(F.layer_norm(x[rows], (C,), *ln_f), head_t, None).float()
+        return self._logits(x[rows])
 
     # -- sampling -----------------------------------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ from agents.jobs.kinds import JobKind, JobSpec
 from agents.train import checkpoints
 from agents.train.job import read_text
 from events import EvaluationCompleted, JobCancelled, Rejected
-from infra.objectstore import ObjectNotFound
-from model.checkpoint import CorruptCheckpoint, load_model
+from model.checkpoint import load_model
 from model.data import prepare_corpus
 from model.evaluate import evaluate
 from model.generate import SamplingParams
@@ -45,10 +44,7 @@ def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
 
 def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
     store = job.store
-    try:
-        state = job.stored(lambda: checkpoints.load_checkpoint(store, spec.checkpoint_key), "reading the checkpoint")
-    except (ObjectNotFound, CorruptCheckpoint) as error:
-        raise Rejected(f"model_id: the model's checkpoint cannot be read ({error})", "model_id") from None
+    state = checkpoints.read_checkpoint(job, spec.checkpoint_key, "model_id")
     model, tokenizer = load_model(state)
     if spec.held_out_key:
         held_out = job.stored(lambda: read_text(store, spec.held_out_key, "held_out"), "reading the held-out text")

@@ -3,12 +3,10 @@ runs in a child process. The new model's id derives from the job id, so a redeli
 
 from __future__ import annotations
 
-import hashlib
-
 import faust
 
 from agents.imports.job import ImportSpec
-from agents.intake import command_agent, refuse_a_taken_job_id
+from agents.intake import command_agent, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
@@ -25,7 +23,7 @@ def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
 
 async def accept(runtime: Runtime, queue: JobQueue, command: ImportRequested) -> None:
     await refuse_a_taken_job_id(runtime, command.job_id, "import", command.owner)
-    model_id = hashlib.sha256(f"model/{command.job_id}".encode()).hexdigest()[:32]
+    model_id = model_id_of_job(command.job_id)
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="import", owner=command.owner)
     accepted = dict(event_id=f"{command.job_id}-accepted", model_id=model_id, model_name=command.model_name,
                     description=command.description, request=command.model_dump(mode="json"))

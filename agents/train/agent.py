@@ -6,13 +6,12 @@ short: the agent keeps polling, its offsets are committed early, and a rebalance
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 import faust
 
-from agents.intake import Refused, command_agent, refuse_a_taken_job_id
+from agents.intake import Refused, command_agent, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def model_id_for(command: TrainRequested) -> str:
     """The gateway names the model; for a request without one, derive it from the job id (stable on redelivery)."""
-    return command.model_id or hashlib.sha256(f"model/{command.job_id}".encode()).hexdigest()[:32]
+    return command.model_id or model_id_of_job(command.job_id)
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:

@@ -3,6 +3,8 @@ older ones. Used by the training and the evaluation job, in their child processe
 
 from __future__ import annotations
 
+from agents.jobs.child import JobContext
+from events import Rejected
 from infra.objectstore import ObjectNotFound, ObjectStore
 from infra.objectstore.artifacts import checkpoint_prefix, step_of
 from model.checkpoint import CorruptCheckpoint, unpack_checkpoint
@@ -31,6 +33,15 @@ def load_latest_valid(store: ObjectStore, model_id: str, min_step: int = 0) -> t
 
 def load_checkpoint(store: ObjectStore, key: str) -> dict:
     return unpack_checkpoint(store.get_bytes(key))
+
+
+def read_checkpoint(job: JobContext, key: str, field: str, what: str = "the model's checkpoint") -> dict:
+    """The checkpoint a job starts from, waiting out an object store that is away; one that is missing or does not
+    verify ends the job as a refusal naming `field`."""
+    try:
+        return job.stored(lambda: load_checkpoint(job.store, key), "reading the checkpoint")
+    except (ObjectNotFound, CorruptCheckpoint) as error:
+        raise Rejected(f"{field}: {what} cannot be read ({error})", field) from None
 
 
 def prune_checkpoints(store: ObjectStore, model_id: str, keep: int = KEEP_LATEST) -> list[str]:

@@ -61,6 +61,11 @@ def export_key(job_id: str, name: str) -> str:
     return f"{export_prefix(job_id)}{name}"
 
 
+def export_content_type(name: str) -> str:
+    """How an exported file is stored and served: JSON for the configurations, bytes for the rest."""
+    return "application/json" if name.endswith(".json") else "application/octet-stream"
+
+
 def import_key(job_id: str, name: str) -> str:
     """Where the gateway puts a file of a model directory to import (ImportRequested insists on this place)."""
     return f"imports/{job_id}/{name}"

@@ -27,8 +27,8 @@ from model.config import ConfigError, ModelConfig, TrainConfig
 from model.export import ExportError
 from model.export.hf import neox_order
 from model.tokenizers import SPECIALS, BPETokenizer, PieceTokenizer, Tokenizer
+from model.trainer import CHECKPOINT_FORMAT
 
-CHECKPOINT_FORMAT = 1  # model.trainer's: a state the trainer can resume from (weights only here)
 # transformers' activations that our network computes: tanh-approximated GELU in any of its spellings
 ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                "gelu_fast": "gelu_tanh"}

@@ -52,6 +52,11 @@ BLOCK = (("ln1", T.ATTN_NORM), ("attn.proj", T.ATTN_OUT), ("ln2", T.FFN_NORM), (
          ("mlp.proj", T.FFN_DOWN))
 
 
+
+def architecture_name(config: ModelConfig) -> str:
+    """llama.cpp's name of the graph this model's file is written for: gpt2 or gptneox."""
+    return gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.positions]]
+
 def refusal(config: ModelConfig, tokenizer: Tokenizer) -> ExportError | None:
     """Why this model cannot be exported to GGUF, or None."""
     if config.qk_norm:
@@ -148,7 +153,7 @@ def gguf_bytes(state: dict[str, Any], dtype: str = "float32") -> bytes:
     tensors = _tensors(config, export_weights(config, state["model"]))
     with tempfile.TemporaryDirectory(prefix="lfz-gguf-") as where:  # the writer only writes to a path
         path = Path(where) / "model.gguf"
-        writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.positions]])
+        writer = gguf.GGUFWriter(path, architecture_name(config))
         _metadata(writer, config, tokenizer, dtype)
         for name, tensor in tensors.items():
             half = dtype == "float16" and tensor.dim() == 2

@@ -20,7 +20,7 @@ from cli.main import main
 from infra.db import migrate
 from infra.process import free_port
 from infra.settings import Settings
-from tests.integration.stack import start_gateway, start_worker
+from tests.integration.stack import start_gateway, start_worker, wait_until
 
 API_KEY = "cli-test-key-0123456789"
 SERVER_URLS = ("LFZ_KAFKA_URL", "LFZ_DATABASE_URL", "LFZ_OBJECT_STORE_URL")
@@ -88,6 +88,25 @@ def run_lfz(args: list[str], **env: str) -> Result:
             patch.setenv(name, value)
         code = main(args)
     return Result(code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="module")
+def lfz_up_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`lfz up` on the embedded defaults, one for the test module that asks for it."""
+    running = Up(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]))
+    try:
+        wait_until(running.ready, 120, "lfz up to say it is up")
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def lfz_on_up(lfz_up_stack: Up, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Run `lfz ARGS...` against the module's `lfz up`, without an API key."""
+    monkeypatch.setenv("LFZ_URL", lfz_up_stack.url)
+    monkeypatch.delenv("LFZ_API_KEY", raising=False)
+    return lambda *args: run_lfz(list(args))
 
 
 @pytest.fixture

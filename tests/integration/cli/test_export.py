@@ -9,28 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli.conftest import Up, corpus, run_lfz
-from tests.integration.stack import wait_until
+from tests.integration.cli.conftest import corpus
 
 transformers = pytest.importorskip("transformers", reason="the export is checked by loading it with transformers")
 gguf = pytest.importorskip("gguf")
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory):
-    running = Up(tmp_path_factory.mktemp("export"))
-    try:
-        wait_until(running.ready, 120, "lfz up to say it is up")
-        yield running
-    finally:
-        running.close()
-
-
 @pytest.fixture
-def lfz(up: Up, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LFZ_URL", up.url)
-    monkeypatch.delenv("LFZ_API_KEY", raising=False)
-    return lambda *args: run_lfz(list(args))
+def lfz(lfz_on_up):  # these tests drive `lfz up` on the embedded defaults, as a person does
+    return lfz_on_up
 
 
 def trained(lfz, tmp_path: Path, name: str, *settings: str) -> str:

@@ -10,29 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli.conftest import Result, Up, corpus, run_lfz
+from tests.integration.cli.conftest import Result, corpus
 from tests.integration.stack import wait_until
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory):
-    running = Up(tmp_path_factory.mktemp("first-hour"))
-    try:
-        wait_until(running.ready, 120, "lfz up to say it is up")
-        yield running
-    finally:
-        running.close()
-
-
 @pytest.fixture
-def lfz(up: Up, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LFZ_URL", up.url)
-    monkeypatch.delenv("LFZ_API_KEY", raising=False)
-
-    def run(*args: str) -> Result:
-        return run_lfz(list(args))
-
-    return run
+def lfz(lfz_on_up):  # these tests drive `lfz up` on the embedded defaults, as a person does
+    return lfz_on_up
 
 
 def json_of(result: Result) -> dict:

@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-
 import httpx
 
 from cli.client import ApiError, Client
