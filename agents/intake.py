@@ -73,6 +73,11 @@ def model_id_of_job(job_id: str) -> str:
     return hashlib.sha256(f"model/{job_id}".encode()).hexdigest()[:32]
 
 
+def dataset_id_of_job(job_id: str) -> str:
+    """The id of the dataset an inline training text becomes: derived from the job id, like `model_id_of_job`."""
+    return hashlib.sha256(f"dataset/{job_id}".encode()).hexdigest()[:32]
+
+
 async def job_id_taken(runtime: Runtime, job_id: str, kind: str | None, owner: str | None) -> bool:
     """Whether `job_id` already names a dataset, or a job of another kind or another owner. Job ids are chosen by
     whoever produces a request, and datasets share their namespace (an upload's id is its log's job id)."""

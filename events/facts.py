@@ -7,6 +7,7 @@ replaying them rebuilds every table the system keeps.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -16,6 +17,7 @@ from events.fields import Identifier, Message, new_id, utc_now
 JobKind = Literal["train", "evaluate", "generate", "export", "import", "dataset", "delete"]
 JOB_KINDS = ("train", "evaluate", "generate", "export", "import")  # the kinds that are jobs a person asked for
 QUEUED_KINDS = ("train", "evaluate", "export", "import")  # the kinds that run in a worker's child process
+PREVIEW_CHARS = 200  # of a dataset's text, in its listing
 
 
 class JobEvent(Message):
@@ -242,6 +244,14 @@ class DatasetUploaded(JobEvent):
     characters: int
     preview: str
     sha256: str | None = Field(default=None, description="Of the stored bytes: the same file is stored once.")
+
+    @classmethod
+    def of_text(cls, *, dataset_id: str, name: str, key: str, data: bytes, text: str, owner: str | None,
+                producer: str) -> DatasetUploaded:
+        """The first (and only) fact of a dataset whose bytes `data` (decoded: `text`) are stored at `key`."""
+        return cls(job_id=dataset_id, seq=1, producer=producer, owner=owner, kind="dataset", dataset_id=dataset_id,
+                   name=name, key=key, bytes=len(data), characters=len(text), preview=text[:PREVIEW_CHARS],
+                   sha256=hashlib.sha256(data).hexdigest())
 
 
 class DatasetDeleted(JobEvent):

@@ -26,7 +26,6 @@ from infra.db import queries
 from infra.db.tables import Dataset
 from infra.objectstore import artifacts
 
-PREVIEW_CHARS = 200
 MULTIPART_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -78,21 +77,14 @@ async def store_dataset(request: Request, name: str, text: str, data: bytes) -> 
     SHA-256, same owner; `reused` says so), else a new one, stored and announced. True when it is new."""
     gateway = gateway_of(request)
     owner = owner_of(request)
-    digest = hashlib.sha256(data).hexdigest()
-    async with gateway.sessions() as session:
-        same = await queries.dataset_with_digest(session, owner, digest)
+    same = await check_room_for(request, data)
     if same is not None:
         return DatasetView.of(same).model_copy(update={"reused": True}), False
-    async with gateway.sessions() as session:
-        await check_datasets(session, gateway.settings, owner, len(data))
     dataset_id = new_id()
     key = artifacts.dataset_key(dataset_id)
     await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
-    fact = DatasetUploaded(
-        job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner, kind="dataset",
-        dataset_id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-        preview=text[:PREVIEW_CHARS], sha256=digest,
-    )
+    fact = DatasetUploaded.of_text(dataset_id=dataset_id, name=name, key=key, data=data, text=text, owner=owner,
+                                   producer=gateway.producer_id)
     await gateway.publisher.fact(fact)
     row = await queries.wait_for(
         gateway.sessions, lambda s: queries.get_dataset(s, owner, dataset_id), gateway.settings.submit_wait_s
@@ -100,7 +92,18 @@ async def store_dataset(request: Request, name: str, text: str, data: bytes) -> 
     if row is not None:
         return DatasetView.of(row), True
     return DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-                       preview=fact.preview, sha256=digest, created_at=fact.time, status="stored"), True
+                       preview=fact.preview, sha256=fact.sha256, created_at=fact.time, status="stored"), True
+
+
+async def check_room_for(request: Request, data: bytes) -> Dataset | None:
+    """The caller's dataset of exactly these bytes when there is one; else 429 when one more would pass its quotas."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    async with gateway.sessions() as session:
+        same = await queries.dataset_with_digest(session, owner, hashlib.sha256(data).hexdigest())
+        if same is None:
+            await check_datasets(session, gateway.settings, owner, len(data))
+    return same
 
 
 @operation(summary="List datasets", tag="datasets", query=PageQuery, responses={200: DatasetList})

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import store_dataset, visible_dataset
+from gateway.datasets import check_room_for, store_dataset, visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
@@ -85,8 +85,10 @@ def check_length(size: int, tokenizer: str, hp: Hyperparameters, field: str) -> 
                              f"hold out a validation split of {hp.train.val_fraction:g}")
 
 
-async def dataset_ref(request: Request, choice: DatasetChoice, field: str) -> tuple[DatasetRef, int, int]:
-    """The dataset a body names, and its size in characters and in bytes."""
+async def dataset_ref(request: Request, choice: DatasetChoice, field: str,
+                      training: bool = False) -> tuple[DatasetRef, int, int]:
+    """The dataset a body names, and its size in characters and in bytes. A training text given inline becomes one of
+    the caller's datasets (the train agent stores it so), so with `training` it must fit the caller's quotas."""
     if choice.id is not None:
         row: Dataset = await visible_dataset(request, choice.id, f"{field}.id")
         return DatasetRef(key=row.key), row.characters, row.bytes
@@ -99,6 +101,8 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str) -> tu
     if len(data) > settings.max_inline_dataset_bytes:  # a Kafka message holds about 1 MiB: keep the text as an upload
         view, _ = await store_dataset(request, f"{field} of a request", choice.text, data)
         return DatasetRef(key=view.key), len(choice.text), len(data)
+    if training:
+        await check_room_for(request, data)
     return DatasetRef(text=choice.text), len(choice.text), len(data)
 
 
@@ -126,7 +130,7 @@ async def create_model(request: Request) -> JSONResponse:
             raise ApiError(409, "name_taken", f"name: a model named {body.name!r} exists already; train it further "
                                               f"with POST /api/v1/models/{body.name}/train (`lfz train --continue "
                                               f"{body.name}`), or choose another name", "name")
-    dataset, characters, size = await dataset_ref(request, body.dataset, "dataset")
+    dataset, characters, size = await dataset_ref(request, body.dataset, "dataset", training=True)
     check_length(size if body.tokenizer == "bpe" else characters, body.tokenizer, hp,
                  "dataset.id" if body.dataset.id else "dataset.text")
     model_id, job_id = new_id(), new_id()
@@ -233,7 +237,7 @@ async def train_more(request: Request) -> JSONResponse:
     hyperparameters.pop("vocab_size", None)  # the model keeps its tokenizer
     check_hyperparameters(hyperparameters)
     if body.dataset is not None:
-        dataset, _, _ = await dataset_ref(request, body.dataset, "dataset")
+        dataset, _, _ = await dataset_ref(request, body.dataset, "dataset", training=True)
     elif row.dataset_key and await gateway.store.exists(row.dataset_key):
         dataset = DatasetRef(key=row.dataset_key)
     else:

@@ -6,17 +6,18 @@ short: the agent keeps polling, its offsets are committed early, and a rebalance
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 import faust
 
-from agents.intake import Refused, command_agent, model_id_of_job, refuse_a_taken_job_id
+from agents.intake import Refused, command_agent, dataset_id_of_job, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from agents.train.job import TrainSpec
-from events import JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
+from events import DatasetUploaded, JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
 from infra.db import queries
 from infra.db.tables import Model
 from infra.objectstore import artifacts
@@ -127,11 +128,9 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         base_step = artifacts.step_of(base_checkpoint) or existing.step
 
     if command.dataset.text is not None:
-        text = command.dataset.text
-        if not text.strip():
+        if not command.dataset.text.strip():
             raise Rejected("dataset.text: the dataset is empty", "dataset.text")
-        dataset_key = artifacts.dataset_key(command.job_id)
-        await runtime.astore.put_bytes(dataset_key, text.encode(), "text/plain; charset=utf-8")
+        dataset_key = await _stored_text(runtime, command, model_id)
     else:
         dataset_key = command.dataset.key
         assert dataset_key is not None
@@ -147,3 +146,24 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
         base_step=base_step,
     )
+
+
+async def _stored_text(runtime: Runtime, command: TrainRequested, model_id: str) -> str:
+    """An inline text becomes one of its owner's datasets, as an upload does: the owner's dataset of the same bytes
+    when there is one, else a new one (its id derived from the job's, so a redelivery stores no second copy). Who may
+    read a text is then decided by the dataset rows alone, for every later run and evaluation of this model."""
+    text = command.dataset.text
+    assert text is not None
+    data = text.encode()
+    async with runtime.sessions() as session:
+        same = await queries.dataset_with_digest(session, command.owner, hashlib.sha256(data).hexdigest())
+    if same is not None and await runtime.astore.exists(same.key):
+        return same.key
+    dataset_id = dataset_id_of_job(command.job_id)
+    key = artifacts.dataset_key(dataset_id)
+    await runtime.astore.put_bytes(key, data, "text/plain; charset=utf-8")
+    name = f"training text of {command.model_name or model_id}"[:200]
+    await runtime.publisher.publish(DatasetUploaded.of_text(
+        dataset_id=dataset_id, name=name, key=key, data=data, text=text, owner=command.owner,
+        producer=runtime.publisher.producer_id), wait=True)
+    return key

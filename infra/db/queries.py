@@ -54,17 +54,13 @@ async def dataset_with_digest(session: AsyncSession, owner: Owner, sha256: str) 
 
 
 async def dataset_readable(session: AsyncSession, owner: Owner, key: str) -> bool:
-    """Whether the owner may read the stored text at `key`: one of its uploads, or the inline text of one of its own
-    training jobs (stored under the job's id). Decided by those alone: a key is easy to write down, and a model row
-    can name any key a refused request named."""
+    """Whether the owner may read the stored text at `key`: one of its datasets (an upload, or an inline training
+    text, which the train agent records as a dataset too). Decided by the dataset rows alone: a key is easy to write
+    down, and a model row can name any key a refused request named."""
     if owner is None:
         return True
     upload = owned(select(Dataset.id).where(Dataset.key == key), Dataset.owner, owner)
-    if await session.scalar(upload.limit(1)) is not None:
-        return True
-    job_id = key.removeprefix("datasets/")
-    inline = owned(select(Job.id).where(Job.id == job_id, Job.kind == "train"), Job.owner, owner)
-    return key.startswith("datasets/") and await session.scalar(inline.limit(1)) is not None
+    return await session.scalar(upload.limit(1)) is not None
 
 
 # -- models -----------------------------------------------------------------------------------------------------------

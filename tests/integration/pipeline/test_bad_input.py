@@ -7,9 +7,13 @@ import uuid
 
 import pytest
 
+from agents.intake import dataset_id_of_job
 from agents.train.agent import model_id_for
 from events import DatasetRef, TrainFailed, TrainRequested
-from tests.integration.pipeline.conftest import train_request
+from infra.db import queries
+from infra.db import create_engine, sessionmaker
+from infra.objectstore import artifacts
+from tests.integration.pipeline.conftest import corpus, train_request
 from tests.integration.stack import recorded
 
 
@@ -198,7 +202,7 @@ async def test_an_object_key_steered_outside_datasets_is_refused_and_nothing_is_
         for job_id in (train_id, evaluate_id):
             would_be = model_id_for(TrainRequested(job_id=job_id, model_name="m", dataset=DatasetRef(text="t")))
             assert object_store.list(f"models/{would_be}/") == []
-            assert not object_store.exists(f"datasets/{job_id}")
+            assert not object_store.exists(artifacts.dataset_key(dataset_id_of_job(job_id)))
             assert not object_store.exists(f"evaluations/{job_id}.json")
     finally:
         for key in planted:
@@ -211,7 +215,7 @@ async def test_a_model_id_that_is_not_a_plain_identifier_is_refused(bus, worker,
     await bus.produce("train.requested", {**train_request(job_id, "steer"), "model_id": model_id}, key=job_id)
     events = await bus.job(job_id, timeout=120)
     assert events[-1]["type"] == "TrainFailed" and events[-1]["field"] == "model_id", events[-1]
-    assert not object_store.exists(f"datasets/{job_id}")
+    assert not object_store.exists(artifacts.dataset_key(dataset_id_of_job(job_id)))
 
 
 async def test_requests_and_facts_reusing_another_tenants_job_id_touch_nothing(bus, worker, settings):
@@ -251,3 +255,39 @@ async def test_requests_and_facts_reusing_another_tenants_job_id_touch_nothing(b
         [e["event_id"] for e in before], "nothing was appended to the victim's log"
     rows = await recorded(settings.resolved_database_url, victim)
     assert [row[0] for row in rows] == [e["event_id"] for e in before], "nor to its copy in the database"
+
+
+async def test_an_inline_text_becomes_a_dataset_of_its_owner_and_only_the_dataset_rows_open_it(bus, worker, settings):
+    """Access to a stored text is decided by the dataset rows alone: the train agent records an inline text as its
+    owner's dataset (once per owner and content), and another owner naming its key is refused like any stranger."""
+    first, again, steal = _id(), _id(), _id()
+    text = corpus() + f"\n{uuid.uuid4().hex}\n"  # a text of this test's alone: no earlier dataset has it
+    await bus.produce("train.requested", {**train_request(first, f"inline-{first}", owner="alice"),
+                                          "dataset": {"text": text}}, key=first)
+    accepted = (await bus.job_until(first, lambda seen: any(e["type"] == "JobAccepted" for e in seen)))[0]
+    dataset_id = dataset_id_of_job(first)
+    assert accepted["dataset_key"] == artifacts.dataset_key(dataset_id)
+    uploaded = (await bus.job_until(dataset_id, lambda seen: len(seen) >= 1, timeout=30))[0]
+    assert uploaded["type"] == "DatasetUploaded" and uploaded["owner"] == "alice"
+    assert uploaded["key"] == accepted["dataset_key"] and uploaded["characters"] == len(text)
+    # The same text again, from the same owner: the same dataset, not a second copy.
+    await bus.produce("train.requested", {**train_request(again, f"inline-{again}", owner="alice"),
+                                          "dataset": {"text": text}}, key=again)
+    accepted_again = (await bus.job_until(again, lambda seen: any(e["type"] == "JobAccepted" for e in seen)))[0]
+    assert accepted_again["dataset_key"] == accepted["dataset_key"]
+    # Another owner naming the key: refused, as for a key that does not exist.
+    await bus.produce("train.requested", {**train_request(steal, "steal", owner="mallory"),
+                                          "dataset": {"key": accepted["dataset_key"]}}, key=steal)
+    refused = await bus.job(steal, timeout=60)
+    assert refused[-1]["type"] == "TrainFailed" and refused[-1]["field"] == "dataset.key", refused[-1]
+    for job_id in (first, again):
+        assert (await bus.job(job_id, timeout=180))[-1]["type"] == "TrainCompleted"
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with sessionmaker(engine)() as session:
+            assert await queries.dataset_readable(session, "alice", accepted["dataset_key"])
+            assert not await queries.dataset_readable(session, "mallory", accepted["dataset_key"])
+            # The training job's own id opens nothing: only dataset rows do.
+            assert not await queries.dataset_readable(session, "alice", artifacts.dataset_key(first))
+    finally:
+        await engine.dispose()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from agents.intake import dataset_id_of_job
 from agents.train import checkpoints
 from infra.objectstore import artifacts
 from infra.db import create_engine, sessionmaker
@@ -79,7 +80,7 @@ async def test_a_cancel_during_a_checkpoint_upload_ends_the_job_and_no_torn_chec
               f"stored {sorted(stored)}, latest {model.latest_checkpoint}, torn {torn}")
     finally:
         object_store.delete_prefix(artifacts.model_prefix(model_id))
-        object_store.delete(artifacts.dataset_key(job_id))
+        object_store.delete(artifacts.dataset_key(dataset_id_of_job(job_id)))
 
 
 def _verifies(store: ObjectStore, key: str) -> bool:

@@ -14,6 +14,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from starlette.applications import Starlette
 
+from agents.intake import dataset_id_of_job
 from agents.record.projection import apply
 from infra.joblog import Recorded
 from events import (
@@ -37,7 +38,7 @@ from events import (
 )
 from infra.db import create_engine, sessionmaker
 from infra.kafka import ensure_topics
-from infra.objectstore import open_async_object_store
+from infra.objectstore import artifacts, open_async_object_store
 from infra.settings import Settings
 
 
@@ -170,8 +171,8 @@ class ScriptedAgents:
 
     async def _train(self, command: TrainRequested) -> None:
         job, owner, model = command.job_id, command.owner, command.model_id or "m"
-        dataset_key = command.dataset.key or f"datasets/{job}"
-        if command.dataset.text is not None:  # as the train agent does: the inline text is stored under the job's id
+        dataset_key = command.dataset.key or artifacts.dataset_key(dataset_id_of_job(job))
+        if command.dataset.text is not None:  # as the train agent does: the inline text is stored as a dataset
             await open_async_object_store(self.settings).put_bytes(dataset_key, command.dataset.text.encode())
         await self.emit(JobAccepted, job, "train", owner, model_id=model, model_name=command.model_name,
                         dataset_key=dataset_key, tokenizer=command.tokenizer,
