@@ -11,7 +11,8 @@ killed. Linux's parent-death signal covers the case where this process itself is
 A child that exits on its own: with `restart` (`lfz up`), `supervise()` starts it again after a back-off (1 s,
 2 s, 4 s, ... 30 s) and says so on the terminal and in the child's log; more than `CRASH_LIMIT` exits within
 `CRASH_WINDOW_S` is a crash loop, which stops the stack with the child's name and log (restarting it further would
-only hide the cause). Without `restart` (the demo, the benchmarks), `check()` raises `StackError` at the first exit.
+only hide the cause). Each exit, restart and crash loop is also a fact on the system-events topic (events.system,
+`cli.system_events`), for operators who watch the bus rather than a terminal. Without `restart` (the demo, the benchmarks), `check()` raises `StackError` at the first exit.
 The embedded broker is never restarted: it keeps nothing, so a new one would be a different, empty log.
 """
 
@@ -37,6 +38,8 @@ from infra.broker import BrokerStartError, EmbeddedBroker
 from infra.db import migrate
 from infra.process import own_session_dying_with_parent, port_in_use
 from cli.errors import CliError
+from cli.system_events import SystemEvents
+from events.system import ProcessExited, ProcessRestarted, StackHalted
 from infra.settings import Settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -95,6 +98,7 @@ class Stack:
         self.log_dir = self.data_dir / "logs"
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
+        self.events: SystemEvents | None = None  # with `restart`: where the supervisor's facts go
 
     @property
     def url(self) -> str:
@@ -107,6 +111,9 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             env = self._child_env()
+            if self.restart and self.events is None:
+                self.events = SystemEvents(self.settings.model_copy(update={"kafka_url": env["LFZ_KAFKA_URL"]}),
+                                           self.say)
             self._migrate()
             for index in range(1, self.workers + 1):
                 name = f"worker-{index}" if self.workers > 1 else "worker"
@@ -203,20 +210,31 @@ class Stack:
                 self.children[index] = again
                 self.restarts += 1
                 self.say(f"{child.name}: started again (pid {again.pid})")
+                self._announce(ProcessRestarted, process=child.name, pid=again.pid, previous_pid=child.pid)
 
     def _exited(self, child: Child, code: int, now: float) -> None:
         child.signal_group(signal.SIGKILL)  # what it left behind (a training child whose parent died, for one)
         child.exits = [at for at in child.exits if now - at < CRASH_WINDOW_S] + [now]
         if len(child.exits) > CRASH_LIMIT:
-            raise StackError(f"the {child.name} exited {len(child.exits)} times within {CRASH_WINDOW_S:.0f}s (last "
-                             f"exit code {code}): a crash loop, so the stack stops; read its log: {child.log_path}")
+            reason = (f"the {child.name} exited {len(child.exits)} times within {CRASH_WINDOW_S:.0f}s (last exit code "
+                      f"{code}): a crash loop, so the stack stops; read its log: {child.log_path}")
+            self._announce(ProcessExited, process=child.name, pid=child.pid, exit_code=code,
+                           exits_in_window=len(child.exits), restart_in_s=None)
+            self._announce(StackHalted, process=child.name, reason=reason)
+            raise StackError(reason)
         delay = min(self.restart_backoff_s * 2.0 ** (len(child.exits) - 1), MAX_BACKOFF_S)
+        self._announce(ProcessExited, process=child.name, pid=child.pid, exit_code=code,
+                       exits_in_window=len(child.exits), restart_in_s=delay)
         message = (f"{child.name} exited unexpectedly (exit code {code}); restarting it in {delay:g}s "
                    f"({len(child.exits)} of at most {CRASH_LIMIT} exits within {CRASH_WINDOW_S:.0f}s)")
         child.log.write(f"--- lfz: {message}\n".encode())
         child.log.flush()
         self.say(message)
         child.restart_at = now + delay
+
+    def _announce(self, cls: type, **fields: object) -> None:
+        if self.events is not None:
+            self.events.announce(cls, **fields)
 
     def stop(self) -> None:
         """SIGTERM to every child, a kill for what remains after the timeout, then the broker. Idempotent."""
@@ -239,6 +257,9 @@ class Stack:
             child.popen.wait()
             child.log.close()
         self.children = []
+        if self.events is not None:  # before the broker: what is queued goes out
+            self.events.close()
+            self.events = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

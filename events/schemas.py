@@ -11,12 +11,13 @@ from pathlib import Path
 
 from events.commands import COMMANDS
 from events.facts import FACTS, DeadLetter
+from events.system import SYSTEM_EVENTS
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "events"
 
 
 def all_schemas() -> dict[str, dict]:
-    classes = [*COMMANDS.values(), *FACTS.values(), DeadLetter]
+    classes = [*COMMANDS.values(), *FACTS.values(), *SYSTEM_EVENTS.values(), DeadLetter]
     return {cls.__name__: cls.model_json_schema() for cls in classes}
 
 

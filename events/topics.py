@@ -39,6 +39,11 @@ class Topics:
         return f"{self.prefix}job.events"
 
     @property
+    def system_events(self) -> str:
+        """What the supervisor of `lfz up` saw and did to the system's processes (events.system), for operators."""
+        return f"{self.prefix}system.events"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}dead.letter"
 
@@ -48,4 +53,4 @@ class Topics:
                 self.import_requested, self.job_control)
 
     def all(self) -> tuple[str, ...]:
-        return (*self.request_topics, self.job_events, self.dead_letter)
+        return (*self.request_topics, self.job_events, self.system_events, self.dead_letter)

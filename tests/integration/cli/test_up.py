@@ -3,7 +3,10 @@ stops everything, leaving no process behind, the training child included."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,8 +16,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from cli.client import ApiError, Client
+from events import Topics
+from infra.kafka import stop_consumer
 from tests.integration.cli.conftest import Up, corpus, embedded_env
 from tests.integration.stack import wait_until
 
@@ -163,10 +169,37 @@ def test_kill_9_of_a_worker_or_the_gateway_is_restarted_and_the_job_completes_on
         wait_until(lambda: up.popen.poll() is None and _health(up.url) == 200, 60, "the gateway to be back")
         print(f"\ngateway back {time.monotonic() - killed:.1f}s after kill -9")
         assert up.popen.poll() is None and "Traceback" not in up.output()
+        # The same deaths and restarts, as facts on the bus, for an operator who watches Kafka, not the terminal.
+        bootstrap = re.search(r"broker: embedded Tansu at (\S+)", up.output()).group(1)
+        facts = asyncio.run(_system_events(bootstrap, lambda seen: sum(f["type"] == "ProcessRestarted"
+                                                                       for f in seen) >= 2))
+        exits = {f["process"]: f for f in facts if f["type"] == "ProcessExited"}
+        restarts = {f["process"]: f for f in facts if f["type"] == "ProcessRestarted"}
+        worker = next(name for name, fact in exits.items() if fact["pid"] == victim)
+        assert exits[worker]["exit_code"] == -9 and exits[worker]["restart_in_s"] == 1.0
+        assert exits["gateway"]["pid"] == gateway and exits["gateway"]["exit_code"] == -9
+        assert restarts[worker]["previous_pid"] == victim and restarts["gateway"]["previous_pid"] == gateway
+        assert {f["supervisor_pid"] for f in facts} == {up.popen.pid}
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(90) == 0, up.output()
     finally:
         up.close()
+
+
+async def _system_events(bootstrap: str, until, timeout_s: float = 30.0) -> list[dict]:
+    consumer = AIOKafkaConsumer(Topics().system_events, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not until(seen):
+            assert time.monotonic() < deadline, f"system events so far: {seen}"
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                seen.extend(json.loads(message.value) for message in messages)
+        return seen
+    finally:
+        await stop_consumer(consumer)
 
 
 def _health(url: str) -> int:
