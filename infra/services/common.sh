@@ -37,6 +37,9 @@ PG_USER="lfz"
 PG_PASSWORD="lfz"
 # SERVICES_KAFKA_SASL=1: the broker takes only SCRAM-SHA-512 clients, with ACLs (infra/kafka/sasl.properties).
 KAFKA_SASL="${SERVICES_KAFKA_SASL:-0}"
+# SERVICES_KAFKA_TLS=1: the broker's client port speaks TLS (SSL; SASL_SSL with SASL too), with a certificate signed
+# by a CA made at first start (infra/kafka/tls.properties); clients trust that CA's ca.pem.
+KAFKA_TLS="${SERVICES_KAFKA_TLS:-0}"
 KAFKA_ADMIN_PASSWORD="lfz-admin-secret"
 KAFKA_USER="lfz"
 KAFKA_USER_PASSWORD="lfz-kafka-secret"

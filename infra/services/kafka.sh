@@ -4,6 +4,7 @@
 KAFKA_DIR="$SERVICES_DIR/kafka"
 KAFKA_LOG="$SERVICES_DIR/kafka.log"
 KAFKA_PIDFILE="$SERVICES_DIR/kafka.pid"
+KAFKA_TLS_DIR="$KAFKA_DIR/tls"
 KAFKA_LIB="$KAFKA_HOME/lib"
 KAFKA_HEAP="${SERVICES_KAFKA_HEAP:--Xms256m -Xmx512m}"
 
@@ -43,6 +44,41 @@ kafka_java_cmd() {
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" -cp "$KAFKA_LIB/*")
 }
 
+# The client listener's protocol for a SASL and a TLS choice (0 or 1 each): PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL.
+kafka_protocol() {
+    local protocol=PLAINTEXT
+    if [[ "$1" == 1 ]]; then protocol=SASL_PLAINTEXT; fi
+    if [[ "$2" == 1 ]]; then protocol="${protocol/PLAINTEXT/SSL}"; fi
+    echo "$protocol"
+}
+
+# The broker's TLS files, made once with openssl in $KAFKA_TLS_DIR: a CA (ca.key, and ca.pem that clients trust) and
+# the broker's key and certificate for 127.0.0.1 and localhost, signed by it; broker.pem holds the key (unencrypted
+# PKCS#8) and the certificate chain, as the broker's PEM keystore.
+kafka_make_certificates() {
+    local dir="$KAFKA_TLS_DIR"
+    if [[ -f "$dir/ca.pem" && -f "$dir/broker.pem" ]]; then return 0; fi
+    command -v openssl >/dev/null 2>&1 || die "Kafka with TLS needs openssl: apt-get install -y openssl"
+    say "Kafka: making a CA and the broker's certificate in $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    if ! { openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=lfz services CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+        openssl req -new -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/broker.key" \
+            -out "$dir/broker.csr" &&
+        openssl x509 -req -days 3650 -in "$dir/broker.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -out "$dir/broker.crt" -extfile <(printf '%s\n' \
+                "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+                "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+                "authorityKeyIdentifier=keyid,issuer"); } >>"$KAFKA_LOG" 2>&1; then
+        fail_service "Kafka" "$KAFKA_LOG" "making its TLS certificates with openssl failed"
+    fi
+    (umask 077 && cat "$dir/broker.key" "$dir/broker.crt" "$dir/ca.pem" >"$dir/broker.pem")
+    rm -f "$dir/broker.csr"
+}
+
 # Before anything starts: a port that something else holds is an error now, not after the other servers started.
 kafka_preflight() {
     if [[ -z "$(live_pid "$KAFKA_PIDFILE" "$KAFKA_DIR/server.properties")" ]]; then
@@ -68,21 +104,26 @@ kafka_start() {
 
     mkdir -p "$KAFKA_DIR"
     # Rendered on every start, so an edit to the template takes effect on the next `make services`.
-    local templates=("$KAFKA_HOME/server.properties")
+    local templates=("$KAFKA_HOME/server.properties") protocol
+    protocol="$(kafka_protocol "$KAFKA_SASL" "$KAFKA_TLS")"
     if [[ "$KAFKA_SASL" == 1 ]]; then templates+=("$KAFKA_HOME/sasl.properties"); fi
+    if [[ "$KAFKA_TLS" == 1 ]]; then templates+=("$KAFKA_HOME/tls.properties"); fi
     cat "${templates[@]}" | sed -e "s#@LOG_DIRS@#$KAFKA_DIR/data#" -e "s#@PORT@#$KAFKA_PORT#g" \
         -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@ADMIN_PASSWORD@#$KAFKA_ADMIN_PASSWORD#g" \
+        -e "s#@PROTOCOL@#$protocol#g" -e "s#@protocol@#${protocol,,}#g" -e "s#@TLS_DIR@#$KAFKA_TLS_DIR#g" \
         >"$KAFKA_DIR/server.properties"
     # The KRaft log records the controller's address (and the SCRAM users) when it is formatted: other ports, or
-    # another SASL choice, need a fresh log.
-    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT sasl=$KAFKA_SASL" formatted
+    # another SASL or TLS choice, need a fresh log (the TLS choice is kept here for the clients' settings).
+    local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT sasl=$KAFKA_SASL tls=$KAFKA_TLS" formatted
     formatted="$(cat "$KAFKA_DIR/ports" 2>/dev/null || echo unknown)"
-    # A log formatted before the SASL choice was recorded was formatted without SASL.
+    # A log formatted before the SASL (then the TLS) choice was recorded was formatted without it.
     if [[ "$formatted" =~ ^[0-9]+\ [0-9]+$ ]]; then formatted="$formatted sasl=0"; fi
+    if [[ "$formatted" =~ ^[0-9]+\ [0-9]+\ sasl=[01]$ ]]; then formatted="$formatted tls=0"; fi
     if [[ -f "$KAFKA_DIR/data/meta.properties" && "$formatted" != "$ports" ]]; then
         die "Kafka: $KAFKA_DIR/data was formatted for other settings ($formatted, now $ports); \
 delete $KAFKA_DIR to start afresh, or run with the same settings"
     fi
+    if [[ "$KAFKA_TLS" == 1 ]]; then kafka_make_certificates; fi
     if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
         say "Kafka: formatting a new KRaft log in $KAFKA_DIR/data"
         rm -rf "$KAFKA_DIR/data"
@@ -104,27 +145,44 @@ delete $KAFKA_DIR to start afresh, or run with the same settings"
     spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties"
 }
 
-# Whether the Kafka of $SERVICES_DIR was formatted for SASL (what its clients need, whoever started it).
+# Whether the Kafka of $SERVICES_DIR was formatted for SASL, for TLS (what its clients need, whoever started it).
 kafka_is_sasl() {
-    [[ "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" == *"sasl=1" ]]
+    [[ "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" == *" sasl=1"* ]]
 }
 
-# Wait until Kafka answers a metadata request and can coordinate a consumer group; with SASL, then give the system's
-# user its ACLs: everything on the topics and consumer groups named lfz.*, and idempotent writes.
+kafka_is_tls() {
+    [[ "$(cat "$KAFKA_DIR/ports" 2>/dev/null)" == *" tls=1"* ]]
+}
+
+# The protocol its clients speak: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL.
+kafka_formatted_protocol() {
+    local sasl=0 tls=0
+    if kafka_is_sasl; then sasl=1; fi
+    if kafka_is_tls; then tls=1; fi
+    kafka_protocol "$sasl" "$tls"
+}
+
+# Wait until Kafka answers a metadata request and can coordinate a consumer group (asked in its protocol, trusting its
+# CA with TLS); with SASL, then give the system's user its ACLs: everything on the topics and consumer groups named
+# lfz.*, and idempotent writes.
 kafka_wait() {
     local pid
     pid="$(wait_listening "Kafka" "$KAFKA_PIDFILE" "$KAFKA_LOG" "$KAFKA_PORT" 90)"
-    local credentials=()
-    if kafka_is_sasl; then credentials=(--sasl-username admin --sasl-password "$KAFKA_ADMIN_PASSWORD"); fi
+    local options=()
+    if kafka_is_sasl; then options+=(--sasl-username admin --sasl-password "$KAFKA_ADMIN_PASSWORD"); fi
+    if kafka_is_tls; then options+=(--cafile "$KAFKA_TLS_DIR/ca.pem"); fi
     if ! "$PYTHON" "$REPO_ROOT/infra/services/probe.py" kafka "127.0.0.1:$KAFKA_PORT" --timeout 60 \
-        "${credentials[@]}"; then
+        "${options[@]}"; then
         fail_service "Kafka" "$KAFKA_LOG" "it does not answer clients on 127.0.0.1:$KAFKA_PORT"
     fi
     if kafka_is_sasl && [[ "$KAFKA_WAS_RUNNING" == 0 ]]; then
         local config="$KAFKA_DIR/admin.properties"
-        printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
-            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$KAFKA_ADMIN_PASSWORD\";" \
-            >"$config"
+        local lines=("security.protocol=$(kafka_formatted_protocol)" "sasl.mechanism=SCRAM-SHA-512"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$KAFKA_ADMIN_PASSWORD\";")
+        if kafka_is_tls; then
+            lines+=("ssl.truststore.type=PEM" "ssl.truststore.location=$KAFKA_TLS_DIR/ca.pem")
+        fi
+        printf '%s\n' "${lines[@]}" >"$config"
         local acl=("${KAFKA_JAVA[@]}" org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT"
             --command-config "$config" --add --allow-principal "User:$KAFKA_USER")
         if ! { "${acl[@]}" --operation All --topic lfz. --resource-pattern-type prefixed &&
@@ -133,6 +191,9 @@ kafka_wait() {
             fail_service "Kafka" "$KAFKA_LOG" "creating the ACLs of user $KAFKA_USER failed"
         fi
         say "Kafka: SASL/SCRAM-SHA-512 with ACLs: user $KAFKA_USER may use the topics and groups lfz.*"
+    fi
+    if kafka_is_tls && [[ "$KAFKA_WAS_RUNNING" == 0 ]]; then
+        say "Kafka: the client port speaks TLS ($(kafka_formatted_protocol)); clients trust $KAFKA_TLS_DIR/ca.pem"
     fi
     if [[ "$KAFKA_WAS_RUNNING" == 1 ]]; then
         say "Kafka: already running (pid $pid)"

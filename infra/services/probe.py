@@ -14,17 +14,23 @@ import time
 
 
 async def kafka_ready(bootstrap: str, deadline: float, username: str | None = None,
-                      password: str | None = None) -> None:
+                      password: str | None = None, cafile: str | None = None) -> None:
     """A metadata answer that lists a broker, then a group coordinator: consumer groups work from here on. With a
-    username, over SASL/SCRAM-SHA-512."""
+    username, over SASL/SCRAM-SHA-512; with a CA file, over TLS, trusting that CA."""
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
+    from aiokafka.helpers import create_ssl_context
 
-    sasl = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=username,
-                sasl_plain_password=password) if username else {}
+    security: dict = {}
+    if username:
+        security.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                        sasl_plain_username=username, sasl_plain_password=password)
+    if cafile:
+        security.update(security_protocol="SASL_SSL" if username else "SSL",
+                        ssl_context=create_ssl_context(cafile=cafile))
     last: Exception | None = None
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **sasl)
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **security)
         try:
             await client.bootstrap()
             metadata = await client.fetch_all_metadata()
@@ -64,6 +70,7 @@ def main() -> int:
     kafka.add_argument("bootstrap")
     kafka.add_argument("--sasl-username")
     kafka.add_argument("--sasl-password")
+    kafka.add_argument("--cafile", help="speak TLS, trusting this CA (a PEM file)")
     s3 = sub.add_parser("s3")
     s3.add_argument("url")
     s3.add_argument("--access-key", required=True)
@@ -78,7 +85,7 @@ def main() -> int:
     deadline = time.monotonic() + args.timeout
     try:
         if args.service == "kafka":
-            asyncio.run(kafka_ready(args.bootstrap, deadline, args.sasl_username, args.sasl_password))
+            asyncio.run(kafka_ready(args.bootstrap, deadline, args.sasl_username, args.sasl_password, args.cafile))
         else:
             s3_ready(args.url, args.access_key, args.secret_key, args.bucket, deadline)
     except TimeoutError as exc:

@@ -9,8 +9,9 @@
 # SERVICES_S3_PORT (9000) to run beside another checkout's servers; SERVICES_DIR (.lfz/services) for a private set
 # that writes its settings to $SERVICES_DIR/services.env; SERVICES_KAFKA_HEAP (-Xms256m -Xmx512m);
 # SERVICES_PYTHON (.venv/bin/python, for the readiness checks); SERVICES_KAFKA_SASL=1 for a broker that takes only
-# SCRAM-SHA-512 clients, with ACLs (user lfz; its settings go to the env file). Logs: $SERVICES_DIR/*.log and the
-# PostgreSQL log named at start.
+# SCRAM-SHA-512 clients, with ACLs (user lfz; its settings go to the env file); SERVICES_KAFKA_TLS=1 for a client
+# port that speaks TLS (SASL_SSL with SASL, SSL alone), its certificate signed by a CA made at first start (the env
+# file names the protocol and the CA's ca.pem). Logs: $SERVICES_DIR/*.log and the PostgreSQL log named at start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/common.sh"  # and, through it, each service's script
@@ -45,12 +46,13 @@ tmp="$SERVICES_ENV.tmp.$$"
     echo "# Use: set -a; . ${SERVICES_ENV#"$REPO_ROOT/"}; set +a"
     if running kafka; then
         echo "LFZ_KAFKA_URL=kafka://127.0.0.1:$KAFKA_PORT"
+        if kafka_is_sasl || kafka_is_tls; then echo "LFZ_KAFKA_SECURITY_PROTOCOL=$(kafka_formatted_protocol)"; fi
         if kafka_is_sasl; then
-            echo "LFZ_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT"
             echo "LFZ_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
             echo "LFZ_KAFKA_USERNAME=$KAFKA_USER"
             echo "LFZ_KAFKA_PASSWORD=$KAFKA_USER_PASSWORD"
         fi
+        if kafka_is_tls; then echo "LFZ_KAFKA_SSL_CAFILE=$KAFKA_TLS_DIR/ca.pem"; fi
     fi
     if running postgres; then
         echo "LFZ_DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/lfz"
