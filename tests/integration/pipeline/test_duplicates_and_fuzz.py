@@ -7,8 +7,21 @@ import json
 import uuid
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
+
+from events import (
+    CancelRequested,
+    DecodeError,
+    EvaluateRequested,
+    ExportRequested,
+    GenerateRequested,
+    ImportRequested,
+    TrainRequested,
+    decode_command,
+    decode_event,
+)
 
 from tests.integration.pipeline.conftest import train_request
 from tests.integration.pipeline.test_flow import projected
@@ -90,31 +103,66 @@ near_valid = st.fixed_dictionaries(
               "hyperparameters": json_values, "max_tokens": json_values, "job_id": json_values,
               "request_id": json_values, "tokenizer": json_values},
 )
-messages = st.lists(
-    st.tuples(st.sampled_from(["train.requested", "evaluate.requested", "generate.requested", "job.control"]),
-              st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode())
-              | near_valid.map(lambda v: json.dumps(v).encode())),
-    min_size=40, max_size=40,
-)
+COMMAND_OF_TOPIC = {"train.requested": TrainRequested, "evaluate.requested": EvaluateRequested,
+                    "generate.requested": GenerateRequested, "export.requested": ExportRequested,
+                    "import.requested": ImportRequested, "job.control": CancelRequested}
+PER_TOPIC = 250
+payloads = (st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode())
+            | near_valid.map(lambda v: json.dumps(v).encode()))
+batches = st.fixed_dictionaries({topic: st.lists(payloads, min_size=PER_TOPIC, max_size=PER_TOPIC)
+                                 for topic in (*COMMAND_OF_TOPIC, "job.events")})
 
 
 @hsettings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(batch=messages)
-def test_random_messages_on_every_request_topic_end_as_dead_letters_or_jobs(batch, bus, worker):
-    import asyncio
-
+@given(batch=batches)
+def test_random_messages_on_every_topic_end_as_dead_letters_or_jobs(batch, bus, worker):
+    """PER_TOPIC generated messages on each request topic, the control topic and the job-events topic: every one that
+    does not decode as what its topic carries is a dead letter naming that topic and offset, and the worker serves a
+    valid request behind them all."""
     asyncio.run(_fuzz(batch, bus, worker))
 
 
-async def _fuzz(batch, bus: Bus, worker) -> None:
-    marker = uuid.uuid4().hex
-    for topic, raw in batch:
-        await bus.produce(topic, raw)
-    # A last, valid request behind them all: when it is served, everything before it was consumed.
-    job_id = f"after-fuzz-{marker[:8]}"
+def _decodes(topic: str, raw: bytes) -> bool:
+    try:
+        if topic == "job.events":
+            decode_event(raw)
+        else:
+            decode_command(raw, (COMMAND_OF_TOPIC[topic],))
+        return True
+    except DecodeError:
+        return False
+
+
+async def _fuzz(batch: dict[str, list[bytes]], bus: Bus, worker) -> None:
+    must_be_letters: dict[str, set[tuple[int, int]]] = {}
+    producer = AIOKafkaProducer(bootstrap_servers=bus.bootstrap)
+    await producer.start()
+    try:
+        for topic, raws in batch.items():
+            for raw in raws:
+                sent = await producer.send_and_wait(bus.prefix + topic, raw)
+                if not _decodes(topic, raw):
+                    must_be_letters.setdefault(bus.prefix + topic, set()).add((sent.partition, sent.offset))
+    finally:
+        await producer.stop()
+    # A last, valid request behind them all: when it is served, the train topic's messages were all consumed.
+    job_id = f"after-fuzz-{uuid.uuid4().hex[:8]}"
     await bus.produce("train.requested", train_request(job_id, "after-fuzz"), key=job_id)
     assert (await bus.job(job_id, timeout=240))[-1]["type"] == "TrainCompleted"
     assert worker.alive(), worker.tail()
-    letters = await bus.read("dead.letter", lambda seen: True, timeout=5)
-    assert letters, "undecodable messages are kept as dead letters"
-    assert all(letter["error"] and letter["topic"].startswith(bus.prefix) for letter in letters)
+
+    def lettered(seen: list[dict]) -> dict[str, set[tuple[int, int]]]:
+        found: dict[str, set[tuple[int, int]]] = {}
+        for letter in seen:
+            found.setdefault(letter["topic"], set()).add((letter["partition"], letter["offset"]))
+        return found
+
+    def covered(seen: list[dict]) -> bool:
+        found = lettered(seen)
+        return all(positions <= found.get(topic, set()) for topic, positions in must_be_letters.items())
+
+    letters = await bus.read("dead.letter", covered, timeout=90, where=lambda m: m.get("topic") in must_be_letters)
+    assert all(letter["error"] for letter in letters)
+    counts = {topic.removeprefix(bus.prefix): f"{len(batch[topic.removeprefix(bus.prefix)])} sent, {len(positions)} "
+              f"undecodable, all dead letters" for topic, positions in must_be_letters.items()}
+    print(f"\nfuzzed topics: {counts}")
