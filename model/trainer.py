@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ import torch
 from model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from model.data import BatchSampler, check_split
 from model import fast
+from model.distributed import World, any_rank, share_of, sum_over
 from model.device import autocast, bf16_matmuls, pick_device
 from model.gpt import GPT
 from model.optim import build_optimizers, lr_multiplier, set_lr
@@ -92,16 +94,19 @@ class Trainer:
     def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig | None,
                  train_ids: torch.Tensor, val_ids: torch.Tensor, callbacks: Any = None,
                  device: torch.device | str | None = None, resume: dict[str, Any] | None = None,
-                 tokenizer: Tokenizer | None = None, fast_paths: bool = True):
+                 tokenizer: Tokenizer | None = None, fast_paths: bool = True, world: World | None = None):
         """With `resume`, the checkpoint's model config wins (the network must match its weights); its train
         config is used unless another is given (e.g. to train for more steps). `fast_paths` False trains the
-        readable network only (model/fast)."""
+        readable network only (model/fast). `world`: this process's rank among several training one run together
+        (model/distributed.py); its process group must be initialised already."""
         if resume is not None:
             model_config = model_config_from_dict(resume["model_config"])
             train_config = train_config or train_config_from_dict(resume["train_config"])
         if model_config is None or train_config is None:
             raise ValueError("model_config and train_config are needed unless resuming")
         self.mcfg, self.cfg = model_config, train_config
+        self.world = world or World()
+        self.share = share_of(self.world, train_config.batch_size, train_config.grad_accum)
         self.callbacks = callbacks or Callbacks()
         self.tokenizer = tokenizer
         self.device = pick_device(str(device) if device is not None else None)
@@ -128,6 +133,13 @@ class Trainer:
         self.bf16 = bf16 and fast_paths  # the blocks' products in bfloat16 (model/fast/bf16.py)
         compile_ = train_config.compile == "always" or (train_config.compile == "auto" and self.device.type == "cuda")
         self.forward = torch.compile(self.model) if compile_ else self.model
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        if self.world.size > 1:  # gradients averaged over the ranks as they are computed; rank 0's weights to all
+            # The buffers (rotary tables, masks) are constants, the same on every rank: nothing to broadcast.
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False)
+            self.forward = torch.compile(self.ddp) if compile_ else self.ddp
 
     def _hook(self, name: str):
         return getattr(self.callbacks, name, None)
@@ -179,12 +191,14 @@ class Trainer:
                                self.device)
         self.model.eval()
         total = torch.zeros((), device=self.device)
-        for _ in range(self.cfg.eval_iters):
+        forward = self.forward if self.ddp is None else self.model  # no gradients: DDP has nothing to do
+        for index in range(self.cfg.eval_iters):
             x, y = sampler.next()
-            with autocast(self.device, self.cfg.precision):
-                total += self.forward(x, y)[1]
+            if index % self.world.size == self.world.rank:  # the ranks share the batches out
+                with autocast(self.device, self.cfg.precision):
+                    total += forward(x, y)[1]
         self.model.train()
-        return total.item() / self.cfg.eval_iters
+        return sum_over(self.world, total).item() / self.cfg.eval_iters
 
     def _validate(self) -> bool:
         """Run a validation; returns whether it is the best so far."""
@@ -199,6 +213,8 @@ class Trainer:
         return is_best
 
     def _checkpoint(self, reason: str, is_best: bool, train_loss: float | None) -> None:
+        if not self.world.main:  # every rank holds the same weights and optimiser state: rank 0 writes them
+            return
         if hook := self._hook("on_checkpoint"):
             hook(CheckpointInfo(self.step, self.state(train_loss), is_best, reason))
 
@@ -213,16 +229,24 @@ class Trainer:
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step at the schedule's learning rate: grad_accum micro-batches, clipping, the
-        optimisers. Returns the sum of its micro-batches' losses, still on the device (reading it waits for it)."""
-        cfg = self.cfg
+        optimisers. Returns the sum of its micro-batches' losses, still on the device (reading it waits for it).
+        With several ranks, each computes its share of the micro-batches (DDP averages the gradients) and the sum
+        returned is the whole step's, the same as one rank's would be."""
+        cfg, share = self.cfg, self.share
         set_lr(self.optimizers, lr_multiplier(self.step, cfg))
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum):
-            x, y = self.sampler.next()
-            with autocast(self.device, cfg.precision):
-                _, loss = self.forward(x, y)
-            (loss / cfg.grad_accum).backward()
+        mine = [self.sampler.next() for _ in range(cfg.grad_accum)]  # every rank draws the whole step
+        for count, index in enumerate(share.micro, start=1):
+            x, y = mine[index]
+            x, y = x[share.rows], y[share.rows]
+            # DDP averages the gradients once, after the last micro-batch of the step.
+            with self.ddp.no_sync() if self.ddp is not None and count < share.accumulation else nullcontext():
+                with autocast(self.device, cfg.precision):
+                    _, loss = self.forward(x, y)
+                (loss / share.accumulation).backward()
             loss_sum += loss.detach()
+        if self.world.size > 1:  # the mean over every rank's windows, scaled as one rank's sum would be
+            loss_sum = sum_over(self.world, loss_sum) * cfg.grad_accum / (self.world.size * share.accumulation)
         if cfg.grad_clip > 0:  # after backward: the gradients exist now
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         for opt in self.optimizers:
@@ -241,7 +265,8 @@ class Trainer:
         first_step, reported_step = self.step, self.step
         train_loss, stopped_early, cancelled = math.nan, False, False
         while self.step < cfg.max_iters:
-            if should_stop is not None and should_stop():
+            # Every rank stops at the same step, whichever was told first.
+            if any_rank(self.world, should_stop is not None and should_stop(), self.device):
                 cancelled = True
                 break
             loss_sum = self.train_step()
