@@ -62,6 +62,9 @@ def train(
     = None,
     preset: PresetOption = None, max_iters: MaxItersOption = None, tokenizer: TokenizerOption = "char",
     vocab_size: VocabSizeOption = None, sets: SetOption = None,
+    processes: Annotated[int, typer.Option(
+        "--processes", min=1, max=64, help="Training processes (DDP ranks) on one worker, one device each; the "
+                                           "global batch (batch_size x grad_accum) is split over them.")] = 1,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show the training live until it ends.")] = False,
     url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
@@ -80,13 +83,13 @@ def train(
                 raise CliError("--continue keeps the model's name, preset and tokenizer: drop --name, --preset and "
                                "--vocab-size", EXIT_USAGE)
             dataset_id, _ = dataset_for(api, out, data) if data is not None else (None, False)
-            submitted = api.train_more(continue_, dataset_id=dataset_id, hyperparameters=hp)
+            submitted = api.train_more(continue_, dataset_id=dataset_id, hyperparameters=hp, processes=processes)
         else:
             assert data is not None
             dataset_id, fresh = dataset_for(api, out, data)
             stem = Path(data).stem if Path(data).is_file() else data
             submitted = create_or_clean_up(api, dataset_id, fresh, name or default_name(stem), tokenizer=tokenizer,
-                                           tokenizer_options=options, hyperparameters=hp)
+                                           tokenizer_options=options, hyperparameters=hp, processes=processes)
         if as_json and not follow:
             out.json(submitted)
             return

@@ -43,6 +43,9 @@ class TrainRequested(Command):
         default_factory=dict,
         description="A `preset` name and overrides, in either naming style (`max_iters` or `MAX_ITERS`).",
     )
+    processes: int = Field(default=1, ge=1, le=64, description=(
+        "Training processes (DDP ranks) on the worker that runs the job, one device each when there are several: "
+        "the global batch (batch_size x grad_accum) stays the same and is split over them."))
 
 
 class EvaluateRequested(Command):

@@ -78,6 +78,9 @@ class TrainStarted(JobEvent):
     config: dict[str, Any] = Field(default_factory=dict, description="Resolved model and training configuration.")
     tokenizer_key: str | None = None
     vocab_size: int | None = None
+    world_size: int = Field(default=1, ge=1, description="Training processes (DDP ranks); tokens/s is their sum.")
+    ranks: list[str] = Field(default_factory=list, description="Each rank's host and device, `host/cpu` or "
+                                                                "`host/cuda:1`, in rank order.")
 
 
 class TrainProgress(JobEvent):

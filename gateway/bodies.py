@@ -43,6 +43,11 @@ class DatasetChoice(Body):
         return self
 
 
+PROCESSES = ("Training processes (DDP ranks) on the worker that runs the job, one device each when there are several; "
+             "the global batch (batch_size x grad_accum) stays the same and is split over them, so one of the two "
+             "must be a multiple of it. At most LFZ_MAX_TRAIN_PROCESSES.")
+
+
 class CreateModelBody(Body):
     """A new model; creating it starts its training job."""
 
@@ -57,6 +62,7 @@ class CreateModelBody(Body):
         default_factory=dict,
         description="A `preset` (tiny, classic, cpu-baby, small) and overrides, e.g. `max_iters` or `MAX_ITERS`.",
     )
+    processes: int = Field(default=1, ge=1, le=64, description=PROCESSES)
 
 
 class TrainMoreBody(Body):
@@ -64,6 +70,7 @@ class TrainMoreBody(Body):
 
     dataset: DatasetChoice | None = Field(default=None, description="Defaults to the model's own dataset.")
     hyperparameters: Hyperparameters = Field(default_factory=dict)
+    processes: int = Field(default=1, ge=1, le=64, description=PROCESSES)
 
 
 class EvaluateBody(Body):

@@ -36,6 +36,7 @@ from infra.db import queries
 from infra.db.tables import Dataset, Model
 from infra.objectstore import artifacts
 from model.config import ALIASES, ConfigError, Hyperparameters, resolve_hyperparameters
+from model.distributed import World, share_of
 from model.tokenizers import tokenizer_options
 
 BUSY = ("pending", "training")
@@ -45,6 +46,18 @@ STOP_WAIT_S = 20.0  # a cancelled run stops within its grace period (15 s) and a
 def check_hyperparameters(hp: dict[str, Any]) -> Hyperparameters:
     try:
         return resolve_hyperparameters(hp)
+    except ConfigError as error:
+        raise invalid(f"hyperparameters.{error.field}", error.message) from None
+
+
+def check_processes(request: Request, processes: int, hp: Hyperparameters) -> None:
+    """Several training processes need a global batch they can share, and no more of them than a job may have."""
+    most = gateway_of(request).settings.max_train_processes
+    if processes > most:
+        raise invalid("processes", f"at most {most} training processes per job here (LFZ_MAX_TRAIN_PROCESSES), "
+                                   f"not {processes}")
+    try:
+        share_of(World(0, processes), hp.train.batch_size, hp.train.grad_accum)
     except ConfigError as error:
         raise invalid(f"hyperparameters.{error.field}", error.message) from None
 
@@ -124,6 +137,7 @@ async def create_model(request: Request) -> JSONResponse:
     body = await json_body(request, CreateModelBody)
     hyperparameters, options = tokenizer_options_of(body.hyperparameters, body.tokenizer_options)
     hp = check_hyperparameters(hyperparameters)
+    check_processes(request, body.processes, hp)
     check_tokenizer_options(body.tokenizer, options)
     async with gateway.sessions() as session:
         if await queries.model_named(session, owner_of(request), body.name) is not None:
@@ -137,7 +151,7 @@ async def create_model(request: Request) -> JSONResponse:
     command = TrainRequested(
         job_id=job_id, model_id=model_id, model_name=body.name, description=body.description, dataset=dataset,
         tokenizer=body.tokenizer, tokenizer_options=options, hyperparameters=hyperparameters,
-        owner=owner_of(request),
+        owner=owner_of(request), processes=body.processes,
     )
     submitted = await submit(request, gateway.topics.train_requested, command, job_id, model_id)
     return submitted_response(submitted, f"/api/v1/models/{model_id}")
@@ -235,7 +249,7 @@ async def train_more(request: Request) -> JSONResponse:
         raise ApiError(409, "no_checkpoint", f"model {named!r} has no checkpoint to continue from yet")
     hyperparameters = merge_hyperparameters(row.hyperparameters or {}, body.hyperparameters)
     hyperparameters.pop("vocab_size", None)  # the model keeps its tokenizer
-    check_hyperparameters(hyperparameters)
+    check_processes(request, body.processes, check_hyperparameters(hyperparameters))
     if body.dataset is not None:
         dataset, _, _ = await dataset_ref(request, body.dataset, "dataset", training=True)
     elif row.dataset_key and await gateway.store.exists(row.dataset_key):
@@ -246,6 +260,7 @@ async def train_more(request: Request) -> JSONResponse:
     command = TrainRequested(
         job_id=job_id, model_id=row.id, model_name=row.name, description=row.description or "", dataset=dataset,
         tokenizer=row.tokenizer or "char", hyperparameters=hyperparameters, owner=owner_of(request),
+        processes=body.processes,
     )
     submitted = await submit(request, gateway.topics.train_requested, command, job_id, row.id)
     return submitted_response(submitted)

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=15.0, gt=0)
     job_max_takeovers: int = Field(default=5, ge=0)  # a job whose worker died more often than this fails
     job_max_wall_s: float = Field(default=86_400.0, ge=0)  # a run is cancelled after this long (0: no limit)
+    # A training job of several processes (DDP): at most this many per job, and how often the elastic launcher
+    # starts them all again from the last checkpoint when one dies.
+    max_train_processes: int = Field(default=8, ge=1, le=64)
+    train_max_restarts: int = Field(default=3, ge=0)
     object_store_patience_s: float = Field(default=300.0, ge=0)  # a job waits this long for the store, then goes back
     model_cache_size: int = Field(default=4, ge=1)
     fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)  # how long a consumer's fetch waits for new records

@@ -7,17 +7,19 @@ sampler's state in a checkpoint and therefore the loss curve do not depend on th
 with N ranks resumes on M. The share is whole micro-batches when `grad_accum` splits over the ranks, else the same
 slice of rows of every micro-batch when `batch_size` does; a global batch that splits neither way is refused.
 
-A world of one process is the plain trainer: no process group, no collective.
+A world of one process is the plain trainer: no process group, no collective. torch is imported where a collective
+runs, so that the gateway can check a request's split (`share_of`) without loading it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from model.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class World:
     @classmethod
     def current(cls) -> World:
         """The process group this process belongs to, if any."""
+        import torch.distributed as dist
+
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
@@ -66,6 +70,8 @@ def share_of(world: World, batch_size: int, grad_accum: int) -> Share:
 
 def sum_over(world: World, value: torch.Tensor) -> torch.Tensor:
     """The sum of `value` over every rank (in place; `value` itself with one rank)."""
+    import torch.distributed as dist
+
     if world.size > 1:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
@@ -75,6 +81,9 @@ def any_rank(world: World, flag: bool, device: torch.device) -> bool:
     """True on every rank when it is True on one: a decision every rank must take at the same step."""
     if world.size == 1:
         return flag
+    import torch
+    import torch.distributed as dist
+
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())

@@ -57,20 +57,24 @@ class JobContext:
     """What a job's code is given in the child: the settings, the object store, its attempt and worker, and where
     its facts go (`emit`) and whether to stop (`should_stop`)."""
 
-    def __init__(self, settings: Settings, store: ObjectStore, reports: Any, mode: Any, attempt: int, worker: str):
+    def __init__(self, settings: Settings, store: ObjectStore, reports: Any, mode: Any, attempt: int, worker: str,
+                 reporting: bool = True):
         self.settings = settings
         self.store = store
         self.attempt = attempt
         self.worker = worker
+        self.reporting = reporting  # False in the ranks of a run of several processes but the first
         self._reports = reports
         self._mode = mode
         self._parent = os.getppid()
 
     def emit(self, fact: type[JobEvent], **fields: Any) -> None:
-        self._reports.put(Report(fact, fields))
+        if self.reporting:
+            self._reports.put(Report(fact, fields))
 
     def suspended(self, retry_after_s: float = 0.0, reason: str = "") -> None:
-        self._reports.put(Suspended(retry_after_s, reason))
+        if self.reporting:
+            self._reports.put(Suspended(retry_after_s, reason))
 
     def stored(self, call: Callable[[], T], what: str, waiting: Callable[[str], None] | None = None) -> T:
         """`call()` (an object store operation), tried again with back-off while the store is unavailable; `waiting`
@@ -147,8 +151,21 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
     configure_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs))
     keep_freed_memory()  # a job's process reuses its step's buffers instead of faulting them in again
     memory_limit_mb = _limit_memory(settings)
-    failed = FAILED_TYPE_FOR_KIND[kind]
     context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker)
+    try:
+        run_job(code, kind, spec, context, memory_limit_mb)
+    finally:
+        reports.close()
+        reports.join_thread()
+
+
+def run_job(code: JobCode, kind: str, spec: Any, context: JobContext, memory_limit_mb: int = 0,
+            rank: bool = False) -> None:
+    """Run a job's code and turn how it ended into what the parent needs: a failed fact with a reason, or a hand-back.
+    In a rank of a run of several processes (`rank`), an unexpected error is raised on, so that the launcher starts
+    the ranks again; those that do not report (all but rank 0) say nothing of the errors they share with it."""
+    failed = FAILED_TYPE_FOR_KIND[kind]
+    settings = context.settings
     try:
         code(spec, context)
     except StoreDown as error:
@@ -157,6 +174,8 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
             log.warning("job %s: %s; handing it back to the queue for %.0fs", spec.job_id, error, wait_s)
             context.suspended(retry_after_s=wait_s, reason=str(error))
     except Rejected as error:
+        if not context.reporting:
+            log.warning("job %s: this rank stops: %s", spec.job_id, error.reason)
         context.emit(failed, reason=error.reason, field=error.field, model_id=spec.model_id)
     except Exception as error:  # the parent turns this into a failed job; the worker itself stays up
         if memory_limit_mb and _out_of_memory(error):
@@ -164,8 +183,7 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
                       "LFZ_JOB_MEMORY_MB): make d_model, num_blocks, context_length or batch_size smaller")
             context.emit(failed, reason=reason, field="hyperparameters", model_id=spec.model_id)
             return
+        if rank:
+            raise
         log.exception("job %s failed", spec.job_id)
         context.emit(failed, reason=f"internal error: {type(error).__name__}: {error}", model_id=spec.model_id)
-    finally:
-        reports.close()
-        reports.join_thread()

@@ -22,7 +22,8 @@ from infra.db import queries
 from infra.db.tables import Model
 from infra.objectstore import artifacts
 from infra.publisher import JobLog
-from model.config import ConfigError, resolve_hyperparameters
+from model.config import ConfigError, TrainConfig, resolve_hyperparameters
+from model.distributed import World, share_of
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         hp = resolve_hyperparameters(command.hyperparameters)
     except ConfigError as error:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
+    check_processes(command.processes, hp.train, runtime.settings.max_train_processes)
 
     base_checkpoint, base_step = None, 0
     async with runtime.sessions() as session:
@@ -144,8 +146,19 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         job_id=command.job_id, model_id=model_id, model_name=command.model_name, owner=command.owner,
         dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
-        base_step=base_step,
+        base_step=base_step, processes=command.processes,
     )
+
+
+def check_processes(processes: int, train: TrainConfig, most: int) -> None:
+    """A run of several processes needs a global batch they can share, and no more of them than a job may have."""
+    if processes > most:
+        raise Rejected(f"processes: at most {most} training processes per job here (LFZ_MAX_TRAIN_PROCESSES), "
+                       f"not {processes}", "processes")
+    try:
+        share_of(World(0, processes), train.batch_size, train.grad_accum)
+    except ConfigError as error:
+        raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
 
 
 async def _stored_text(runtime: Runtime, command: TrainRequested, model_id: str) -> str:

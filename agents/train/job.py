@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, replace
 from typing import Any
 
+import torch
+
 from agents.jobs.child import CANCEL, SUSPEND, JobContext
 from agents.jobs.kinds import JobKind, JobSpec
 from agents.train import checkpoints
+from agents.train.ranks import launch, rank_names
 from events import (
     CheckpointSaved,
     JobCancelled,
@@ -33,6 +37,7 @@ from model.checkpoint import CorruptCheckpoint, pack_checkpoint
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
 from model.device import pick_device
+from model.distributed import World
 from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
@@ -50,6 +55,7 @@ class TrainSpec(JobSpec):
     preset: str
     base_checkpoint: str | None = None  # continuing a trained model: its checkpoint, and the step it is at
     base_step: int = 0
+    processes: int = 1  # DDP ranks (agents/train/ranks.py)
 
 
 def read_text(store: ObjectStore, key: str, field: str) -> str:
@@ -147,6 +153,10 @@ def _starting_state(spec: TrainSpec, store: ObjectStore) -> tuple[dict | None, s
 
 
 def run_training(spec: TrainSpec, job: JobContext) -> None:
+    world = World.current()
+    if spec.processes > 1 and world.size == 1:  # the child of a run of several processes: start its ranks
+        launch(run_training, spec, job)
+        return
     store = job.store
     try:
         model_config, train_config = resolve_hyperparameters(spec.hyperparameters)
@@ -175,10 +185,12 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     val_fraction = (train_config.val_fraction if train_config is not None
                     else state["train_config"]["val_fraction"])  # type: ignore[index]
     train_ids, val_ids = prepare_corpus(text, tokenizer, val_fraction)
+    device = pick_device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world.size > 1 and
+                         torch.cuda.is_available() else None)
     try:
         trainer = Trainer(model_config.with_vocab(tokenizer.vocab_size) if state is None else None, train_config,
-                          train_ids, val_ids, callbacks=callbacks, device=pick_device(), resume=state,
-                          tokenizer=tokenizer)
+                          train_ids, val_ids, callbacks=callbacks, device=device, resume=state,
+                          tokenizer=tokenizer, world=world)
     except ConfigError as error:
         size = f"{len(text)} characters ({len(train_ids) + len(val_ids)} tokens)"
         if error.field == "dataset":
@@ -187,14 +199,17 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
         raise Rejected(f"{error.field}: {error.message}; the dataset holds {size}", error.field) from None
     callbacks.first_step, callbacks.device = trainer.step, str(trainer.device)
     config = {"model": asdict(trainer.mcfg), "train": asdict(trainer.cfg)}
-    job.stored(lambda: store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(),
-                                       "application/json"), "writing the tokenizer")
-    job.stored(lambda: store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(),
-                                       "application/json"), "writing the configuration")
+    ranks = rank_names(trainer.device) if world.size > 1 else []
+    if world.main:  # the ranks hold the same; rank 0 writes
+        job.stored(lambda: store.put_bytes(artifacts.tokenizer_key(model_id), tokenizer.to_json().encode(),
+                                           "application/json"), "writing the tokenizer")
+        job.stored(lambda: store.put_bytes(artifacts.config_key(model_id), json.dumps(config).encode(),
+                                           "application/json"), "writing the configuration")
     job.emit(TrainStarted, model_id=model_id, attempt=job.attempt, worker=job.worker,
                   resumed_from_step=trainer.step, max_iters=trainer.cfg.max_iters,
                   num_parameters=trainer.model.num_parameters(), device=str(trainer.device), config=config,
-                  tokenizer_key=artifacts.tokenizer_key(model_id), vocab_size=tokenizer.vocab_size)
+                  tokenizer_key=artifacts.tokenizer_key(model_id), vocab_size=tokenizer.vocab_size,
+                  world_size=world.size, ranks=ranks)
     result = trainer.run()
     if job.orphaned:
         return
@@ -203,6 +218,8 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
         return
     if result.cancelled and job.mode == CANCEL:
         job.emit(JobCancelled, reason="cancelled by request", step=result.step)
+        return
+    if not world.main:  # rank 0 ends the job
         return
     if callbacks.last_checkpoint is None:
         raise Rejected("training ended without writing a checkpoint")

@@ -96,6 +96,11 @@ TRAIN_CASES = [
      "must be an integer"),
     (_train("{}", '"word"', '{"max_vocab": 0}'), "tokenizer_options.max_vocab", "must be an integer"),
     (_train("{}", '"char"', '{"vocab_size": 300}'), "tokenizer_options.vocab_size", "unknown option"),
+    # Several training processes: no more than a job may have, and a global batch that splits over them.
+    (_train('{"preset": "tiny"}')[:-1] + ', "processes": 9}', "processes", "at most 8 training processes"),
+    (_train('{"preset": "tiny"}')[:-1] + ', "processes": 0}', "processes", "greater than or equal to 1"),
+    (_train('{"preset": "tiny", "batch_size": 3}')[:-1] + ', "processes": 2}', "hyperparameters.batch_size",
+     "do not split evenly over 2 processes"),
 ]
 
 
@@ -121,6 +126,7 @@ USE_CASES = [
     ("evaluate", '{"prompts": ["the"], "max_new_tokens": 10000000000}', "max_new_tokens", "less than or equal"),
     ("train", '{"hyperparameters": {"max_iters": 0}}', "hyperparameters.max_iters", "must be positive"),
     ("train", '{"hyperparameters": {"learning_rate": NaN}}', "hyperparameters.learning_rate", "must be finite"),
+    ("train", '{"processes": 3}', "hyperparameters.batch_size", "do not split evenly over 3 processes"),
 ]
 
 

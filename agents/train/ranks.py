@@ -1,0 +1,99 @@
+"""A training job of several processes (`processes` > 1): the job's child process starts the ranks with
+torch.distributed's elastic launcher (torchrun's API: c10d rendezvous on loopback, the job id as its run id) and
+waits for them; each rank joins the process group (gloo on CPU, NCCL with one GPU per rank) and runs the same
+training code as a one-process job, with `World` saying which rank it is (model/distributed.py).
+
+Rank 0 alone reports (the others' facts are dropped) and writes to the object store; every rank reads the dataset
+and the checkpoint it starts from. A rank that dies makes the launcher stop the others and start them all again,
+from the job's newest checkpoint, up to LFZ_TRAIN_MAX_RESTARTS times; past that the job fails naming the rank. The
+ranks hold the child's report queue and mode flag, so a cancel or a hand-back reaches all of them, and they stop at
+the same step; they die with the child (the parent-death signal), which dies with the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from datetime import timedelta
+from typing import Any
+
+from agents.jobs.child import JobCode, JobContext, run_job
+from agents.jobs.kinds import JobSpec
+from infra.objectstore import open_object_store
+from infra.process import die_with_parent, free_port
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+GROUP_TIMEOUT_S = 120  # a collective that waits longer than this for a rank that is gone fails the group
+SHUTDOWN_S = 2  # the launcher kills the ranks it stops (one died) this long after asking
+
+
+def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
+    """In the job's child: start `spec.processes` ranks, each running `code` on `spec`, and wait for them all."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from events import Rejected
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=spec.processes, run_id=spec.job_id, rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=job.settings.train_max_restarts,
+        monitor_interval=0.5, start_method="spawn", logs_specs=DefaultLogsSpecs(), shutdown_timeout=SHUTDOWN_S,
+        # The child ignores the signals sent to the worker's process group (its parent decides when it stops, through
+        # the mode flag); the launcher must not turn them into the end of the ranks either.
+        signals_to_handle="SIGUSR2",
+    )
+    try:
+        elastic_launch(config, rank_main)(code, type(spec), spec.model_dump(mode="json"),
+                                          job.settings.model_dump(mode="json"), job._reports, job._mode, job.attempt,
+                                          job.worker)
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        raise Rejected(f"training rank {rank} failed {job.settings.train_max_restarts + 1} time(s), the last time "
+                       f"with exit code {failure.exitcode} ({failure.message or 'no message'}); see the worker's "
+                       "log") from None
+
+
+def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict, reports: Any,
+              mode: Any, attempt: int, worker: str) -> None:
+    """One rank, in a process the launcher spawned (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_* in its environment)."""
+    import torch
+    import torch.distributed as dist
+
+    from model.device import configure_threads
+    from model.distributed import backend_for
+
+    # As the child, whose ignored SIGTERM and SIGINT a spawned process inherits: the parent decides when the job stops
+    # (a signal to the worker's process group must not end the ranks before they checkpoint); the launcher kills a
+    # rank it stops after SHUTDOWN_S.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
+    settings = Settings(**settings_values)
+    rank, size, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s rank{rank}[{os.getpid()}] %(message)s")
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    cores = settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs)
+    configure_threads(max(1, cores // size))
+    dist.init_process_group(backend_for(device), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    try:
+        context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker,
+                             reporting=rank == 0)
+        run_job(code, "train", spec_class.model_validate(spec_values), context, rank=True)
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_names(device: Any) -> list[str]:
+    """Every rank's `host/device`, in rank order (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    names: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(names, f"{socket.gethostname()}/{device}")
+    return [str(name) for name in names]
