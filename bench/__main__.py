@@ -7,6 +7,7 @@
     python -m bench gateway --json           (SSE fan-out and HTTP generation through one gateway)
     python -m bench fairness --json          (another tenant's wait while one floods the job queue)
     python -m bench export --data FILE       (export time and file sizes, Hugging Face and GGUF, per preset)
+    python -m bench distributed --processes 2  (one training process against several, same global batch)
     python -m bench all                      (every one of them in turn: what `make bench` runs)
 
 `python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "gateway": "bench.gateway",
     "fairness": "bench.fairness",
     "export": "bench.export",
+    "distributed": "bench.distributed",
     "all": "bench.runner",
     "followers": "bench.followers",
 }
