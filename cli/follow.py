@@ -32,7 +32,10 @@ def describe(event: dict[str, Any]) -> str:
         return f"accepted: {e.get('kind')} job" + (f" for model {e['model_name']}" if e.get("model_name") else "")
     if kind == "TrainStarted":
         resumed = f", resumed from step {e['resumed_from_step']}" if e.get("resumed_from_step") else ""
-        return (f"training started on {e.get('device')}: {e.get('num_parameters', 0):,} parameters, "
+        where = e.get("device")
+        if e.get("world_size", 1) > 1:  # tokens/s in the progress lines is then the ranks' sum
+            where = f"{e['world_size']} processes ({', '.join(e.get('ranks') or [])})"
+        return (f"training started on {where}: {e.get('num_parameters', 0):,} parameters, "
                 f"{e.get('max_iters')} steps, attempt {e.get('attempt', 1)}{resumed}")
     if kind == "TrainProgress":
         warning = f"\n  note: {e['warning']}" if e.get("warning") else ""

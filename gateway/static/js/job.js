@@ -215,8 +215,10 @@ class JobView {
         job.created_at = job.created_at || event.time;
         break;
       case "TrainStarted":
+        // Several processes (DDP): the ranks' devices, and tokens/s is their sum.
         Object.assign(job, { status: "running", max_iters: event.max_iters, num_parameters: event.num_parameters,
-                             device: event.device });
+                             device: (event.world_size || 1) > 1
+                               ? `${event.world_size} processes: ${(event.ranks || []).join(", ")}` : event.device });
         break;
       case "TrainProgress":
         Object.assign(job, { status: "running", step: event.step, max_iters: event.max_iters, loss: event.loss,

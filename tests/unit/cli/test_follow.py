@@ -108,3 +108,11 @@ def test_events_json_lines_while_following(capsys, fake):
     assert main(["events", "j8", "--follow", "--json", "--url", "http://gw.test"]) == 0
     types = [json.loads(line)["type"] for line in capsys.readouterr().out.splitlines()]
     assert types[0] == "JobAccepted" and types[-1] == "TrainCompleted" and len(types) == 7
+
+
+def test_a_run_of_several_processes_says_its_ranks():
+    line = describe({"type": "TrainStarted", "device": "cpu", "num_parameters": 1000, "max_iters": 50,
+                     "world_size": 2, "ranks": ["box/cpu", "box/cpu"]})
+    assert line.startswith("training started on 2 processes (box/cpu, box/cpu): 1,000 parameters")
+    assert describe({"type": "TrainStarted", "device": "cuda", "num_parameters": 1, "max_iters": 5}).startswith(
+        "training started on cuda:")
