@@ -152,7 +152,7 @@ def test_with_a_trained_model_behind_it_no_server_errors_and_no_leaks(served_gat
     print("\n".join(asyncio.run(_failure_reasons(served_database))))
     reasons = asyncio.run(_failure_reasons(served_database))
     assert not [reason for reason in reasons if "internal" in reason.lower()], reasons
-    assert made.get("generate completed", 0) >= 10 and sum(made.get(f"evaluate {status}", 0) for status in
+    assert made.get("generate completed", 0) >= 5 and sum(made.get(f"evaluate {status}", 0) for status in
                                                             ("queued", "running", "completed")) >= 1, (made, result.stdout[-5000:])
 
 
