@@ -13,7 +13,6 @@ processes) the ranks split whole micro-batches; otherwise rows of each.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket

@@ -12,8 +12,9 @@ A child that exits on its own: with `restart` (`lfz up`), `supervise()` starts i
 2 s, 4 s, ... 30 s) and says so on the terminal and in the child's log; more than `CRASH_LIMIT` exits within
 `CRASH_WINDOW_S` is a crash loop, which stops the stack with the child's name and log (restarting it further would
 only hide the cause). Each exit, restart and crash loop is also a fact on the system-events topic (events.system,
-`cli.system_events`), for operators who watch the bus rather than a terminal. Without `restart` (the demo, the benchmarks), `check()` raises `StackError` at the first exit.
-The embedded broker is never restarted: it keeps nothing, so a new one would be a different, empty log.
+`cli.system_events`), for operators who watch the bus rather than a terminal. Without `restart` (the demo, the
+benchmarks), `check()` raises `StackError` at the first exit. The embedded broker is never restarted: it keeps
+nothing, so a new one would be a different, empty log.
 """
 
 from __future__ import annotations

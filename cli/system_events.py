@@ -32,7 +32,6 @@ class SystemEvents:
         self.topic = Topics(settings.topic_prefix).system_events
         self.say = say
         self.host = socket.gethostname()
-        self.published = 0
         self._queue: queue.Queue[ProcessEvent | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="lfz-system-events", daemon=True)
         self._thread.start()
@@ -59,11 +58,10 @@ class SystemEvents:
                     await asyncio.wait_for(producer.start(), SEND_TIMEOUT_S)
                 await asyncio.wait_for(
                     producer.send_and_wait(self.topic, event.to_json(), key=event.process.encode()), SEND_TIMEOUT_S)
-                self.published += 1
             except Exception as error:  # the broker is down or refuses us: say it once, keep supervising
                 if not warned:
-                    self.say(f"could not publish {type(event).__name__} on {self.topic}: {type(error).__name__}: {error} "
-                             "(the supervisor goes on; its terminal and the process logs say the same)")
+                    self.say(f"could not publish {type(event).__name__} on {self.topic}: {type(error).__name__}: "
+                             f"{error} (the supervisor goes on; its terminal and the process logs say the same)")
                     warned = True
                 if producer is not None:
                     await _stop(producer)

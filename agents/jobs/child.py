@@ -115,6 +115,11 @@ class JobContext:
 JobCode = Callable[[Any, JobContext], None]
 
 
+def job_threads(settings: Settings) -> int:
+    """PyTorch threads for one job: the setting, or this machine's cores shared among the jobs a worker runs."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs)
+
+
 def _limit_memory(settings: Settings) -> int:
     """Cap what this process may allocate (RLIMIT_DATA), so that a request for a model too big for the machine fails
     with a reason instead of making the kernel kill processes, the worker's or its neighbours'. Not on CUDA, whose
@@ -148,7 +153,7 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
 
     settings = Settings(**settings_values)
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s child[{os.getpid()}] %(message)s")
-    configure_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs))
+    configure_threads(job_threads(settings))
     keep_freed_memory()  # a job's process reuses its step's buffers instead of faulting them in again
     memory_limit_mb = _limit_memory(settings)
     context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker)

@@ -54,7 +54,9 @@ class Run:
         self.lost = False
         self.process: multiprocessing.process.BaseProcess | None = None
         self._context = multiprocessing.get_context("spawn")
-        self._mode = self._context.Value("i", RUN)
+        # Without a lock: one aligned int, written here only. With one, a job process killed while reading it (kill -9,
+        # the OOM killer) would leave the lock held, and this worker's next write would wait for ever.
+        self._mode = self._context.Value("i", RUN, lock=False)
         self._task: asyncio.Task[None] | None = None
         self._cancel_reason: str | None = None
         self._stop_deadline: float | None = None

@@ -11,17 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, replace
 from typing import Any
 
-import torch
-
 from agents.jobs.child import CANCEL, SUSPEND, JobContext
 from agents.jobs.kinds import JobKind, JobSpec
 from agents.train import checkpoints
-from agents.train.ranks import launch, rank_names
+from agents.train.ranks import launch, rank_device, rank_names
 from events import (
     CheckpointSaved,
     JobCancelled,
@@ -185,8 +182,7 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     val_fraction = (train_config.val_fraction if train_config is not None
                     else state["train_config"]["val_fraction"])  # type: ignore[index]
     train_ids, val_ids = prepare_corpus(text, tokenizer, val_fraction)
-    device = pick_device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world.size > 1 and
-                         torch.cuda.is_available() else None)
+    device = rank_device() if world.size > 1 else pick_device()
     try:
         trainer = Trainer(model_config.with_vocab(tokenizer.vocab_size) if state is None else None, train_config,
                           train_ids, val_ids, callbacks=callbacks, device=device, resume=state,

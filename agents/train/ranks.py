@@ -19,13 +19,12 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from agents.jobs.child import JobCode, JobContext, run_job
+from agents.jobs.child import JobCode, JobContext, job_threads, run_job
 from agents.jobs.kinds import JobSpec
 from infra.objectstore import open_object_store
 from infra.process import die_with_parent, free_port
 from infra.settings import Settings
 
-log = logging.getLogger(__name__)
 GROUP_TIMEOUT_S = 120  # a collective that waits longer than this for a rank that is gone fails the group
 SHUTDOWN_S = 2  # the launcher kills the ranks it stops (one died) this long after asking
 
@@ -60,27 +59,28 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
 def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict, reports: Any,
               mode: Any, attempt: int, worker: str) -> None:
     """One rank, in a process the launcher spawned (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_* in its environment)."""
-    import torch
     import torch.distributed as dist
 
     from model.device import configure_threads
     from model.distributed import backend_for
 
-    # As the child, whose ignored SIGTERM and SIGINT a spawned process inherits: the parent decides when the job stops
-    # (a signal to the worker's process group must not end the ranks before they checkpoint); the launcher kills a
-    # rank it stops after SHUTDOWN_S.
+    # As the child, whose ignored SIGTERM and SIGINT a spawned process inherits: the parent decides when the job
+    # stops. When the launcher stops the ranks (one died), a rank blocked in a collective leaves it with an error as
+    # soon as its peer is gone and exits cleanly, its queue of reports flushed; a rank killed outright by SIGTERM could
+    # die while writing to that queue and leave its lock held, and the next generation's reports would never arrive.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     settings = Settings(**settings_values)
-    rank, size, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     logging.basicConfig(level=settings.log_level.upper(),
                         format=f"%(asctime)s rank{rank}[{os.getpid()}] %(message)s")
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    device = rank_device()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.set_device(device)
-    cores = settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_max_jobs)
-    configure_threads(max(1, cores // size))
+    configure_threads(max(1, job_threads(settings) // size))
     dist.init_process_group(backend_for(device), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     try:
         context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker,
@@ -88,6 +88,15 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
         run_job(code, "train", spec_class.model_validate(spec_values), context, rank=True)
     finally:
         dist.destroy_process_group()
+
+
+def rank_device() -> Any:
+    """This rank's device: its own GPU (LOCAL_RANK, set by the launcher) when there are GPUs, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    return torch.device("cpu")
 
 
 def rank_names(device: Any) -> list[str]:
