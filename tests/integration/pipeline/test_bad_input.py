@@ -14,7 +14,7 @@ from infra.db import queries
 from infra.db import create_engine, sessionmaker
 from infra.objectstore import artifacts
 from tests.integration.pipeline.conftest import corpus, train_request
-from tests.integration.stack import recorded
+from tests.integration.stack import poll, recorded
 
 
 def _id() -> str:
@@ -273,7 +273,16 @@ async def test_an_inline_text_becomes_a_dataset_of_its_owner_and_only_the_datase
     uploaded = (await bus.job_until(dataset_id, lambda seen: len(seen) >= 1, timeout=30))[0]
     assert uploaded["type"] == "DatasetUploaded" and uploaded["owner"] == "alice"
     assert uploaded["key"] == accepted["dataset_key"] and uploaded["characters"] == len(text)
-    # The same text again, from the same owner: the same dataset, not a second copy.
+    # The same text again, from the same owner, once the first is recorded: the same dataset, not a second copy (two
+    # requests racing each other may each store one; the lookup is by recorded rows).
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async def recorded_yet() -> bool:
+            async with sessionmaker(engine)() as session:
+                return await queries.dataset_readable(session, "alice", accepted["dataset_key"])
+        await asyncio.wait_for(poll(recorded_yet, bool), 30)
+    finally:
+        await engine.dispose()
     await bus.produce("train.requested", {**train_request(again, f"inline-{again}", owner="alice"),
                                           "dataset": {"text": text}}, key=again)
     accepted_again = (await bus.job_until(again, lambda seen: any(e["type"] == "JobAccepted" for e in seen)))[0]
