@@ -26,13 +26,19 @@ class Command(Message):
 
 
 class TrainRequested(Command):
-    """Train a model (new, or continue from its latest checkpoint when `model_id` names an existing one)."""
+    """Train a model: every run is a new version of `model_name` (the first of a new name, or one continued from
+    `parent_id`'s latest checkpoint)."""
 
     kind: ClassVar[str] = "train"
     type: Literal["TrainRequested"] = "TrainRequested"
     job_id: Identifier = Field(default_factory=new_id)
     model_name: ModelName
-    model_id: Identifier | None = Field(default=None, description="Existing model to continue training.")
+    model_id: Identifier | None = Field(default=None, description=(
+        "The id of the model version this run makes (the gateway chooses it; derived from the job id when absent). "
+        "An id that names an existing version is read as `parent_id`: the run continues it as a new version."))
+    parent_id: Identifier | None = Field(default=None, description=(
+        "Continue training this version from its latest checkpoint: the run becomes a new version of its name, "
+        "with this one as its parent."))
     description: str = Field(default="", max_length=2000)
     dataset: DatasetRef
     tokenizer: TokenizerKind = "char"

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from events.fields import Identifier, Message, new_id, utc_now
+from events.fields import AliasName, Identifier, Message, new_id, utc_now
 
-JobKind = Literal["train", "evaluate", "generate", "export", "import", "dataset", "delete"]
+JobKind = Literal["train", "evaluate", "generate", "export", "import", "dataset", "delete", "registry"]
 JOB_KINDS = ("train", "evaluate", "generate", "export", "import")  # the kinds that are jobs a person asked for
 QUEUED_KINDS = ("train", "evaluate", "export", "import")  # the kinds that run in a worker's child process
 PREVIEW_CHARS = 200  # of a dataset's text, in its listing
@@ -54,6 +54,7 @@ class JobAccepted(JobEvent):
     tokenizer_options: dict[str, int] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="As requested.")
     resume: bool = False
+    parent_id: Identifier | None = Field(default=None, description="The version a train run continues.")
     request: dict[str, Any] = Field(default_factory=dict, description="The command, for evaluate and generate jobs.")
 
 
@@ -275,6 +276,33 @@ class ModelDeleted(JobEvent):
     model_id: Identifier
 
 
+# -- the registry: aliases of a name's versions, and which checkpoint of a version serves ----------------------------
+
+
+class ModelAliasSet(JobEvent):
+    """`name@alias` now means this version (wherever it pointed before)."""
+
+    type: Literal["ModelAliasSet"] = "ModelAliasSet"
+    name: str = Field(max_length=100)
+    alias: AliasName
+    model_id: Identifier
+    version: int = Field(ge=1)
+
+
+class ModelAliasRemoved(JobEvent):
+    type: Literal["ModelAliasRemoved"] = "ModelAliasRemoved"
+    name: str = Field(max_length=100)
+    alias: AliasName
+
+
+class ServingCheckpointChosen(JobEvent):
+    """Which checkpoint of a version generates, evaluates and exports: the best by validation loss, or the last."""
+
+    type: Literal["ServingCheckpointChosen"] = "ServingCheckpointChosen"
+    model_id: Identifier
+    checkpoint: Literal["best", "last"]
+
+
 FACTS: dict[str, type[JobEvent]] = {
     cls.model_fields["type"].default: cls
     for cls in (
@@ -299,6 +327,9 @@ FACTS: dict[str, type[JobEvent]] = {
         DatasetDeleted,
         JobsPruned,
         ModelDeleted,
+        ModelAliasSet,
+        ModelAliasRemoved,
+        ServingCheckpointChosen,
     )
 }
 
@@ -319,6 +350,9 @@ TERMINAL_TYPES = frozenset(
         "DatasetDeleted",
         "JobsPruned",
         "ModelDeleted",
+        "ModelAliasSet",
+        "ModelAliasRemoved",
+        "ServingCheckpointChosen",
     }
 )
 

@@ -15,6 +15,12 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.
 ModelName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+# A new model's name: it may not hold `@` or `/`, which name an alias (`bard@champion`) and a version (`bard/3`).
+NewModelName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f@/]+$")
+]
+# An alias of a model name: a word, not a number (a number is a version).
+AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 DatasetKey = Annotated[str, StringConstraints(pattern=r"^datasets/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 

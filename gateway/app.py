@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from events import Topics
-from gateway import datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets, system
+from gateway import (compare, datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets,
+                     registry, system)
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -48,6 +49,8 @@ def api_routes() -> list[BaseRoute]:
     return [
         *datasets.routes,
         *models.routes,
+        *registry.routes,
+        *compare.routes,
         *evaluation.routes,
         *imports.routes,
         *exports.routes,

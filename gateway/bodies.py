@@ -13,7 +13,7 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, S
 
 from events import JOB_KINDS, Sampling
 from events.commands import TokenizerKind
-from events.fields import Identifier, ModelName
+from events.fields import Identifier, NewModelName
 from events.sampling import StopString
 
 Hyperparameters = dict[str, float | int | str | bool | None]
@@ -49,9 +49,9 @@ PROCESSES = ("Training processes (DDP ranks) on the worker that runs the job, on
 
 
 class CreateModelBody(Body):
-    """A new model; creating it starts its training job."""
+    """A new model version; creating it starts its training job. A name used before gets its next version."""
 
-    name: ModelName
+    name: NewModelName
     description: str = Field(default="", max_length=2000)
     dataset: DatasetChoice
     tokenizer: TokenizerKind = "char"
@@ -71,6 +71,18 @@ class TrainMoreBody(Body):
     dataset: DatasetChoice | None = Field(default=None, description="Defaults to the model's own dataset.")
     hyperparameters: Hyperparameters = Field(default_factory=dict)
     processes: int = Field(default=1, ge=1, le=64, description=PROCESSES)
+
+
+class AliasBody(Body):
+    """Point an alias at a version of the name."""
+
+    version: int = Field(ge=1, description="The version number, as in `name/version`.")
+
+
+class ServingBody(Body):
+    """Which checkpoint of this version generates, evaluates and exports."""
+
+    checkpoint: Literal["best", "last"] = Field(description="`best` by validation loss, or the `last` written.")
 
 
 class EvaluateBody(Body):
@@ -135,6 +147,16 @@ JobKind = Literal["train", "evaluate", "generate", "export"]
 class ModelsQuery(PageQuery):
     status: ModelStatus | None = None
     name: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class CompareQuery(Body):
+    runs: str = Field(max_length=2000, description=(
+        "2 to 10 model versions separated by commas, each an id, a name (its newest version), `name@alias` or "
+        "`name/version`."))
+
+    @property
+    def refs(self) -> list[str]:
+        return [ref.strip() for ref in self.runs.split(",") if ref.strip()]
 
 
 class JobsQuery(PageQuery):

@@ -39,7 +39,7 @@ async def usable_model(request: Request, id_or_name: str, field: str) -> Model:
     """A model the caller may generate with or evaluate, by id or by name: 404 when unknown (or not theirs), 409 when
     it has no checkpoint yet. Any checkpoint serves (see ServingCheckpoint): a cancelled or failed run's too."""
     async with gateway_of(request).sessions() as session:
-        row = await queries.find_model(session, owner_of(request), id_or_name)
+        row = await queries.find_model(session, owner_of(request), id_or_name, servable=True)
     if row is None:
         raise ApiError(404, "not_found", f"there is no model with the id or name {id_or_name!r}", field)
     if not (row.best_checkpoint or row.latest_checkpoint):

@@ -119,9 +119,16 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str,
     return DatasetRef(text=choice.text), len(choice.text), len(data)
 
 
+def model_ref(request: Request) -> str:
+    """What the path names: `{model}` (an id, a name, `name@alias`), or `{name}/{version}`."""
+    params = request.path_params
+    return params["model"] if "model" in params else f"{params['name']}/{params['version']}"
+
+
 async def visible_model(request: Request) -> Model:
-    """The model the path names, by id or by name: 404 naming what was typed when there is none for the caller."""
-    named = request.path_params["model"]
+    """The version the path names, by id, name (its newest version), `name@alias` or `name/version`: 404 naming
+    what was typed when there is none for the caller."""
+    named = model_ref(request)
     async with gateway_of(request).sessions() as session:
         row = await queries.find_model(session, owner_of(request), named)
     if row is None:
@@ -132,18 +139,14 @@ async def visible_model(request: Request) -> Model:
 @operation(summary="Create a model and start training it", tag="models", body=CreateModelBody,
            responses={202: Submitted})
 async def create_model(request: Request) -> JSONResponse:
-    """The body mirrors TrainRequested. Answers 202 with the model's and the job's ids and the job's event stream."""
+    """The body mirrors TrainRequested. Each run is a new version of its name (the first when the name is new).
+    Answers 202 with the version's and the job's ids and the job's event stream."""
     gateway = gateway_of(request)
     body = await json_body(request, CreateModelBody)
     hyperparameters, options = tokenizer_options_of(body.hyperparameters, body.tokenizer_options)
     hp = check_hyperparameters(hyperparameters)
     check_processes(request, body.processes, hp)
     check_tokenizer_options(body.tokenizer, options)
-    async with gateway.sessions() as session:
-        if await queries.model_named(session, owner_of(request), body.name) is not None:
-            raise ApiError(409, "name_taken", f"name: a model named {body.name!r} exists already; train it further "
-                                              f"with POST /api/v1/models/{body.name}/train (`lfz train --continue "
-                                              f"{body.name}`), or choose another name", "name")
     dataset, characters, size = await dataset_ref(request, body.dataset, "dataset", training=True)
     check_length(size if body.tokenizer == "bpe" else characters, body.tokenizer, hp,
                  "dataset.id" if body.dataset.id else "dataset.text")
@@ -165,21 +168,24 @@ async def list_models(request: Request) -> JSONResponse:
             session, owner_of(request), status=params.status, name=params.name, limit=params.limit,
             offset=params.offset,
         )
-    listing = ModelList(items=[ModelView.of(r) for r in rows], total=total, limit=params.limit,
+        aliases = await queries.aliases_of(session, [r.id for r in rows])
+    listing = ModelList(items=[ModelView.of(r, aliases.get(r.id)) for r in rows], total=total, limit=params.limit,
                         offset=params.offset)
     return JSONResponse(listing.json_dict())
 
 
-@operation(summary="Get a model", tag="models", responses={200: ModelDetail})
+@operation(summary="Get a model version", tag="models", responses={200: ModelDetail})
 async def get_model(request: Request) -> JSONResponse:
-    """Status, progress, configuration, metrics, checkpoints (exactly one of them the best) and which one serves,
+    """By id, name (its newest version), `name@alias`, or `/models/{name}/{version}`. Its version, parent and
+    aliases, status, progress, configuration, metrics, checkpoints (exactly one of them the best) and which one serves,
     and the latest evaluation."""
     row = await visible_model(request)
     async with gateway_of(request).sessions() as session:
         checkpoints = await queries.checkpoints(session, row.id)
         evaluation = await queries.latest_evaluation(session, row.id)
+        aliases = await queries.aliases_of(session, [row.id])
     detail = ModelDetail(
-        **ModelView.of(row).model_dump(), checkpoints=[CheckpointView.of(c) for c in checkpoints],
+        **ModelView.of(row, aliases.get(row.id)).model_dump(), checkpoints=[CheckpointView.of(c) for c in checkpoints],
         latest_evaluation=EvaluationView.of(evaluation) if evaluation is not None else None,
     )
     return JSONResponse(detail.json_dict())
@@ -236,9 +242,9 @@ async def delete_model(request: Request) -> JSONResponse:
 @operation(summary="Continue training from the latest checkpoint", tag="models", body=TrainMoreBody,
            responses={202: Submitted})
 async def train_more(request: Request) -> JSONResponse:
-    """From the model's latest checkpoint, whatever ended its last run (completed, cancelled, failed after a
-    checkpoint). `hyperparameters.max_iters` counts the additional iterations; the dataset defaults to the
-    model's own."""
+    """From the version's latest checkpoint, whatever ended its run (completed, cancelled, failed after a
+    checkpoint), as a new version of its name whose parent it is. `hyperparameters.max_iters` counts the additional
+    iterations; the dataset defaults to the version's own."""
     gateway = gateway_of(request)
     row = await visible_model(request)
     body = await json_body(request, TrainMoreBody, empty_ok=True)
@@ -256,14 +262,14 @@ async def train_more(request: Request) -> JSONResponse:
         dataset = DatasetRef(key=row.dataset_key)
     else:
         raise invalid("dataset", "the model's own dataset is not stored any more (deleted?); give one")
-    job_id = new_id()
+    model_id, job_id = new_id(), new_id()
     command = TrainRequested(
-        job_id=job_id, model_id=row.id, model_name=row.name, description=row.description or "", dataset=dataset,
-        tokenizer=row.tokenizer or "char", hyperparameters=hyperparameters, owner=owner_of(request),
+        job_id=job_id, model_id=model_id, parent_id=row.id, model_name=row.name, description=row.description or "",
+        dataset=dataset, tokenizer=row.tokenizer or "char", hyperparameters=hyperparameters, owner=owner_of(request),
         processes=body.processes,
     )
-    submitted = await submit(request, gateway.topics.train_requested, command, job_id, row.id)
-    return submitted_response(submitted)
+    submitted = await submit(request, gateway.topics.train_requested, command, job_id, model_id)
+    return submitted_response(submitted, f"/api/v1/models/{model_id}")
 
 
 routes = [
@@ -271,6 +277,7 @@ routes = [
     Route("/models/create", create_model, methods=["POST"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/models/{model}", get_model, methods=["GET"]),
+    Route("/models/{name}/{version:int}", get_model, methods=["GET"]),
     Route("/models/{model}", delete_model, methods=["DELETE"]),
     Route("/models/{model}/status", model_status, methods=["GET"]),
     Route("/models/{model}/train", train_more, methods=["POST"]),

@@ -59,7 +59,8 @@ class OpenAISampling(Sampling):
     most 4), a temperature from 0 to 2 that defaults to 1."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=100, description="A model's name or id.")
+    model: str = Field(min_length=1, max_length=170, description=(
+        "A model's name (its newest version), `name@alias`, `name/version`, or a version's id."))
     temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     n: int = Field(default=1, ge=1, le=8)
     stream: bool = False
@@ -256,11 +257,18 @@ async def _run(request: Request, chat: bool) -> Response:
 
 @operation(summary="List models (OpenAI style)", tag="openai", responses={200: OpenAIModelList})
 async def list_models(request: Request) -> JSONResponse:
-    """Trained models the key can use; `id` is the model's name."""
+    """Trained models the key can use, each by every way to name it: its name (for the newest version of the name),
+    `name/version`, and `name@alias` for each alias."""
     async with gateway_of(request).sessions() as session:
         rows, _ = await queries.list_models(session, owner_of(request), trained=True, limit=500)
-    data = [OpenAIModel(id=r.name, created=int(r.created_at.timestamp()) if r.created_at else 0,
-                        owned_by=r.owner or "lfz") for r in rows]
+        aliases = await queries.aliases_of(session, [r.id for r in rows])
+    data, named = [], set()
+    for r in rows:  # newest first: the first of a name is what the bare name means
+        ids = [] if r.name in named else [r.name]
+        named.add(r.name)
+        ids += [f"{r.name}/{r.version}"] * (r.version is not None) + [f"{r.name}@{a}" for a in aliases.get(r.id, [])]
+        created = int(r.created_at.timestamp()) if r.created_at else 0
+        data += [OpenAIModel(id=ident, created=created, owned_by=r.owner or "lfz") for ident in ids]
     return JSONResponse(OpenAIModelList(data=data).model_dump(mode="json"))
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from infra.db.queries import serving_checkpoint
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, Model
 from infra.objectstore.artifacts import step_of
 
@@ -104,7 +105,8 @@ class EvaluationView(View):
 
 
 class ServingCheckpoint(View):
-    """The checkpoint a model generates and evaluates with: the best by validation loss, else the latest."""
+    """The checkpoint a version generates, evaluates and exports with: its choice (`serve`) of the best by validation
+    loss or the last, the other when the chosen one is not there yet."""
 
     key: str
     step: int | None = None
@@ -112,16 +114,22 @@ class ServingCheckpoint(View):
 
     @classmethod
     def of(cls, row: Model) -> ServingCheckpoint | None:
-        if row.best_checkpoint:
-            return cls(key=row.best_checkpoint, step=row.best_step, kind="best")
-        if row.latest_checkpoint:
-            return cls(key=row.latest_checkpoint, step=step_of(row.latest_checkpoint), kind="latest")
-        return None
+        if not (row.best_checkpoint or row.latest_checkpoint):
+            return None
+        key = serving_checkpoint(row)
+        if key == row.best_checkpoint:
+            return cls(key=key, step=row.best_step, kind="best")
+        return cls(key=key, step=step_of(key), kind="latest")
 
 
 class ModelView(View):
     id: str
     name: str
+    version: int | None = Field(default=None, description="This version's number among its name's: 1, 2, 3 ...")
+    ref: str = Field(description="How to name exactly this version: `name/version`.")
+    parent_id: str | None = Field(default=None, description="The version this one continued training from.")
+    aliases: list[str] = Field(default_factory=list, description="The aliases (`name@alias`) pointing at it.")
+    serve: Literal["best", "last"] = Field(default="best", description="Which checkpoint serves: best or last.")
     description: str
     status: str = Field(description="pending, training, completed, failed, cancelled or deleted.")
     progress: float
@@ -145,9 +153,11 @@ class ModelView(View):
     trained_at: datetime | None = None
 
     @classmethod
-    def of(cls, row: Model) -> ModelView:
+    def of(cls, row: Model, aliases: list[str] | None = None) -> ModelView:
         return cls(
-            id=row.id, name=row.name, description=row.description or "", status=row.status,
+            id=row.id, name=row.name, version=row.version, ref=f"{row.name}/{row.version}" if row.version else row.id,
+            parent_id=row.parent_id, aliases=aliases or [], serve="last" if row.serve == "last" else "best",
+            description=row.description or "", status=row.status,
             progress=row.progress or 0.0, step=row.step or 0, max_iters=row.max_iters, tokenizer=row.tokenizer,
             hyperparameters=row.hyperparameters or {}, config=row.config or {}, metrics=row.metrics or {},
             num_parameters=row.num_parameters, vocab_size=row.vocab_size, dataset_key=row.dataset_key,

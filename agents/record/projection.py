@@ -42,6 +42,7 @@ from events import (
     ValidationCompleted,
     utc_now,
 )
+from agents.record import registry
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
@@ -164,10 +165,12 @@ async def _on_accepted(session: AsyncSession, event: JobAccepted) -> None:
         return
     model = await _model(session, event.model_id)
     if model is None:
+        name = event.model_name or event.model_id
         model = Model(
-            id=event.model_id, owner=event.owner, name=event.model_name or event.model_id,
-            description=event.description, tokenizer=event.tokenizer, hyperparameters=event.hyperparameters,
-            config={}, metrics={}, progress=0.0, step=0, created_at=event.time,
+            id=event.model_id, owner=event.owner, name=name,
+            version=await registry.next_version(session, event.owner, name), parent_id=event.parent_id,
+            serve="best", description=event.description, tokenizer=event.tokenizer,
+            hyperparameters=event.hyperparameters, config={}, metrics={}, progress=0.0, step=0, created_at=event.time,
         )
         session.add(model)
     if model.status != "deleted":
@@ -379,6 +382,7 @@ async def _on_model_deleted(session: AsyncSession, event: ModelDeleted) -> None:
     model = await _model(session, event.model_id)
     if model is not None and model.owner == event.owner:  # another owner's delete changes nothing
         model.status, model.updated_at = "deleted", event.time
+        await registry.forget_aliases_of(session, model.id)
 
 
 _HANDLERS: dict[type[JobEvent], Any] = {
@@ -403,4 +407,5 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     DatasetDeleted: _on_dataset_deleted,
     JobsPruned: _on_jobs_pruned,
     ModelDeleted: _on_model_deleted,
+    **registry.HANDLERS,
 }

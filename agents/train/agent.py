@@ -56,27 +56,34 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
         # checks ("no checkpoint to continue from"): then this is a redelivery, not a bad request.
         if await _already_queued(queue, job, accepted):
             return
-        # The facts of a refused request name only what the sender may name: a model id of another tenant's (or a
-        # dataset key) in them would let the projection tie that model (or that dataset) to the sender.
-        model_id = await _own_or_new(runtime, command.owner, model_id)
+        model_id = await _refused_version(runtime, command, model_id)
         await job.emit(JobAccepted, **{**accepted, "model_id": model_id})
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
         return
-    accepted.update(dataset_key=spec.dataset_key, resume=spec.base_checkpoint is not None)
     row = await queue.enqueue(command.job_id, "train", command.owner, spec.model_dump(mode="json"))
     if row is None:
-        await _redelivered(queue, job, accepted)
+        await _redelivered(queue, job, _accepted_as(accepted, spec))
         return
-    await job.emit(JobAccepted, **accepted)
+    await job.emit(JobAccepted, **_accepted_as(accepted, spec))
 
 
-async def _own_or_new(runtime: Runtime, owner: str | None, model_id: str) -> str | None:
-    """`model_id` when it names no model yet or one of the owner's; None when it is another tenant's."""
+def _accepted_as(accepted: dict[str, Any], spec: TrainSpec) -> dict[str, Any]:
+    """The acceptance of a checked request: the version it makes, of which name, from which parent and dataset."""
+    return {**accepted, "model_id": spec.model_id, "model_name": spec.model_name, "parent_id": spec.parent_id,
+            "dataset_key": spec.dataset_key, "resume": spec.base_checkpoint is not None}
+
+
+async def _refused_version(runtime: Runtime, command: TrainRequested, model_id: str) -> str | None:
+    """The version the facts of a refused request name: the one it would have made. Never another tenant's model
+    (the projection would tie that model, or a dataset key, to the sender), nor an existing version of the sender's
+    (a refused continuation must not end its parent): a fresh id derived from the job's for that."""
     async with runtime.sessions() as session:
-        if await session.get(Model, model_id) is None or await queries.get_model(session, owner, model_id, True):
-            return model_id
-    return None
+        existing = await session.get(Model, model_id)
+        own = existing is not None and await queries.get_model(session, command.owner, model_id, True) is not None
+    if existing is None or (own and existing.train_job_id == command.job_id):
+        return model_id
+    return model_id_of_job(command.job_id) if own else None
 
 
 async def _already_queued(queue: JobQueue, job: JobLog, accepted: dict[str, Any]) -> bool:
@@ -87,9 +94,7 @@ async def _already_queued(queue: JobQueue, job: JobLog, accepted: dict[str, Any]
         return False
     if row.owner != job.owner:  # the job is not recorded yet, but it is someone else's
         raise Refused(f"job_id: {job.job_id} is already taken by another job or dataset", "job_id")
-    spec = TrainSpec.model_validate(row.spec)
-    await _redelivered(queue, job, {**accepted, "dataset_key": spec.dataset_key,
-                                      "resume": spec.base_checkpoint is not None})
+    await _redelivered(queue, job, _accepted_as(accepted, TrainSpec.model_validate(row.spec)))
     return True
 
 
@@ -113,21 +118,35 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
     check_processes(command.processes, hp.train, runtime.settings.max_train_processes)
 
+    model_name, parent_id = command.model_name, command.parent_id
     base_checkpoint, base_step = None, 0
     async with runtime.sessions() as session:
         existing = await session.get(Model, model_id)
-        visible = await queries.get_model(session, command.owner, model_id)
-    if existing is not None and existing.status != "deleted":
-        if visible is None:
-            raise Rejected(f"model_id: no model {model_id}", "model_id")
-        if existing.status in ("pending", "training") and existing.train_job_id != command.job_id:
-            raise Rejected(f"model_id: model {model_id} is {existing.status} (job {existing.train_job_id}); wait for "
-                           "it to end, or cancel it, before continuing", "model_id")
-        if not existing.latest_checkpoint:
-            raise Rejected(f"model_id: model {model_id} has no checkpoint to continue from yet", "model_id")
-        # Its latest checkpoint, whatever ended its last run (completed, cancelled, failed after a checkpoint).
-        base_checkpoint = existing.latest_checkpoint
-        base_step = artifacts.step_of(base_checkpoint) or existing.step
+    if existing is not None and existing.status != "deleted" and existing.train_job_id != command.job_id:
+        if parent_id is not None:
+            raise Rejected(f"model_id: {model_id} names a model version already; a run makes a new one (leave "
+                           "model_id out)", "model_id")
+        # The id of an existing version: continue it as a new version (as `parent_id` says).
+        parent_id, model_id = model_id, model_id_of_job(command.job_id)
+    if parent_id is not None:
+        field = "parent_id" if command.parent_id is not None else "model_id"
+        async with runtime.sessions() as session:
+            parent = await queries.get_model(session, command.owner, parent_id)
+        if parent is None:
+            raise Rejected(f"{field}: no model {parent_id}", field)
+        if parent.status in ("pending", "training"):
+            raise Rejected(f"{field}: model {parent_id} is {parent.status} (job {parent.train_job_id}); wait for "
+                           "it to end, or cancel it, before continuing", field)
+        if not parent.latest_checkpoint:
+            raise Rejected(f"{field}: model {parent_id} has no checkpoint to continue from yet", field)
+        # Its latest checkpoint, whatever ended its run (completed, cancelled, failed after a checkpoint); the new
+        # version is one of the parent's name.
+        base_checkpoint = parent.latest_checkpoint
+        base_step = artifacts.step_of(base_checkpoint) or parent.step
+        model_name = parent.name
+    elif "@" in model_name or "/" in model_name:
+        raise Rejected(f"model_name: {model_name!r} may not hold '@' or '/' (they name an alias and a version: "
+                       "name@alias, name/version)", "model_name")
 
     if command.dataset.text is not None:
         if not command.dataset.text.strip():
@@ -143,7 +162,7 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         if readable is None or not await runtime.astore.exists(dataset_key):
             raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
     return TrainSpec(
-        job_id=command.job_id, model_id=model_id, model_name=command.model_name, owner=command.owner,
+        job_id=command.job_id, model_id=model_id, model_name=model_name, owner=command.owner, parent_id=parent_id,
         dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
         base_step=base_step, processes=command.processes,

@@ -17,7 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from events import QUEUED_KINDS, Rejected
-from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model
+from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model, ModelAlias
 
 T = TypeVar("T")
 Owner = str | None  # None: auth is off and every row is visible
@@ -73,15 +73,60 @@ async def get_model(session: AsyncSession, owner: Owner, model_id: str, deleted:
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def model_named(session: AsyncSession, owner: Owner, name: str) -> Model | None:
-    """The live (not deleted) model of that name; names are unique per owner among those."""
+async def model_named(session: AsyncSession, owner: Owner, name: str, version: int | None = None,
+                      servable: bool = False) -> Model | None:
+    """A live (not deleted) version of the name: the one numbered `version`, else the newest (with `servable`, the
+    newest that has a checkpoint, when one has: a new version in training does not take its name's place yet)."""
     statement = owned(select(Model).where(Model.name == name, Model.status != "deleted"), Model.owner, owner)
-    statement = statement.order_by(Model.created_at.desc()).limit(1)
+    if version is not None:
+        statement = statement.where(Model.version == version)
+    elif servable:
+        with_checkpoint = statement.where(Model.latest_checkpoint.is_not(None) | Model.best_checkpoint.is_not(None))
+        found = (await session.execute(with_checkpoint.order_by(Model.version.desc(), Model.created_at.desc())
+                                       .limit(1))).scalar_one_or_none()
+        if found is not None:
+            return found
+    statement = statement.order_by(Model.version.desc(), Model.created_at.desc()).limit(1)
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def find_model(session: AsyncSession, owner: Owner, id_or_name: str) -> Model | None:
-    return await get_model(session, owner, id_or_name) or await model_named(session, owner, id_or_name)
+async def model_aliased(session: AsyncSession, owner: Owner, name: str, alias: str) -> Model | None:
+    statement = owned(select(ModelAlias.model_id).where(ModelAlias.name == name, ModelAlias.alias == alias),
+                      ModelAlias.owner, owner)
+    model_id = await session.scalar(statement.order_by(ModelAlias.updated_at.desc()).limit(1))
+    return await get_model(session, owner, model_id) if model_id else None
+
+
+async def find_model(session: AsyncSession, owner: Owner, ref: str, servable: bool = False) -> Model | None:
+    """What a person may write to name a model: a version's id, a name (its newest version; see `model_named` for
+    `servable`), `name@alias` or `name/version`. A whole name wins over reading it as an alias or a version (older
+    names may hold `@` or `/`)."""
+    found = await get_model(session, owner, ref) or await model_named(session, owner, ref, servable=servable)
+    if found is not None:
+        return found
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        return await model_aliased(session, owner, name, alias)
+    name, _, version = ref.rpartition("/")
+    if name and version.isdigit():
+        return await model_named(session, owner, name, int(version))
+    return None
+
+
+async def versions(session: AsyncSession, owner: Owner, name: str) -> list[Model]:
+    """The live versions of a name, oldest first."""
+    statement = owned(select(Model).where(Model.name == name, Model.status != "deleted"), Model.owner, owner)
+    return list((await session.execute(statement.order_by(Model.version, Model.created_at))).scalars())
+
+
+async def aliases_of(session: AsyncSession, model_ids: list[str]) -> dict[str, list[str]]:
+    """Each version's aliases, by model id."""
+    found: dict[str, list[str]] = {}
+    if model_ids:
+        statement = select(ModelAlias.model_id, ModelAlias.alias).where(ModelAlias.model_id.in_(model_ids))
+        for model_id, alias in (await session.execute(statement.order_by(ModelAlias.alias))).all():
+            found.setdefault(model_id, []).append(alias)
+    return found
 
 
 async def list_models(
@@ -106,7 +151,7 @@ async def servable_model(session: AsyncSession, owner: Owner, model_id: str | No
     if model_id is not None:
         model = await get_model(session, owner, model_id)
     else:
-        model = await model_named(session, owner, model_name or "")
+        model = await find_model(session, owner, model_name or "", servable=True)
     if model is None:
         raise Rejected(f"{field}: there is no {label}", field)
     if not (model.best_checkpoint or model.latest_checkpoint):
@@ -136,15 +181,19 @@ async def servable_model_soon(sessions: async_sessionmaker[AsyncSession], owner:
 
 
 def serving_checkpoint(model: Model) -> str:
-    """The checkpoint that serves a model: the best by validation loss, else the latest."""
-    key = model.best_checkpoint or model.latest_checkpoint
+    """The checkpoint that serves a version: its choice (`serve`) of the best by validation loss (the default) or
+    the last; the other when the chosen one is not there."""
+    if model.serve == "last":
+        key = model.latest_checkpoint or model.best_checkpoint
+    else:
+        key = model.best_checkpoint or model.latest_checkpoint
     assert key is not None
     return key
 
 
 def serving_version(model: Model) -> str:
     """Changes whenever the serving checkpoint's bytes do (best.pt is rewritten at each new best)."""
-    return f"{serving_checkpoint(model)}@{model.best_step}"
+    return f"{serving_checkpoint(model)}@{model.best_step}@{model.serve}"
 
 
 async def checkpoints(session: AsyncSession, model_id: str) -> list[Checkpoint]:

@@ -65,6 +65,10 @@ class Model(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(100), index=True)
+    # A row is one version of its name: 1, 2, 3 ... in the order the log accepted them (replay gives the same).
+    version: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(String(64))  # the version this one continued from
+    serve: Mapped[str] = mapped_column(String(10), default="best", server_default="best")  # or "last"
     description: Mapped[str] = mapped_column(Text, default="")
     # pending -> training -> completed | failed | cancelled; deleted when removed.
     status: Mapped[str] = mapped_column(String(20))
@@ -87,6 +91,22 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     trained_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ModelAlias(Base):
+    """`name@alias` -> one version of that name, per owner. Moving an alias rewrites its one row."""
+
+    __tablename__ = "model_aliases"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)  # see `alias_key`
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    alias: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(String(64), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    @staticmethod
+    def key_of(owner: str | None, name: str, alias: str) -> str:
+        return f"{owner or ''}\x1f{name}\x1f{alias}"
 
 
 class Job(Base):
@@ -193,5 +213,5 @@ class JobQueueRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-PROJECTION_TABLES = (Dataset.__table__, Model.__table__, Job.__table__, JobEventRow.__table__,
-                     Evaluation.__table__, Checkpoint.__table__)
+PROJECTION_TABLES = (Dataset.__table__, Model.__table__, ModelAlias.__table__, Job.__table__,
+                     JobEventRow.__table__, Evaluation.__table__, Checkpoint.__table__)
