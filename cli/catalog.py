@@ -14,7 +14,8 @@ from cli.errors import EXIT_USAGE, CliError
 from cli.render import Output, number, when
 
 datasets = typer.Typer(help="Upload training text and list what is uploaded.", no_args_is_help=True)
-models = typer.Typer(help="List, show and delete models.", no_args_is_help=True)
+models = typer.Typer(help="List, show and delete models; their versions, aliases and serving checkpoint.",
+                     no_args_is_help=True)
 
 LimitOption = Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many rows.")]
 RECORD_WAIT_S = 120.0
@@ -109,7 +110,7 @@ def confirm(out: Output, yes: bool, question: str) -> None:
 def model_row(m: dict[str, Any]) -> list[Any]:
     val_loss = (m.get("metrics") or {}).get("val_loss")
     steps = f"{m.get('step') or 0}/{m['max_iters']}" if m.get("max_iters") else str(m.get("step") or 0)
-    return [m["id"], m["name"], m["status"], f"{100 * (m.get('progress') or 0):.0f}%", steps,
+    return [m["id"], m["name"], m.get("version") or "-", m["status"], f"{100 * (m.get('progress') or 0):.0f}%", steps,
             number(m.get("num_parameters")), number(val_loss), when(m.get("created_at"))]
 
 
@@ -126,17 +127,19 @@ def list_models(
     if as_json:
         out.json(listing)
         return
-    out.table(["id", "name", "status", "progress", "steps", "parameters", "val loss", "created"],
-              [model_row(m) for m in listing["items"]], right=["progress", "steps", "parameters", "val loss"])
+    out.table(["id", "name", "version", "status", "progress", "steps", "parameters", "val loss", "created"],
+              [model_row(m) for m in listing["items"]],
+              right=["version", "progress", "steps", "parameters", "val loss"])
     _more(out, listing)
 
 
 @models.command("show")
 def show_model(
-    model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
+    model: Annotated[str, typer.Argument(help="A model: id, name (its newest version), name@alias or name/version.",
+                                         show_default=False)],
     url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
-    """Everything about one model: status, configuration, metrics, checkpoints, latest evaluation."""
+    """Everything about one model version: status, lineage, configuration, metrics, checkpoints, evaluation."""
     out = Output()
     with gateway(url) as api:
         detail = resolve_model(api, model)
@@ -149,14 +152,17 @@ def show_model(
     best = next((c["step"] for c in detail.get("checkpoints", []) if c.get("is_best")), None)
     serving = detail.get("serving_checkpoint")
     serves = f"{serving['kind']} checkpoint, step {serving.get('step')}" if serving else "- (no checkpoint yet)"
+    serves += f" (chose {detail.get('serve', 'best')}: `lfz models serve`)"
     out.fields([
-        ("id", detail["id"]), ("name", detail["name"]), ("status", detail["status"]),
+        ("id", detail["id"]), ("name", detail["name"]), ("version", detail.get("ref")),
+        ("parent", detail.get("parent_id")), ("aliases", ", ".join(detail.get("aliases") or []) or "-"),
+        ("status", detail["status"]),
         ("progress", f"{100 * (detail.get('progress') or 0):.0f}% (step {detail.get('step') or 0} of "
                      f"{detail.get('max_iters') or '-'})"),
         ("error", detail.get("error")),
         ("tokenizer", f"{detail.get('tokenizer') or '-'} (vocabulary {number(detail.get('vocab_size'))})"),
         ("parameters", number(detail.get("num_parameters"))),
-        ("hyperparameters", f"{detail.get('hyperparameters')} (its latest run's)"),
+        ("hyperparameters", detail.get("hyperparameters")),
         ("validation loss", number(metrics.get("val_loss"))),
         ("perplexity", number(metrics.get("perplexity"))),
         ("checkpoints", f"{len(detail.get('checkpoints', []))} (best at step {best if best is not None else '-'})"),

@@ -134,6 +134,21 @@ class Client:
     def get_model(self, model: str) -> dict[str, Any]:
         return self._call("GET", _model_path(model))
 
+    def model_versions(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"{_model_path(name)}/versions")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return self._call("PUT", f"{_model_path(name)}/aliases/{quote(alias, safe='')}", json={"version": version})
+
+    def remove_alias(self, name: str, alias: str) -> dict[str, Any]:
+        return self._call("DELETE", f"{_model_path(name)}/aliases/{quote(alias, safe='')}")
+
+    def choose_serving(self, model: str, checkpoint: str) -> dict[str, Any]:
+        return self._call("PUT", f"{_model_path(model)}/serving", json={"checkpoint": checkpoint})
+
+    def compare(self, runs: list[str]) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/compare", params={"runs": ",".join(runs)})
+
     def model_status(self, model: str) -> dict[str, Any]:
         return self._call("GET", f"{_model_path(model)}/status")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from cli import catalog, demo, export, inference, jobs, local
+from cli import catalog, demo, export, inference, jobs, local, registry
 from cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, Stopped, explain
 from cli.render import Output
 
@@ -34,6 +34,7 @@ app.add_typer(catalog.models, name="models")
 app.command("train", epilog=jobs.HYPERPARAMETER_HELP)(jobs.train)
 app.add_typer(jobs.jobs, name="jobs")
 app.command("events")(jobs.events)
+app.command("compare")(registry.compare)
 app.command("presets")(catalog.presets)
 app.command("evaluate")(inference.evaluate)
 app.command("generate")(inference.generate)

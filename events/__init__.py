@@ -59,8 +59,9 @@ __all__ = [
     "DatasetUploaded", "DeadLetter", "DecodeError", "EvaluateRequested", "EvaluationCompleted", "EvaluationFailed",
     "ExportCompleted", "ExportFailed", "ExportRequested", "ExportedFile", "FACTS", "FAILED_TYPE_FOR_KIND",
     "GenerateRequested", "GenerationCompleted", "GenerationFailed", "ImportFailed", "ImportRequested", "JOB_KINDS",
-    "JobAccepted", "JobCancelled", "JobEvent", "JobsPruned", "ModelAliasRemoved", "ModelAliasSet", "ModelDeleted", "ModelImported", "QUEUED_KINDS",
-    "Rejected", "Sampling", "ServingCheckpointChosen", "TERMINAL_TYPES", "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
+    "JobAccepted", "JobCancelled", "JobEvent", "JobsPruned", "ModelAliasRemoved", "ModelAliasSet", "ModelDeleted",
+    "ModelImported", "QUEUED_KINDS", "Rejected", "Sampling", "ServingCheckpointChosen", "TERMINAL_TYPES",
+    "TokensGenerated", "Topics", "TrainCompleted", "TrainFailed",
     "TrainProgress", "TrainRequested", "TrainStarted", "ValidationCompleted", "check_text", "dataset_text",
     "dead_letter", "decode_command", "decode_event", "id_from_position", "new_id", "utc_now",
 ]

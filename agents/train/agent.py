@@ -130,8 +130,16 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         parent_id, model_id = model_id, model_id_of_job(command.job_id)
     if parent_id is not None:
         field = "parent_id" if command.parent_id is not None else "model_id"
-        async with runtime.sessions() as session:
-            parent = await queries.get_model(session, command.owner, parent_id)
+        # A parent that ended a moment ago may not be recorded as ended yet: a busy parent is only final after a
+        # few seconds.
+        async def settled(session: Any) -> Model | None:
+            found = await queries.get_model(session, command.owner, parent_id)
+            return found if found is not None and found.status not in ("pending", "training") else None
+
+        parent = await queries.wait_for(runtime.sessions, settled, 3.0, 0.2)
+        if parent is None:
+            async with runtime.sessions() as session:
+                parent = await queries.get_model(session, command.owner, parent_id)
         if parent is None:
             raise Rejected(f"{field}: no model {parent_id}", field)
         if parent.status in ("pending", "training"):

@@ -165,8 +165,10 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     tokenizer: Tokenizer
     if state is not None:
         tokenizer = tokenizer_from_json(state["tokenizer"])
-        if own_key is None:  # continue an earlier model: its shape, a new number of steps
+        if own_key is None:  # continue an earlier version: its shape, a new number of steps
             train_config = replace(train_config, max_iters=spec.base_step + train_config.max_iters)
+            if "optimizers" in state:  # the new version's best is the best of its own checkpoints
+                state = {**state, "best_val_loss": None, "bad_evals": 0}
         else:
             train_config = None  # the checkpoint's own training config wins
     else:

@@ -63,22 +63,22 @@ def test_the_first_hour(lfz, tmp_path: Path):
     sampled = json_of(lfz("generate", "stories", "The model", "--max-tokens", "5", "--temperature", "0", "--json"))
     assert sampled["model_id"] == cancelled["id"] and sampled["completions"][0]["finish_reason"] in ("length", "stop")
 
-    # A name that exists points at --continue, which continues it from its latest checkpoint.
-    taken = lfz("train", "--data", dataset_id, "--name", "stories", "--preset", "tiny")
-    assert taken.code != 0 and "lfz train --continue stories" in taken.err
+    # --continue trains on from the latest checkpoint as version 2 of the name, whose parent is version 1.
     cancelled_at = int(cancelled["latest_checkpoint"].rsplit("step-", 1)[1].removesuffix(".pt"))
     more = lfz("train", "--continue", "stories", "--max-iters", "40", "--follow")
     assert more.code == 0, more.err
     continued = json_of(lfz("models", "show", "stories", "--json"))
+    assert (continued["version"], continued["parent_id"]) == (2, cancelled["id"])
     assert continued["status"] == "completed" and continued["step"] == cancelled_at + 40
-    assert continued["hyperparameters"]["max_iters"] == 40  # the latest run's, as `models show` says
+    assert continued["hyperparameters"]["max_iters"] == 40  # this run's, as `models show` says
+    assert json_of(lfz("models", "show", "stories/1", "--json"))["status"] == "cancelled"  # the parent is kept
 
-    # Exactly one best checkpoint, the one with the lowest validation loss, and every surface agrees.
+    # Exactly one best checkpoint of the version, the one of its run with the lowest validation loss, and every
+    # surface agrees.
     best = [c for c in continued["checkpoints"] if c["is_best"]]
     assert len(best) == 1
     log = json_of(lfz("events", continued["train_job_id"], "--json"))
-    earlier = json_of(lfz("events", job_id, "--json"))
-    validations = {e["step"]: e["val_loss"] for e in earlier + log if e["type"] == "ValidationCompleted"}
+    validations = {e["step"]: e["val_loss"] for e in log if e["type"] == "ValidationCompleted"}
     lowest = min(validations, key=validations.get)
     assert best[0]["step"] == lowest == continued["serving_checkpoint"]["step"]
     assert f"best at step {lowest}" in lfz("models", "show", "stories").out

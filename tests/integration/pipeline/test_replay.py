@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -11,7 +12,7 @@ from agents.record.replay import rebuild, replay
 from infra.joblog import read_topic
 from infra.db import create_engine, sessionmaker
 from infra.db import migrate
-from infra.db.tables import Checkpoint, Evaluation, Job, JobEventRow, Model
+from infra.db.tables import Checkpoint, Evaluation, Job, JobEventRow, Model, ModelAlias
 from tests.integration.pipeline.conftest import train_request
 
 
@@ -28,8 +29,10 @@ async def _state(url: str, job_ids: set[str]) -> dict:
             return {
                 "jobs": [(j.id, j.kind, j.status, j.progress, j.step, j.loss, j.val_loss, j.error, j.last_seq, j.result)
                          for j in jobs],
-                "models": [(m.id, m.name, m.status, m.step, m.num_parameters, m.metrics, m.latest_checkpoint,
-                            m.best_checkpoint, m.config) for m in models],
+                "models": [(m.id, m.name, m.version, m.parent_id, m.serve, m.status, m.step, m.num_parameters,
+                            m.metrics, m.latest_checkpoint, m.best_checkpoint, m.config) for m in models],
+                "aliases": sorted((a.name, a.alias, a.model_id) for a in (await session.execute(
+                    select(ModelAlias).where(ModelAlias.model_id.in_(model_ids)))).scalars()),
                 "log": sorted((r.event_id, r.job_id, r.seq, r.type, r.data["time"]) for r in rows),
                 "checkpoints": sorted((c.key, c.step, c.sha256) for c in checkpoints),
                 "evaluations": sorted((e.id, e.model_id, e.report_key) for e in evaluations),
@@ -64,6 +67,24 @@ async def test_replaying_the_topic_into_empty_tables_rebuilds_the_same_state(bus
     name = f"replayed-{uuid.uuid4().hex[:6]}"
     await bus.produce("train.requested", train_request(job_id, name), key=job_id)
     assert (await bus.job(job_id, timeout=120))[-1]["type"] == "TrainCompleted"
+    # Version 2 continues version 1 (a bare Kafka request names its parent); an alias and a serving choice, as the
+    # gateway publishes them, point at the versions.
+    first_id = (await bus.job(job_id))[0]["model_id"]
+    more_id = f"replay-more-{uuid.uuid4().hex[:6]}"
+    await bus.produce("train.requested", train_request(more_id, name, parent_id=first_id), key=more_id)
+    continued = await bus.job(more_id, timeout=120)
+    assert continued[-1]["type"] == "TrainCompleted", (continued[-1].get("reason"), continued[-1].get("field"))
+    assert continued[0]["parent_id"] == first_id
+    second_id = continued[0]["model_id"]
+    registry = [
+        {"type": "ModelAliasSet", "job_id": f"alias-{uuid.uuid4().hex[:8]}", "name": name, "alias": "champion",
+         "model_id": first_id, "version": 1},
+        {"type": "ServingCheckpointChosen", "job_id": f"serve-{uuid.uuid4().hex[:8]}", "model_id": second_id,
+         "checkpoint": "last"},
+    ]
+    for fact in registry:
+        fact.update(event_id=uuid.uuid4().hex, seq=1, time=datetime.now(UTC).isoformat(), producer="test", kind="registry")
+        await bus.produce("job.events", fact, key=fact["job_id"])
     eval_id = f"replay-eval-{uuid.uuid4().hex[:6]}"
     await bus.produce("evaluate.requested", {"type": "EvaluateRequested", "job_id": eval_id, "model_name": name,
                                              "prompts": ["The"], "max_new_tokens": 8}, key=eval_id)
@@ -84,6 +105,9 @@ async def test_replaying_the_topic_into_empty_tables_rebuilds_the_same_state(bus
     live = await _state(settings.resolved_database_url, job_ids)
     rebuilt = await _state(test_database_url, job_ids)
     assert rebuilt == live
+    versions = {m[0]: m[2:5] for m in live["models"]}
+    assert versions[first_id] == (1, None, "best") and versions[second_id] == (2, first_id, "last")
+    assert live["aliases"] == [(name, "champion", first_id)]
     # Replaying again over the rebuilt tables gives the same state once more.
     await replay(session_settings, "kafka", into=test_database_url)
     assert await _state(test_database_url, job_ids) == live

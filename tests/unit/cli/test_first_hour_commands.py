@@ -45,8 +45,8 @@ def test_a_reused_upload_is_kept_when_the_request_is_refused(tmp_path, capsys, f
     data = tmp_path / "old.txt"
     data.write_text("words and more words\n" * 30)
     fake.on("POST", "/api/v1/datasets", {"id": "d1", "name": "old.txt", "characters": 630, "reused": True})
-    fake.on("POST", "/api/v1/models", error(409, "name_taken", "name: a model named 'x' exists already", "name"))
-    assert main(["train", "--data", str(data), "--name", "x", *URL]) == 1
+    fake.on("POST", "/api/v1/models", error(422, "invalid", "name: may not hold '@' or '/'", "name"))
+    assert main(["train", "--data", str(data), "--name", "x@y", *URL]) == 1
     assert "already uploaded as dataset d1" in capsys.readouterr().err
     assert not any(r.method == "DELETE" for r in fake.requests)
 

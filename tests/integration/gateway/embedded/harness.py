@@ -175,7 +175,7 @@ class ScriptedAgents:
         if command.dataset.text is not None:  # as the train agent does: the inline text is stored as a dataset
             await open_async_object_store(self.settings).put_bytes(dataset_key, command.dataset.text.encode())
         await self.emit(JobAccepted, job, "train", owner, model_id=model, model_name=command.model_name,
-                        dataset_key=dataset_key, tokenizer=command.tokenizer,
+                        parent_id=command.parent_id, dataset_key=dataset_key, tokenizer=command.tokenizer,
                         hyperparameters=dict(command.hyperparameters))
         if self.hold_training:
             return

@@ -102,11 +102,21 @@ async def test_model_validation_errors(client, agents):
     assert agents.commands == []
 
 
-async def test_names_are_unique_and_training_twice_conflicts(client, agents):
+async def test_a_name_used_again_makes_its_next_version_and_a_busy_version_conflicts(client, agents):
     agents.hold_training = True
     first = await create_model(client)
-    again = await client.post("/api/v1/models", json={"name": "m1", "dataset": {"text": "abc"}})
-    assert again.status_code == 409 and again.json()["error"]["field"] == "name"
+    again = await create_model(client)
+    assert again["model_id"] != first["model_id"]
+    second = await wait_status(client, again["model_id"], "pending")
+    assert (second["version"], second["ref"], second["parent_id"]) == (2, "m1/2", None)
+    assert (await client.get("/api/v1/models/m1")).json()["id"] == again["model_id"]  # the newest
+    assert (await client.get("/api/v1/models/m1/1")).json()["id"] == first["model_id"]
+    assert (await client.get("/api/v1/models/m1/3")).status_code == 404
+    versions = (await client.get("/api/v1/models/m1/versions")).json()
+    assert [v["id"] for v in versions["items"]] == [first["model_id"], again["model_id"]]
+    for bad in ("a@b", "a/b"):
+        named = await client.post("/api/v1/models", json={"name": bad, "dataset": {"text": "abc"}})
+        assert named.status_code == 422 and named.json()["error"]["field"] == "name"
     busy = await client.post(f"/api/v1/models/{first['model_id']}/train", json={})
     assert busy.status_code == 409
     generate = await client.post(f"/api/v1/models/{first['model_id']}/generate", json={"prompt": "a"})
@@ -134,10 +144,14 @@ async def test_continue_training_defaults_to_the_models_dataset(client, agents):
     model = await wait_status(client, first["model_id"])
     more = await client.post(f"/api/v1/models/{first['model_id']}/train",
                              json={"hyperparameters": {"MAX_ITERS": 10}})
-    assert more.status_code == 202 and more.json()["model_id"] == first["model_id"]
+    assert more.status_code == 202 and more.json()["model_id"] != first["model_id"]
+    assert more.headers["location"] == f"/api/v1/models/{more.json()['model_id']}"
     command = agents.commands[-1]
-    assert command.model_id == first["model_id"] and command.dataset.key == model["dataset_key"]
+    assert (command.model_id, command.parent_id) == (more.json()["model_id"], first["model_id"])
+    assert command.dataset.key == model["dataset_key"]
     assert command.hyperparameters == {"preset": "tiny", "MAX_ITERS": 10}
+    continued = await wait_status(client, more.json()["model_id"])
+    assert (continued["name"], continued["version"], continued["parent_id"]) == ("m1", 2, first["model_id"])
 
 
 async def test_generate_json_and_stream(client, agents):

@@ -23,9 +23,12 @@ async def trained_model(base_url: str, name: str = "m1") -> dict:
 async def test_openai_client_lists_completes_and_streams(base_url, agents):
     await trained_model(base_url)
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="anything")
+    async with httpx.AsyncClient(base_url=base_url) as rest:
+        aliased = await rest.put("/api/v1/models/m1/aliases/champion", json={"version": 1})
+        assert aliased.status_code == 200, aliased.text
     models = await client.models.list()
-    assert [m.id for m in models.data] == ["m1"]
-    completion = await client.completions.create(model="m1", prompt="Once", max_tokens=5, temperature=0)
+    assert [m.id for m in models.data] == ["m1", "m1/1", "m1@champion"]
+    completion = await client.completions.create(model="m1@champion", prompt="Once", max_tokens=5, temperature=0)
     assert completion.choices[0].text == "hello" and completion.usage.completion_tokens == 5
     stream = await client.completions.create(model="m1", prompt="Once", max_tokens=5, stream=True)
     assert "".join([chunk.choices[0].text async for chunk in stream if chunk.choices]) == "hello"
@@ -67,8 +70,8 @@ def _round_trip(base_url: str) -> None:
         assert client.list_jobs(kind="evaluate")["total"] == 1
         assert client.list_models(name="m2")["total"] == 1
         with pytest.raises(ApiError) as error:
-            client.create_model("m2", text="abc")
-        assert (error.value.status, error.value.code, error.value.field) == (409, "name_taken", "name")
+            client.create_model("m2@x", text="abc")
+        assert (error.value.status, error.value.field) == (422, "name")
         with pytest.raises(ApiError) as error:
             client.get_model("missing")
         assert error.value.status == 404
