@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from events.fields import DatasetRef, Identifier, Message, ModelName, new_id, utc_now
+from events.fields import DatasetRef, Identifier, Message, ModelName, ModelRef, new_id, utc_now
 from events.sampling import Sampling
 
 TokenizerKind = Literal["char", "word", "bpe"]
@@ -61,7 +61,7 @@ class EvaluateRequested(Command):
     type: Literal["EvaluateRequested"] = "EvaluateRequested"
     job_id: Identifier = Field(default_factory=new_id)
     model_id: Identifier | None = None
-    model_name: ModelName | None = None
+    model_name: ModelRef | None = None
     held_out: DatasetRef | None = Field(default=None, description="Text the model did not train on.")
     prompts: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(default_factory=list, max_length=64)
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
@@ -82,7 +82,7 @@ class GenerateRequested(Sampling, Command):
     type: Literal["GenerateRequested"] = "GenerateRequested"
     request_id: Identifier = Field(default_factory=new_id)
     model_id: Identifier | None = None
-    model_name: ModelName | None = None
+    model_name: ModelRef | None = None
     prompt: str = Field(default="", max_length=100_000)
     max_tokens: int = Field(default=64, ge=1, le=8192, description="New tokens, not counting the prompt.")
     stream: bool = Field(default=True, description="Publish TokensGenerated events as tokens are produced.")
@@ -106,7 +106,7 @@ class ExportRequested(Command):
     type: Literal["ExportRequested"] = "ExportRequested"
     job_id: Identifier = Field(default_factory=new_id)
     model_id: Identifier | None = None
-    model_name: ModelName | None = None
+    model_name: ModelRef | None = None
     format: Literal["hf", "gguf"] = "hf"
     dtype: Literal["float32", "float16"] = "float32"
     step: int | None = Field(default=None, ge=0, description="A saved checkpoint's step; by default the one that "

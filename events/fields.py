@@ -19,6 +19,11 @@ ModelName = Annotated[
 NewModelName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f@/]+$")
 ]
+# What names a model to use: a name (its newest version with a checkpoint), `name@alias` or `name/version`.
+ModelRef = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=170, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    Field(description="A model name (its newest version with a checkpoint), `name@alias`, or `name/version`."),
+]
 # An alias of a model name: a word, not a number (a number is a version).
 AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 DatasetKey = Annotated[str, StringConstraints(pattern=r"^datasets/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]

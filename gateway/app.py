@@ -45,9 +45,19 @@ DESCRIPTION = (
 )
 
 
+def version_twins(routes: list[Route]) -> list[Route]:
+    """Every `/models/{model}...` route again as `/models/{name}/{version}...`, for `name/version` (a path segment
+    cannot hold the slash); left out of the OpenAPI document, which describes the one route."""
+    return [Route(route.path.replace("/models/{model}", "/models/{name}/{version:int}", 1), route.endpoint,
+                  methods=[m for m in route.methods or () if m != "HEAD"], include_in_schema=False)
+            for route in routes if route.path.startswith("/models/{model}")]
+
+
 def api_routes() -> list[BaseRoute]:
+    per_model = [*models.routes, *registry.routes, *evaluation.routes, *exports.routes, *generation.routes]
     return [
         *datasets.routes,
+        *version_twins(per_model),
         *models.routes,
         *registry.routes,
         *compare.routes,

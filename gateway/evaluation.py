@@ -19,7 +19,7 @@ from gateway.context import gateway_of, owner_of
 from gateway.datasets import visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.generation import usable_model
-from gateway.inputs import json_body, query
+from gateway.inputs import json_body, model_ref, query
 from gateway.jobs import check_quota_of_jobs, submit, submitted_response
 from gateway.live import FeedEvent, SubscriptionLagged
 from gateway.models import dataset_ref
@@ -48,7 +48,7 @@ async def evaluate(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     wait = query(request, WaitQuery).wait
     body = await json_body(request, EvaluateBody, empty_ok=True)
-    row = await usable_model(request, request.path_params["model"], "model")
+    row = await usable_model(request, model_ref(request), "model")
     if not body.prompts and body.held_out is None and body.dataset_id is None:
         raise invalid("prompts", "give `prompts`, `held_out` text or a `dataset_id` to evaluate on")
     held_out = None

@@ -14,7 +14,7 @@ from gateway.bodies import ExportBody
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, not_found
 from gateway.generation import usable_model
-from gateway.inputs import json_body
+from gateway.inputs import json_body, model_ref
 from gateway.jobs import submit, submitted_response
 from gateway.openapi import operation
 from gateway.views import API, ExportView, Submitted
@@ -30,7 +30,7 @@ async def export(request: Request) -> JSONResponse:
     transformers' AutoModelForCausalLM and AutoTokenizer load) or `gguf` (for llama.cpp). Answers 202 with the job;
     its files are listed at `/api/v1/exports/{job_id}` once it has finished."""
     body = await json_body(request, ExportBody, empty_ok=True)
-    row = await usable_model(request, request.path_params["model"], "model")
+    row = await usable_model(request, model_ref(request), "model")
     job_id = new_id()
     command = ExportRequested(job_id=job_id, model_id=row.id, model_name=row.name, format=body.format,
                               dtype=body.dtype, step=body.step, owner=owner_of(request))

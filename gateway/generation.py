@@ -21,7 +21,7 @@ from events import CancelRequested, GenerateRequested, Sampling
 from gateway.bodies import GenerateBody, sampling_of
 from gateway.context import Gateway, gateway_of, owner_of
 from gateway.errors import ApiError, from_validation_error, invalid
-from gateway.inputs import json_body
+from gateway.inputs import json_body, model_ref
 from gateway.jobs import event_stream, hold_stream, sse_of
 from gateway.live import FeedEvent, Subscription, SubscriptionLagged
 from gateway.openapi import operation
@@ -235,7 +235,7 @@ async def generate(request: Request) -> Response:
     the answer is server-sent events: TokensGenerated as tokens are produced, then GenerationCompleted."""
     gateway = gateway_of(request)
     body = await json_body(request, GenerateBody)
-    row = await usable_model(request, request.path_params["model"], "model")
+    row = await usable_model(request, model_ref(request), "model")
     command = generate_command(request, row, body.prompt, body.max_tokens,
                                sampling_of(body, body.stop, body.num_sequences), stream=body.stream,
                                max_tokens_field=body._max_tokens_as)

@@ -108,6 +108,13 @@ def query(request: Request, model: type[M]) -> M:
         raise from_validation_error(exc) from None
 
 
+def model_ref(request: Request) -> str:
+    """The model a path names: `/models/{model}/...` (an id, a name, `name@alias`) or `/models/{name}/{version}/...`
+    (the same routes, for `name/version`, which a single path segment cannot hold)."""
+    params = request.path_params
+    return params["model"] if "model" in params else f"{params['name']}/{params['version']}"
+
+
 def last_event_id(request: Request, from_query: int | None) -> int:
     """Resume point of an event stream: the `Last-Event-ID` header (EventSource sends it on reconnect) or
     `?last_event_id=`; 0 means from the start."""

@@ -19,7 +19,7 @@ from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMor
 from gateway.context import gateway_of, owner_of
 from gateway.datasets import check_room_for, store_dataset, visible_dataset
 from gateway.errors import ApiError, invalid
-from gateway.inputs import json_body, query, too_large
+from gateway.inputs import json_body, model_ref, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
 from gateway.openapi import operation
 from gateway.views import (
@@ -117,12 +117,6 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str,
     if training:
         await check_room_for(request, data)
     return DatasetRef(text=choice.text), len(choice.text), len(data)
-
-
-def model_ref(request: Request) -> str:
-    """What the path names: `{model}` (an id, a name, `name@alias`), or `{name}/{version}`."""
-    params = request.path_params
-    return params["model"] if "model" in params else f"{params['name']}/{params['version']}"
 
 
 async def visible_model(request: Request) -> Model:
@@ -248,7 +242,7 @@ async def train_more(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     row = await visible_model(request)
     body = await json_body(request, TrainMoreBody, empty_ok=True)
-    named = request.path_params["model"]
+    named = model_ref(request)
     if row.status in BUSY:
         raise ApiError(409, "conflict", f"model {named!r} is {row.status}; wait for it to finish or cancel it")
     if not row.latest_checkpoint:
@@ -277,7 +271,6 @@ routes = [
     Route("/models/create", create_model, methods=["POST"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/models/{model}", get_model, methods=["GET"]),
-    Route("/models/{name}/{version:int}", get_model, methods=["GET"]),
     Route("/models/{model}", delete_model, methods=["DELETE"]),
     Route("/models/{model}/status", model_status, methods=["GET"]),
     Route("/models/{model}/train", train_more, methods=["POST"]),

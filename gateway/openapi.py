@@ -66,7 +66,7 @@ def _routes(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, Route]
     for route in routes:
         if isinstance(route, Mount):
             found += _routes(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and route.include_in_schema:
             found.append((prefix + route.path, route))
     return found
 

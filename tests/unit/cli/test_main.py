@@ -16,8 +16,8 @@ from cli.main import app, main
 from tests.unit.cli.conftest import FakeGateway, error
 
 COMMANDS = ["demo", "up", "train", "events", "presets", "evaluate", "generate", "replay", "migrate", "version",
-            "datasets", "models", "jobs"]
-GROUPS = {"datasets": ["upload", "list", "delete"], "models": ["list", "show", "delete"],
+            "datasets", "models", "jobs", "compare"]
+GROUPS = {"datasets": ["upload", "list", "delete"], "models": ["list", "show", "delete", "versions", "alias", "serve"],
           "jobs": ["list", "show", "cancel", "prune"]}
 
 
