@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         async def on_stop(self) -> None:
             # Before the agents stop (mode stops a service's children after its on_stop): the record agent is still
             # there to record what handing the running jobs back publishes.
+            await agents.sweeps.hand_back()
             await agents.scheduler.hand_back_jobs()
             await super().on_stop()
 

@@ -1,8 +1,10 @@
-"""The Faust app of the agents: `create_app(settings)` wires every feature to one runtime and one scheduler.
+"""The Faust app of the agents: `create_app(settings)` wires every feature to one runtime, one scheduler and one
+sweep runner.
 
-One worker process runs every agent (train, evaluate, export, import, generate, control, record); start more workers
-to share the partitions through the consumer group. Train, evaluate, export and import jobs run in child processes,
-which the scheduler starts from the queue; generation runs in the worker itself, one batching engine per model.
+One worker process runs every agent (train, evaluate, export, import, sweep, generate, control, record); start more
+workers to share the partitions through the consumer group. Train, evaluate, export and import jobs run in child
+processes, which the scheduler starts from the queue; generation runs in the worker itself, one batching engine per
+model; sweeps are coordinated in the worker too, by whichever worker holds each one's lease.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from agents.imports.job import IMPORT
 from agents.jobs.scheduler import Scheduler
 from agents.record import agent as record
 from agents.runtime import Runtime
+from agents.sweeps import agent as sweeps
+from agents.sweeps.runner import SweepRunner
 from agents.train import agent as train
 from agents.train.job import TRAIN
 from agents.transport import App
@@ -45,6 +49,7 @@ class Agents:
     app: faust.App
     runtime: Runtime
     scheduler: Scheduler
+    sweeps: SweepRunner
 
 
 def create_app(settings: Settings) -> Agents:
@@ -81,9 +86,15 @@ def create_app(settings: Settings) -> Agents:
     control.register(app, runtime, scheduler)
     generate.register(app, runtime)
     record.register(app, runtime)
+    runner = SweepRunner(runtime)
+    sweeps.register(app, runtime, runner)
 
     @app.task
     async def schedule_jobs() -> None:
         await scheduler.run_forever()
 
-    return Agents(app, runtime, scheduler)
+    @app.task
+    async def coordinate_sweeps() -> None:
+        await runner.run_forever()
+
+    return Agents(app, runtime, scheduler, runner)

@@ -43,8 +43,9 @@ class Runtime(mode.Service):
     async def on_start(self) -> None:
         await ensure_topics(self.settings)
         await self.astore.ensure_bucket()
+        # It signs the commands the agents send for an owner (a sweep's trials, their cancels) with that owner's key.
         self.publisher = Publisher(create_producer(self.settings, client_id=self.producer_name), self.topics,
-                                   self.producer_name)
+                                   self.producer_name, signer=self.signer)
         await self.publisher.start()
         self.ready.set()
         log.info("worker %s ready", self.worker_id)

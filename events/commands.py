@@ -10,10 +10,13 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from events.fields import DatasetRef, Identifier, Message, ModelName, ModelRef, new_id, utc_now
+from events.fields import AliasName, DatasetRef, Identifier, Message, ModelName, ModelRef, new_id, utc_now
 from events.sampling import Sampling
+from events.sweeps import EarlyStopping, ParameterSpace
 
 TokenizerKind = Literal["char", "word", "bpe"]
+# A sweep's id: short enough that its trials' job ids (`{id}-t{index}`) are identifiers too.
+SweepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$")]
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 IMPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what a model directory to import holds
 
@@ -144,6 +147,34 @@ class ImportRequested(Command):
         return files
 
 
+class SweepRequested(Command):
+    """Train many versions of one model name at once: a base training request, a search space over its
+    hyperparameters, a number of trials, a metric to minimise and an early-stopping rule. The trials are ordinary
+    training jobs (ids `{job_id}-t{index}`), spread over the workers by the queue; the sweep's facts say which is best
+    so far, and at the end the best can be given an alias."""
+
+    kind: ClassVar[str] = "sweep"
+    type: Literal["SweepRequested"] = "SweepRequested"
+    job_id: SweepId = Field(default_factory=new_id)
+    model_name: ModelName = Field(description="The trials become versions of this name.")
+    description: str = Field(default="", max_length=2000)
+    dataset: DatasetRef
+    tokenizer: TokenizerKind = "char"
+    tokenizer_options: dict[str, int] = Field(default_factory=dict)
+    hyperparameters: dict[str, float | int | str | bool | None] = Field(
+        default_factory=dict, description="The base request's: a `preset` and overrides; the space's draws go over "
+                                          "them.")
+    space: dict[str, ParameterSpace] = Field(min_length=1, max_length=16, description=(
+        "Hyperparameter name -> where its values come from."))
+    method: Literal["grid", "random"] = Field(default="random", description=(
+        "`grid`: every combination of the lists (ranges are not allowed); `random`: `trials` independent draws."))
+    trials: int = Field(default=8, ge=1, le=100, description="How many trials a random search runs.")
+    metric: Literal["val_loss", "train_loss"] = Field(default="val_loss", description="Minimised.")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    alias: AliasName | None = Field(default=None, description="Given to the best trial's version at the end.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="The random search's draws follow from it.")
+
+
 class CancelRequested(Command):
     """Stop a job: a queued one never starts, a running one stops within seconds."""
 
@@ -156,6 +187,6 @@ class CancelRequested(Command):
 COMMANDS: dict[str, type[Command]] = {
     cls.model_fields["type"].default: cls
     for cls in (TrainRequested, EvaluateRequested, GenerateRequested, ExportRequested, ImportRequested,
-                CancelRequested)
+                SweepRequested, CancelRequested)
 }
 

@@ -13,9 +13,11 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events.fields import AliasName, Identifier, Message, new_id, utc_now
+from events.sweeps import EarlyStopping, SweepTrial, TrialResult
 
-JobKind = Literal["train", "evaluate", "generate", "export", "import", "dataset", "delete", "registry"]
-JOB_KINDS = ("train", "evaluate", "generate", "export", "import")  # the kinds that are jobs a person asked for
+JobKind = Literal["train", "evaluate", "generate", "export", "import", "sweep", "dataset", "delete",
+                  "registry"]
+JOB_KINDS = ("train", "evaluate", "generate", "export", "import", "sweep")  # the jobs a person asked for
 QUEUED_KINDS = ("train", "evaluate", "export", "import")  # the kinds that run in a worker's child process
 PREVIEW_CHARS = 200  # of a dataset's text, in its listing
 
@@ -303,6 +305,61 @@ class ServingCheckpointChosen(JobEvent):
     checkpoint: Literal["best", "last"]
 
 
+# -- sweeps: many trials (training jobs) of one search, and the best of them --------------------------------------
+
+
+class SweepStarted(JobEvent):
+    """The trials, drawn from the search space; their training requests are sent with it."""
+
+    type: Literal["SweepStarted"] = "SweepStarted"
+    model_name: str
+    metric: str
+    method: str
+    early_stopping: EarlyStopping
+    alias: str | None = None
+    trials: list[SweepTrial] = Field(max_length=100)
+
+
+class SweepTrialStopped(JobEvent):
+    """A trial cancelled by the early-stopping rule: at `step` its metric was `value`, worse than its peers'."""
+
+    type: Literal["SweepTrialStopped"] = "SweepTrialStopped"
+    index: int
+    trial_job_id: str
+    step: int
+    value: float
+    reason: str
+
+
+class SweepProgress(JobEvent):
+    """Whenever a trial ends, or the best trial so far changes."""
+
+    type: Literal["SweepProgress"] = "SweepProgress"
+    finished: int
+    running: int
+    stopped: int
+    failed: int
+    total: int
+    best: TrialResult | None = None
+
+
+class SweepCompleted(JobEvent):
+    type: Literal["SweepCompleted"] = "SweepCompleted"
+    best: TrialResult | None = Field(description="The trial with the lowest metric; null when no trial completed.")
+    alias: str | None = Field(default=None, description="Given to the best trial's version.")
+    completed: int
+    stopped: int
+    failed: int
+    total: int
+    wall_s: float
+    steps_run: int = Field(description="Training steps all trials ran.")
+    steps_planned: int = Field(description="What they would have run without early stopping.")
+
+
+class SweepFailed(FailureFields, JobEvent):
+    type: Literal["SweepFailed"] = "SweepFailed"
+
+
 FACTS: dict[str, type[JobEvent]] = {
     cls.model_fields["type"].default: cls
     for cls in (
@@ -330,6 +387,11 @@ FACTS: dict[str, type[JobEvent]] = {
         ModelAliasSet,
         ModelAliasRemoved,
         ServingCheckpointChosen,
+        SweepStarted,
+        SweepTrialStopped,
+        SweepProgress,
+        SweepCompleted,
+        SweepFailed,
     )
 }
 
@@ -353,6 +415,8 @@ TERMINAL_TYPES = frozenset(
         "ModelAliasSet",
         "ModelAliasRemoved",
         "ServingCheckpointChosen",
+        "SweepCompleted",
+        "SweepFailed",
     }
 )
 
@@ -362,6 +426,7 @@ FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
     "generate": GenerationFailed,
     "export": ExportFailed,
     "import": ImportFailed,
+    "sweep": SweepFailed,
 }
 
 

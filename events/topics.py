@@ -30,6 +30,10 @@ class Topics:
         return f"{self.prefix}import.requested"
 
     @property
+    def sweep_requested(self) -> str:
+        return f"{self.prefix}sweep.requested"
+
+    @property
     def job_control(self) -> str:
         return f"{self.prefix}job.control"
 
@@ -50,7 +54,7 @@ class Topics:
     @property
     def request_topics(self) -> tuple[str, ...]:
         return (self.train_requested, self.evaluate_requested, self.generate_requested, self.export_requested,
-                self.import_requested, self.job_control)
+                self.import_requested, self.sweep_requested, self.job_control)
 
     def all(self) -> tuple[str, ...]:
         return (*self.request_topics, self.job_events, self.system_events, self.dead_letter)

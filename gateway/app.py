@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from events import Topics
 from gateway import (compare, datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets,
-                     registry, system)
+                     registry, sweeps, system)
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -61,6 +61,7 @@ def api_routes() -> list[BaseRoute]:
         *models.routes,
         *registry.routes,
         *compare.routes,
+        *sweeps.routes,
         *evaluation.routes,
         *imports.routes,
         *exports.routes,

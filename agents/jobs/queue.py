@@ -162,12 +162,12 @@ class JobQueue:
                 candidates.extend((job_id, attempt) for job_id, attempt in rows.all())
             return candidates
 
-    async def leases(self) -> list[Lease]:
-        """The lease of every job that some worker holds."""
+    async def leases(self, kinds: tuple[str, ...]) -> list[Lease]:
+        """The lease of every job of these kinds that some worker holds."""
         async with self._sessions() as session:
             rows = await session.execute(
                 select(JobQueueRow.job_id, JobQueueRow.attempt, JobQueueRow.heartbeat_at, JobQueueRow.takeovers)
-                .where(*self._mine(), JobQueueRow.state.in_((RUNNING, COMPLETING)))
+                .where(*self._mine(), JobQueueRow.state.in_((RUNNING, COMPLETING)), JobQueueRow.kind.in_(kinds))
             )
             return [Lease(job_id, attempt, beat, takeovers or 0) for job_id, attempt, beat, takeovers in rows.all()]
 

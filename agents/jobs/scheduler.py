@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Container
 from datetime import datetime
 
 from agents.jobs.kinds import JobKind
@@ -23,14 +24,57 @@ from infra.retry import first_line
 log = logging.getLogger(__name__)
 
 
+class LeaseWatch:
+    """The leases of some kinds of job as this worker saw them, and the taking over of those left to lapse."""
+
+    def __init__(self, queue: JobQueue, kinds: tuple[str, ...], lease_s: float):
+        self.queue, self.kinds, self.lease_s = queue, kinds, lease_s
+        self._seen: dict[str, tuple[datetime, float]] = {}  # job id -> (heartbeat value, first seen, monotonic)
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+    async def abandoned(self, held: Container[str]) -> list[Lease]:
+        """The leases not renewed for `lease_s`, by successful reads (those of `held`, this worker's, aside)."""
+        now = time.monotonic()
+        seen: dict[str, tuple[datetime, float]] = {}
+        abandoned = []
+        for lease in await self.queue.leases(self.kinds):
+            if lease.job_id in held:
+                continue
+            previous = self._seen.get(lease.job_id)
+            first_seen = previous[1] if previous is not None and previous[0] == lease.heartbeat_at else now
+            seen[lease.job_id] = (lease.heartbeat_at, first_seen)
+            if now - first_seen >= self.lease_s:
+                abandoned.append(lease)
+        self._seen = seen
+        return abandoned
+
+    async def take_over(self, abandoned: list[Lease]) -> Claim | None:
+        while abandoned:
+            lease = abandoned.pop(0)
+            claim, wait_s = await self.queue.take_over(lease.job_id, lease.attempt, lease.heartbeat_at,
+                                                       lease.takeovers)
+            if claim is not None or wait_s > 0:
+                self._seen.pop(lease.job_id, None)
+            if wait_s > 0:
+                log.warning("job %s: its worker stopped renewing its lease again (takeover %d); it waits %.0fs in "
+                            "the queue before it runs again", lease.job_id, lease.takeovers + 1, wait_s)
+            if claim is not None:
+                log.warning("took over job %s from a worker that stopped renewing its lease (takeover %d)",
+                            lease.job_id, claim.takeovers)
+                return claim
+        return None
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
         self.kinds = kinds
         self.queue = JobQueue(runtime.sessions, runtime.worker_id, runtime.settings.topic_prefix)
+        self.leases = LeaseWatch(self.queue, tuple(kinds), runtime.settings.lease_s)
         self.runs: dict[str, Run] = {}
         self._kick = asyncio.Event()
-        self._seen: dict[str, tuple[datetime, float]] = {}  # job id -> (heartbeat value, first seen, monotonic)
         self._stopping = False
 
     def kick(self) -> None:
@@ -47,16 +91,16 @@ class Scheduler:
             try:
                 await self.tick()
             except DATABASE_DOWN as exc:
-                self._seen.clear()  # what was observed before the outage proves nothing about after it
+                self.leases.clear()  # what was observed before the outage proves nothing about after it
                 log.warning("scheduler cannot reach the database: %s", first_line(exc))
             except Exception:
                 log.exception("scheduler tick failed")
 
     async def tick(self) -> None:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
-        abandoned = await self._abandoned()
+        abandoned = await self.leases.abandoned(self.runs)
         while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
-            claim = await self.queue.claim_next(tuple(self.kinds)) or await self._take_over(abandoned)
+            claim = await self.queue.claim_next(tuple(self.kinds)) or await self.leases.take_over(abandoned)
             if claim is None:
                 return
             self.start(claim)
@@ -66,37 +110,6 @@ class Scheduler:
         run = Run(self.runtime, self.queue, claim, self.kinds[claim.kind], on_finished=self.kick)
         self.runs[claim.job_id] = run
         run.start()
-
-    async def _abandoned(self) -> list[Lease]:
-        now = time.monotonic()
-        seen: dict[str, tuple[datetime, float]] = {}
-        abandoned = []
-        for lease in await self.queue.leases():
-            if lease.job_id in self.runs:
-                continue
-            previous = self._seen.get(lease.job_id)
-            first_seen = previous[1] if previous is not None and previous[0] == lease.heartbeat_at else now
-            seen[lease.job_id] = (lease.heartbeat_at, first_seen)
-            if now - first_seen >= self.runtime.settings.lease_s:
-                abandoned.append(lease)
-        self._seen = seen
-        return abandoned
-
-    async def _take_over(self, abandoned: list[Lease]) -> Claim | None:
-        while abandoned:
-            lease = abandoned.pop(0)
-            claim, wait_s = await self.queue.take_over(lease.job_id, lease.attempt, lease.heartbeat_at,
-                                                       lease.takeovers)
-            if claim is not None or wait_s > 0:
-                self._seen.pop(lease.job_id, None)
-            if wait_s > 0:
-                log.warning("job %s: its worker stopped renewing its lease again (takeover %d); it waits %.0fs in "
-                            "the queue before it runs again", lease.job_id, lease.takeovers + 1, wait_s)
-            if claim is not None:
-                log.warning("took over job %s from a worker that stopped renewing its lease (takeover %d)",
-                            lease.job_id, claim.takeovers)
-                return claim
-        return None
 
     async def stop(self) -> list[tuple[str, int]]:
         """Hand running jobs back: each child checkpoints and exits, and the job returns to the queue. Returns the

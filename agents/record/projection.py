@@ -34,6 +34,7 @@ from events import (
     JobsPruned,
     ModelDeleted,
     ModelImported,
+    SweepFailed,
     TokensGenerated,
     TrainCompleted,
     TrainFailed,
@@ -42,7 +43,7 @@ from events import (
     ValidationCompleted,
     utc_now,
 )
-from agents.record import registry
+from agents.record import registry, sweeps
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
@@ -310,7 +311,7 @@ async def _on_export_completed(session: AsyncSession, event: ExportCompleted) ->
 
 
 async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed | ExportFailed | ImportFailed
-                     ) -> None:
+                     | SweepFailed) -> None:
     job = await _job(session, event)
     _finish(job, "failed", event)
     job.error, job.error_field = event.reason, event.field
@@ -407,5 +408,7 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     DatasetDeleted: _on_dataset_deleted,
     JobsPruned: _on_jobs_pruned,
     ModelDeleted: _on_model_deleted,
+    SweepFailed: _on_failed,
     **registry.HANDLERS,
+    **sweeps.HANDLERS,
 }

@@ -159,7 +159,8 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
     if command.dataset.text is not None:
         if not command.dataset.text.strip():
             raise Rejected("dataset.text: the dataset is empty", "dataset.text")
-        dataset_key = await _stored_text(runtime, command, model_id)
+        dataset_key = await store_inline_text(runtime, command.owner, command.dataset.text, command.job_id,
+                                              f"training text of {model_name or model_id}")
     else:
         dataset_key = command.dataset.key
         assert dataset_key is not None
@@ -188,22 +189,19 @@ def check_processes(processes: int, train: TrainConfig, most: int) -> None:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
 
 
-async def _stored_text(runtime: Runtime, command: TrainRequested, model_id: str) -> str:
+async def store_inline_text(runtime: Runtime, owner: str | None, text: str, job_id: str, name: str) -> str:
     """An inline text becomes one of its owner's datasets, as an upload does: the owner's dataset of the same bytes
     when there is one, else a new one (its id derived from the job's, so a redelivery stores no second copy). Who may
     read a text is then decided by the dataset rows alone, for every later run and evaluation of this model."""
-    text = command.dataset.text
-    assert text is not None
     data = text.encode()
     async with runtime.sessions() as session:
-        same = await queries.dataset_with_digest(session, command.owner, hashlib.sha256(data).hexdigest())
+        same = await queries.dataset_with_digest(session, owner, hashlib.sha256(data).hexdigest())
     if same is not None and await runtime.astore.exists(same.key):
         return same.key
-    dataset_id = dataset_id_of_job(command.job_id)
+    dataset_id = dataset_id_of_job(job_id)
     key = artifacts.dataset_key(dataset_id)
     await runtime.astore.put_bytes(key, data, "text/plain; charset=utf-8")
-    name = f"training text of {command.model_name or model_id}"[:200]
     await runtime.publisher.publish(DatasetUploaded.of_text(
-        dataset_id=dataset_id, name=name, key=key, data=data, text=text, owner=command.owner,
+        dataset_id=dataset_id, name=name[:200], key=key, data=data, text=text, owner=owner,
         producer=runtime.publisher.producer_id), wait=True)
     return key

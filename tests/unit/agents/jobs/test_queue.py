@@ -27,7 +27,7 @@ async def test_take_over_fences_the_old_worker(sessions):
     old, new = JobQueue(sessions, "old"), JobQueue(sessions, "new")
     await old.enqueue("j1", "train", None, {})
     claim = await old.claim_next()
-    lease, = await new.leases()
+    lease, = await new.leases(("train",))
     taken, wait = await new.take_over(lease.job_id, lease.attempt, lease.heartbeat_at, lease.takeovers)
     assert taken is not None and taken.attempt == 2 and taken.takeovers == 1 and wait == 0
     # The old worker's renewals and its attempt to end the job now change nothing.
@@ -40,7 +40,7 @@ async def test_take_over_loses_to_a_fresh_heartbeat(sessions):
     owner, other = JobQueue(sessions, "owner"), JobQueue(sessions, "other")
     await owner.enqueue("j1", "train", None, {})
     claim = await owner.claim_next()
-    lease, = await other.leases()
+    lease, = await other.leases(("train",))
     await asyncio.sleep(0.01)
     assert (await owner.heartbeat("j1", claim.attempt, 2)).alive
     assert await other.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers) == (None, 0.0)
@@ -52,7 +52,7 @@ async def test_outbox_survives_a_crash_between_complete_and_done(sessions):
     claim = await dead.claim_next()
     terminal = {"type": "TrainCompleted", "event_id": "e-final"}
     assert await dead.complete("j1", claim.attempt, terminal, 9)
-    lease, = await rescuer.leases()
+    lease, = await rescuer.leases(("train",))
     taken, _ = await rescuer.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
     assert taken is not None and taken.outbox == terminal
     assert (await rescuer.get("j1")).state == COMPLETING
@@ -111,10 +111,10 @@ async def test_takeovers_count_and_back_off_after_the_first(sessions):
     queue = JobQueue(sessions, "rescuer")
     await queue.enqueue("j1", "train", None, {})
     claim = await queue.claim_next()
-    lease, = await queue.leases()
+    lease, = await queue.leases(("train",))
     first, wait = await queue.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
     assert first is not None and wait == 0 and first.takeovers == 1  # the first restart is at once
-    lease, = await queue.leases()
+    lease, = await queue.leases(("train",))
     second, wait = await queue.take_over("j1", lease.attempt, lease.heartbeat_at, lease.takeovers)
     assert second is None and wait == 5.0  # the second waits in the queue
     row = await queue.get("j1")
