@@ -149,6 +149,15 @@ class Client:
     def compare(self, runs: list[str]) -> dict[str, Any]:
         return self._call("GET", "/api/v1/compare", params={"runs": ",".join(runs)})
 
+    def create_sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/sweeps", json=body)
+
+    def list_sweeps(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/sweeps", params={"limit": limit, "offset": offset})
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/sweeps/{quote(sweep_id, safe='')}")
+
     def model_status(self, model: str) -> dict[str, Any]:
         return self._call("GET", f"{_model_path(model)}/status")
 

@@ -66,6 +66,23 @@ def describe(event: dict[str, Any]) -> str:
         return f"dataset {e.get('name')!r} uploaded ({e.get('characters', 0):,} characters)"
     if kind == "ModelDeleted":
         return f"model {e.get('model_id')} deleted"
+    if kind == "SweepStarted":
+        return (f"sweep started: {len(e.get('trials', []))} trials ({e.get('method')}), minimising {e.get('metric')}, "
+                f"early stopping {e.get('early_stopping', {}).get('rule')}")
+    if kind == "SweepTrialStopped":
+        return f"trial {e.get('index')} stopped early at step {e.get('step')}: {e.get('reason')}"
+    if kind == "SweepProgress":
+        best = e.get("best") or {}
+        leader = f"; best so far trial {best['index']} {best['parameters']}: {best['value']:.4f}" if best else ""
+        return (f"trials: {e.get('finished')}/{e.get('total')} ended ({e.get('stopped')} stopped early, "
+                f"{e.get('failed')} failed){leader}")
+    if kind == "SweepCompleted":
+        best = e.get("best") or {}
+        won = (f"best: trial {best['index']} {best['parameters']}, {best['value']:.4f} at step {best['step']}, "
+               f"version {best.get('version')}" if best else "no trial completed")
+        alias = f" (now @{e['alias']})" if e.get("alias") else ""
+        return (f"sweep completed in {duration(e.get('wall_s'))}: {won}{alias}; {number(e.get('steps_run'))} of "
+                f"{number(e.get('steps_planned'))} planned steps run")
     if kind == "JobCancelled":
         return f"cancelled: {e.get('reason')}"
     if kind in FAILURES:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from cli import catalog, demo, export, inference, jobs, local, registry
+from cli import catalog, demo, export, inference, jobs, local, registry, sweeps
 from cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, Stopped, explain
 from cli.render import Output
 
@@ -35,6 +35,8 @@ app.command("train", epilog=jobs.HYPERPARAMETER_HELP)(jobs.train)
 app.add_typer(jobs.jobs, name="jobs")
 app.command("events")(jobs.events)
 app.command("compare")(registry.compare)
+app.command("sweep")(sweeps.sweep)
+app.add_typer(sweeps.sweeps, name="sweeps")
 app.command("presets")(catalog.presets)
 app.command("evaluate")(inference.evaluate)
 app.command("generate")(inference.generate)

@@ -16,9 +16,9 @@ from cli.main import app, main
 from tests.unit.cli.conftest import FakeGateway, error
 
 COMMANDS = ["demo", "up", "train", "events", "presets", "evaluate", "generate", "replay", "migrate", "version",
-            "datasets", "models", "jobs", "compare"]
+            "datasets", "models", "jobs", "compare", "sweep", "sweeps"]
 GROUPS = {"datasets": ["upload", "list", "delete"], "models": ["list", "show", "delete", "versions", "alias", "serve"],
-          "jobs": ["list", "show", "cancel", "prune"]}
+          "jobs": ["list", "show", "cancel", "prune"], "sweeps": ["list", "show"]}
 
 
 def test_help_lists_every_command_with_its_help(capsys):

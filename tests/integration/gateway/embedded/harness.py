@@ -31,6 +31,7 @@ from events import (
     Topics,
     TrainCompleted,
     TrainProgress,
+    SweepRequested,
     TrainRequested,
     TrainStarted,
     decode_command,
@@ -166,6 +167,8 @@ class ScriptedAgents:
             await self.emit(EvaluationCompleted, job, "evaluate", owner, model_id=command.model_id,
                             report={"perplexity": 12.5, "prompts": len(command.prompts)},
                             report_key=f"evaluations/{job}.json")
+        elif isinstance(command, SweepRequested):  # accepted; its trials are the real runner's to make
+            await self.emit(JobAccepted, command.job_id, "sweep", command.owner, model_name=command.model_name)
         elif isinstance(command, CancelRequested):
             await self.emit(JobCancelled, command.job_id, "train", command.owner, reason=command.reason)
 

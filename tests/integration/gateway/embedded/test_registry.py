@@ -72,3 +72,34 @@ async def test_compare_marks_exactly_the_differing_hyperparameters(client, agent
     for runs, status in (("m1/1", 422), ("m1/1,nope", 404), (",".join(["m1"] * 11), 422)):
         refused = await client.get("/api/v1/compare", params={"runs": runs})
         assert (refused.status_code, refused.json()["error"]["field"]) == (status, "runs")
+
+
+async def test_a_sweep_request_is_checked_where_it_enters(client, agents):
+    base = {"name": "lr", "dataset": {"text": "to be or not to be, that is the question " * 5},
+            "hyperparameters": {"preset": "tiny"}, "space": {"learning_rate": {"min": 1e-4, "max": 1e-2,
+                                                                               "scale": "log"}}}
+    cases = [
+        ({"space": {"learnig_rate": {"values": [0.1]}}}, "space.learnig_rate"),  # not a hyperparameter
+        ({"space": {"dropout": {"values": [0.5, 2.0]}}, "method": "grid"}, "space.dropout"),  # 2.0 cannot train
+        ({"space": {"learning_rate": {"min": 1e-4, "max": 1e-2}}, "method": "grid"}, "space.learning_rate"),
+        ({"space": {"learning_rate": {"min": 0, "max": 1, "scale": "log"}}}, "space.learning_rate"),
+        ({"space": {}}, "space"),
+        ({"early_stopping": {"rule": "sometimes"}}, "early_stopping.rule"),
+        ({"alias": "3"}, "alias"),
+        ({"name": "a@b"}, "name"),
+        ({"trials": 101}, "trials"),
+    ]
+    for change, field in cases:
+        answer = await client.post("/api/v1/sweeps", json={**base, **change})
+        assert answer.status_code == 422 and answer.json()["error"]["field"] == field, (change, answer.text)
+    started = await client.post("/api/v1/sweeps", json={**base, "trials": 3})
+    assert started.status_code == 202, started.text
+    sweep_id = started.json()["job_id"]
+    assert started.headers["location"] == f"/api/v1/sweeps/{sweep_id}"
+    command = agents.commands[-1]
+    assert (command.type, command.trials, command.model_name) == ("SweepRequested", 3, "lr")
+    shown = await client.get(f"/api/v1/sweeps/{sweep_id}")
+    assert shown.status_code == 200 and (shown.json()["kind"], shown.json()["model_name"]) == ("sweep", "lr")
+    listed = (await client.get("/api/v1/sweeps")).json()
+    assert [s["id"] for s in listed["items"]] == [sweep_id]
+    assert (await client.get("/api/v1/sweeps/nope")).status_code == 404
