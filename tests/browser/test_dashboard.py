@@ -9,6 +9,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
+from cli.client import Client
 from tests.browser.conftest import API_KEY, CORPUS, Dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -311,3 +312,34 @@ def test_without_uplot_the_page_says_charts_need_npm_ci(dashboard: Dashboard, ga
     assert wait_until_drawn(page)[0] > 0  # the data is all there; only the drawing is missing
     dashboard.shot("12-job-without-uplot")
     dashboard.assert_no_console_errors(404)
+
+
+def test_runs_compared_from_the_overview_and_a_sweeps_trials_live(dashboard: Dashboard, gateway_url: str,
+                                                                   trained_model: dict):
+    with Client(gateway_url) as client:
+        more = client.train_more(trained_model["model_id"], max_iters=50,
+                                 hyperparameters={"learning_rate": 0.01})
+        assert client.wait_for_job(more["job_id"], timeout_s=240)["status"] == "completed"
+        sweep = client.create_sweep({"name": unique_name("swept"), "dataset": {"text": CORPUS},
+                                     "hyperparameters": {"preset": "tiny", "max_iters": 60},
+                                     "space": {"learning_rate": {"values": [3e-3, 1e-2]}}, "method": "grid"})
+    page = dashboard.page
+    open_dashboard(page, gateway_url)
+    for model_id in (trained_model["model_id"], more["model_id"]):
+        page.locator(f'tr[data-model-id="{model_id}"] .compare-pick').check()
+    page.locator("#compare-button").click()
+    expect(page.locator('#compare-table tr.differs[data-key="train.learning_rate"]')).to_be_visible()
+    expect(page.locator("#compare-chart")).to_have_attribute("data-series", "2")
+    assert int(page.locator("#compare-chart").get_attribute("data-points") or 0) >= 2
+    page.locator("#compare-x").select_option("time")
+    expect(page.locator("#compare-chart .u-title, #compare-chart canvas").first).to_be_attached()
+    dashboard.shot("13-compare")
+
+    page.goto(f"{gateway_url}/#/sweeps/{sweep['job_id']}")
+    rows = page.locator("#trials-table tbody tr")
+    expect(rows).to_have_count(2, timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator('#trials-table tr[data-status="completed"]')).to_have_count(2, timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#sweep-chart")).to_have_attribute("data-points", "2", timeout=30_000)
+    expect(page.locator("#sweep-summary")).to_contain_text("Best so far: trial")
+    dashboard.shot("14-sweep")
+    dashboard.assert_no_console_errors()

@@ -88,13 +88,14 @@ export const FACT_TYPES = [
   "JobAccepted", "JobCancelled", "TrainStarted", "TrainProgress", "ValidationCompleted", "CheckpointSaved",
   "TrainCompleted", "TrainFailed", "EvaluationCompleted", "EvaluationFailed", "TokensGenerated",
   "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
-  "DatasetUploaded", "ModelDeleted",
+  "DatasetUploaded", "ModelDeleted", "SweepStarted", "SweepTrialStopped", "SweepProgress", "SweepCompleted",
+  "SweepFailed",
 ];
 
 export const TERMINAL_TYPES = new Set([
   "TrainCompleted", "TrainFailed", "JobCancelled", "EvaluationCompleted", "EvaluationFailed",
   "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
-  "DatasetUploaded", "ModelDeleted",
+  "DatasetUploaded", "ModelDeleted", "SweepCompleted", "SweepFailed",
 ]);
 
 /**

@@ -12,6 +12,7 @@ export class Board {
   constructor(models, jobs) {
     this.models = new Map(models.map((m) => [m.id, { ...m }]));
     this.jobs = new Map(jobs.map((j) => [j.id, { ...j }]));
+    this.picked = new Set(); // models chosen to compare
   }
 
   job(event) {
@@ -90,6 +91,18 @@ export class Board {
       case "TokensGenerated":
         job.status = "running";
         break;
+      case "SweepStarted":
+        job.status = "running";
+        break;
+      case "SweepProgress":
+        Object.assign(job, { status: "running", progress: event.total ? event.finished / event.total : 0 });
+        break;
+      case "SweepCompleted":
+        Object.assign(job, { status: "completed", progress: 1 });
+        break;
+      case "SweepFailed":
+        Object.assign(job, { status: "failed", error: event.reason });
+        break;
       default:
         return false;
     }
@@ -134,13 +147,19 @@ function valLoss(model, job) {
 
 function modelRow(model, board) {
   const job = board.jobs.get(model.train_job_id);
-  const link = model.train_job_id ? h("a", { href: `#/jobs/${model.train_job_id}` }, model.name) : model.name;
+  const name = model.version ? `${model.name}/${model.version}` : model.name;
+  const link = model.train_job_id ? h("a", { href: `#/jobs/${model.train_job_id}` }, name) : name;
+  const aliases = (model.aliases || []).map((a) => h("span", { class: "badge alias" }, `@${a}`));
+  const pick = h("input", { type: "checkbox", class: "compare-pick", value: model.id, "aria-label": `compare ${name}`,
+    checked: board.picked.has(model.id),
+    onchange: (e) => { if (e.target.checked) board.picked.add(model.id); else board.picked.delete(model.id); } });
   // Any checkpoint serves, a cancelled or failed run's too.
   const playground = model.latest_checkpoint || model.best_checkpoint
     ? h("a", { class: "button-link small", href: `#/playground?model=${encodeURIComponent(model.id)}` }, "Playground")
     : null;
   return h("tr", { "data-model-id": model.id, "data-status": model.status },
-    h("td", { class: "name" }, link, model.error ? h("div", { class: "error small" }, model.error) : null),
+    h("td", {}, pick),
+    h("td", { class: "name" }, link, " ", aliases, model.error ? h("div", { class: "error small" }, model.error) : null),
     h("td", {}, statusBadge(model.status)),
     h("td", { class: "progress-cell" }, progressBar(model.progress, `${model.name} progress`)),
     h("td", { class: "num" }, stepText(model)),
@@ -150,13 +169,14 @@ function modelRow(model, board) {
 }
 
 function jobRow(job) {
+  const page = job.kind === "sweep" ? `#/sweeps/${job.id}` : `#/jobs/${job.id}`;
   return h("tr", { "data-job-id": job.id, "data-status": job.status },
-    h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, shortId(job.id))),
+    h("td", {}, h("a", { href: page, class: "mono" }, shortId(job.id))),
     h("td", {}, job.kind),
     h("td", {}, job.model_name || shortId(job.model_id) || "–"),
     h("td", {}, statusBadge(job.status)),
     h("td", { class: "progress-cell" },
-      job.kind === "train" ? progressBar(job.progress, `job ${shortId(job.id)}`) : null),
+      ["train", "sweep"].includes(job.kind) ? progressBar(job.progress, `job ${shortId(job.id)}`) : null),
     h("td", { class: "num" }, job.kind === "train" ? stepText(job) : "–"),
     h("td", { class: "num" }, fmtNumber(job.val_loss)),
     h("td", { class: "num" }, etaText(job)),
@@ -196,14 +216,18 @@ export async function overview(view, { feed }) {
   early.forEach((event) => board.apply(event));
   const modelsBox = h("section", { class: "card", id: "models" });
   const jobsBox = h("section", { class: "card", id: "jobs" });
+  const compare = h("button", { id: "compare-button", class: "secondary small", type: "button",
+    onclick: () => {
+      if (board.picked.size >= 2) window.location.hash = `#/compare?runs=${[...board.picked].join(",")}`;
+    } }, "Compare selected");
   const filter = h("select", { id: "job-kind", "aria-label": "Show jobs of kind",
     onchange: (e) => { kindFilter = e.target.value; render(); } },
-    ["", "train", "evaluate", "generate"].map((kind) =>
+    ["", "train", "evaluate", "generate", "sweep"].map((kind) =>
       h("option", { value: kind, selected: kind === kindFilter }, kind || "all kinds")));
 
   function render() {
-    clear(modelsBox, h("h2", {}, "Models"),
-      table(["Name", "Status", "Progress", "Step", "Val loss", "ETA", ""],
+    clear(modelsBox, h("div", { class: "card-head" }, h("h2", {}, "Models"), compare),
+      table(["", "Name", "Status", "Progress", "Step", "Val loss", "ETA", ""],
         board.sortedModels().map((m) => modelRow(m, board)), "No models yet: train one.", "models-table"));
     clear(jobsBox, h("div", { class: "card-head" }, h("h2", {}, "Jobs"), filter),
       table(["Job", "Kind", "Model", "Status", "Progress", "Step", "Val loss", "ETA", "Updated"],
