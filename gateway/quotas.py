@@ -56,11 +56,13 @@ class PerKeyLimit:
         return release
 
 
-async def check_active_jobs(session: Any, settings: Settings, owner: str | None) -> None:
-    """429 when the key already has its limit of training and evaluation jobs queued or running."""
+async def check_active_jobs(session: Any, settings: Settings, owner: str | None, adding: int = 1) -> None:
+    """429 when `adding` more jobs (a sweep's trials count each) would pass the key's limit of training and
+    evaluation jobs queued or running."""
     count = await queries.active_jobs(session, owner)
-    if count >= settings.max_active_jobs_per_key:
-        raise quota_exceeded(f"this key has {count} jobs queued or running; the limit is "
+    if count + adding > settings.max_active_jobs_per_key:
+        more = f" and this request adds {adding}" if adding > 1 else ""
+        raise quota_exceeded(f"this key has {count} jobs queued or running{more}; the limit is "
                              f"{settings.max_active_jobs_per_key}: wait for one to end, or cancel one",
                              "LFZ_MAX_ACTIVE_JOBS_PER_KEY", 30)
 

@@ -41,6 +41,12 @@ async def test_jobs_queued_or_running_per_key(tmp_path, broker):
                 break
             await asyncio.sleep(0.1)
         assert (await _train(http, "c")).status_code == 202
+        # A sweep's trials count each: with one job running, a sweep of 2 trials passes the limit of 2.
+        sweep = {"name": "s", "dataset": {"text": TEXT}, "hyperparameters": {"preset": "tiny"},
+                 "space": {"learning_rate": {"values": [1e-3, 1e-2]}}, "method": "grid"}
+        refused = await http.post("/api/v1/sweeps", json=sweep)
+        _refused(refused, "quota_exceeded", "LFZ_MAX_ACTIVE_JOBS_PER_KEY")
+        assert "adds 2" in refused.json()["error"]["message"]
 
 
 async def test_datasets_per_key_by_count_and_by_bytes(tmp_path, broker):
