@@ -14,10 +14,12 @@ from typing import TypeVar
 
 import faust
 from faust.types import EventT
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from agents.runtime import Runtime
 from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, Rejected, dead_letter, decode_command, id_from_position
-from infra.db.tables import Dataset, Job
+from infra.db.tables import Dataset, Job, Model, ModelVersionCounter
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE, while_down
 
@@ -137,3 +139,20 @@ async def _reject(runtime: Runtime, event: EventT, error: DecodeError, owner: st
         return
     job = JobLog(runtime.publisher, job_id=job_id, kind=kind, owner=owner)
     await job.emit(failed, reason=f"the request was rejected: {error.reason}", field=error.field)
+
+
+async def allocate_version(runtime: Runtime, owner: str | None, name: str) -> int:
+    """The next version number of an owner's model name: one more than the last given (or recorded, after a replay
+    into a fresh database), in one statement, so that requests accepted at once get different numbers."""
+    async with runtime.sessions() as session:
+        owned = Model.owner.is_(None) if owner is None else Model.owner == owner
+        recorded = await session.scalar(select(func.max(Model.version)).where(owned, Model.name == name)) or 0
+        insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(ModelVersionCounter).values(owner_key=owner or "", name=name, last=recorded + 1)
+        counter = ModelVersionCounter.__table__.c.last
+        statement = statement.on_conflict_do_update(
+            index_elements=["owner_key", "name"],
+            set_={"last": case((counter + 1 > statement.excluded.last, counter + 1), else_=statement.excluded.last)})
+        number = (await session.execute(statement.returning(ModelVersionCounter.last))).scalar_one()
+        await session.commit()
+    return int(number)

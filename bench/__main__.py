@@ -8,6 +8,7 @@
     python -m bench fairness --json          (another tenant's wait while one floods the job queue)
     python -m bench export --data FILE       (export time and file sizes, Hugging Face and GGUF, per preset)
     python -m bench distributed --processes 2  (one training process against several, same global batch)
+    python -m bench sweep --trials 8         (a sweep on two workers against one of its trials alone)
     python -m bench all                      (every one of them in turn: what `make bench` runs)
 
 `python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "fairness": "bench.fairness",
     "export": "bench.export",
     "distributed": "bench.distributed",
+    "sweep": "bench.sweep",
     "all": "bench.runner",
     "followers": "bench.followers",
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import faust
 
 from agents.imports.job import ImportSpec
-from agents.intake import command_agent, model_id_of_job, refuse_a_taken_job_id
+from agents.intake import allocate_version, command_agent, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
@@ -42,9 +42,13 @@ async def accept(runtime: Runtime, queue: JobQueue, command: ImportRequested) ->
             await job.emit(JobAccepted, **{**accepted, "model_id": None})
             await job.emit(ImportFailed, event_id=f"{command.job_id}-rejected", reason=reason, field=field)
             return
-    spec = ImportSpec(job_id=command.job_id, model_id=model_id, owner=command.owner, files=command.files)
+    if existing is not None:  # delivered again: accepted as it was the first time
+        if existing.last_seq <= 1:
+            version = ImportSpec.model_validate(existing.spec).version if existing.kind == "import" else None
+            await job.emit(JobAccepted, **{**accepted, "version": version})
+        return
+    spec = ImportSpec(job_id=command.job_id, model_id=model_id, owner=command.owner, files=command.files,
+                      version=await allocate_version(runtime, command.owner, command.model_name))
     if await queue.enqueue(command.job_id, "import", command.owner, spec.model_dump(mode="json")) is None:
-        row = await queue.get(command.job_id)
-        if row is None or row.last_seq > 1:
-            return
-    await job.emit(JobAccepted, **accepted)
+        return  # a twin delivery queued it a moment ago, and accepts it
+    await job.emit(JobAccepted, **{**accepted, "version": spec.version})

@@ -23,6 +23,7 @@ class ImportSpec(JobSpec):
     """An import as the import agent accepted it: the model it creates and where the uploaded files are."""
 
     files: dict[str, str]
+    version: int | None = None  # its number among its name's versions
 
 
 def run_import(spec: ImportSpec, job: JobContext) -> None:

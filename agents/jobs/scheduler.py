@@ -15,6 +15,7 @@ from datetime import datetime
 
 from agents.jobs.kinds import JobKind
 from agents.jobs.queue import Claim, JobQueue, Lease
+from agents.jobs import runs
 from agents.jobs.runs import Run
 from agents.runtime import Runtime
 from infra.db import DATABASE_DOWN
@@ -71,6 +72,7 @@ class Scheduler:
     def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
         self.kinds = kinds
+        runs.preload(sorted({kind.code.__module__ for kind in kinds.values()}))
         self.queue = JobQueue(runtime.sessions, runtime.worker_id, runtime.settings.topic_prefix)
         self.leases = LeaseWatch(self.queue, tuple(kinds), runtime.settings.lease_s)
         self.runs: dict[str, Run] = {}
@@ -81,6 +83,7 @@ class Scheduler:
         self._kick.set()
 
     async def run_forever(self, period_s: float = 1.0) -> None:
+        await asyncio.to_thread(runs.start_server)
         await self.runtime.ready.wait()
         while not self._stopping:
             try:

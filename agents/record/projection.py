@@ -169,7 +169,7 @@ async def _on_accepted(session: AsyncSession, event: JobAccepted) -> None:
         name = event.model_name or event.model_id
         model = Model(
             id=event.model_id, owner=event.owner, name=name,
-            version=await registry.next_version(session, event.owner, name), parent_id=event.parent_id,
+            version=event.version or await registry.next_version(session, event.owner, name), parent_id=event.parent_id,
             serve="best", description=event.description, tokenizer=event.tokenizer,
             hyperparameters=event.hyperparameters, config={}, metrics={}, progress=0.0, step=0, created_at=event.time,
         )

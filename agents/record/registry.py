@@ -1,7 +1,8 @@
 """The registry's part of the projection: version numbers, aliases, and which checkpoint of a version serves.
 
-A model row is one version of its name. Versions are numbered when the log accepts them (1, 2, 3 ... per owner and
-name, deleted versions included, so a number is never given twice), which a replay of the log repeats. An alias is
+A model row is one version of its name. The agent that accepts a training (or import) job numbers it (1, 2, 3 ... per
+owner and name, deleted versions included, so a number is never given twice) and says so in JobAccepted, so a
+replay of the log repeats it; an older fact without a number gets the next one here. An alias is
 one row per owner, name and alias, rewritten when the alias moves; a fact that names another owner's version, a
 version of another name, or a deleted one changes nothing.
 """

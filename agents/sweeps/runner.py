@@ -189,7 +189,9 @@ class Coordinator:
         and not failed while the sweep runs."""
         usable = [t for t in trials if t.value is not None and t.spec.index not in stopped
                   and (t.status == "completed" if ended_only else t.status != "failed")]
-        return self._result(min(usable, key=lambda t: t.value)) if usable else None  # type: ignore[arg-type,return-value]
+        if not usable:
+            return None
+        return self._result(min(usable, key=lambda t: t.value))  # type: ignore[arg-type,return-value]
 
     async def _report(self, trials: list[Trial], stopped: set[int]) -> None:
         best = self._best(trials, stopped, ended_only=False)

@@ -12,7 +12,8 @@ from typing import Any
 
 import faust
 
-from agents.intake import Refused, command_agent, dataset_id_of_job, model_id_of_job, refuse_a_taken_job_id
+from agents.intake import (Refused, allocate_version, command_agent, dataset_id_of_job, model_id_of_job,
+                           refuse_a_taken_job_id)
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
@@ -57,10 +58,12 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
         if await _already_queued(queue, job, accepted):
             return
         model_id = await _refused_version(runtime, command, model_id)
-        await job.emit(JobAccepted, **{**accepted, "model_id": model_id})
+        version = await allocate_version(runtime, command.owner, command.model_name) if model_id else None
+        await job.emit(JobAccepted, **{**accepted, "model_id": model_id, "version": version})
         await job.emit(TrainFailed, event_id=f"{command.job_id}-rejected", model_id=model_id,
                        reason=rejected.reason, field=rejected.field)
         return
+    spec = spec.model_copy(update={"version": await allocate_version(runtime, command.owner, spec.model_name)})
     row = await queue.enqueue(command.job_id, "train", command.owner, spec.model_dump(mode="json"))
     if row is None:
         await _redelivered(queue, job, _accepted_as(accepted, spec))
@@ -71,7 +74,7 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TrainRequested) -> 
 def _accepted_as(accepted: dict[str, Any], spec: TrainSpec) -> dict[str, Any]:
     """The acceptance of a checked request: the version it makes, of which name, from which parent and dataset."""
     return {**accepted, "model_id": spec.model_id, "model_name": spec.model_name, "parent_id": spec.parent_id,
-            "dataset_key": spec.dataset_key, "resume": spec.base_checkpoint is not None}
+            "version": spec.version, "dataset_key": spec.dataset_key, "resume": spec.base_checkpoint is not None}
 
 
 async def _refused_version(runtime: Runtime, command: TrainRequested, model_id: str) -> str | None:

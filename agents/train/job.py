@@ -51,6 +51,7 @@ class TrainSpec(JobSpec):
     hyperparameters: dict[str, Any]
     preset: str
     parent_id: str | None = None  # the version this run continues as a new version
+    version: int | None = None  # its number among its name's versions
     base_checkpoint: str | None = None  # continuing a trained model: its checkpoint, and the step it is at
     base_step: int = 0
     processes: int = 1  # DDP ranks (agents/train/ranks.py)

@@ -213,5 +213,16 @@ class JobQueueRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ModelVersionCounter(Base):
+    """Agent coordination (not part of the projection): the last version number given to each owner's model name, so
+    that two requests accepted at once for one name get different numbers. The number travels in JobAccepted, which
+    is how the projection (and a replay) learns it."""
+
+    __tablename__ = "model_version_counters"
+    owner_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the owner, or "" without one
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
 PROJECTION_TABLES = (Dataset.__table__, Model.__table__, ModelAlias.__table__, Job.__table__,
                      JobEventRow.__table__, Evaluation.__table__, Checkpoint.__table__)

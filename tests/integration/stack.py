@@ -115,9 +115,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def job_processes(worker_pid: int) -> list[int]:
+    """A worker's job processes: those its server of job processes (multiprocessing's forkserver) forked."""
+    servers = child_processes(worker_pid, "forkserver")
+    return [pid for server in servers for pid in child_processes(server, "forkserver")]
+
+
 def child_processes(pid: int, match: str = "spawn_main") -> list[int]:
     """PIDs whose parent is `pid` and whose command line contains `match` (from /proc). The default picks the
-    job processes that multiprocessing spawns, not its resource tracker."""
+    processes that multiprocessing spawns (a job's DDP ranks), not its resource tracker."""
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -25,7 +25,7 @@ from infra.objectstore import ObjectNotFound, ObjectStore
 from model.checkpoint import CorruptCheckpoint, unpack_checkpoint
 from tests.integration.pipeline.conftest import train_request
 from tests.integration.proxy import HoldingProxy
-from tests.integration.stack import child_processes, poll, recorded, start_worker, wait_until
+from tests.integration.stack import job_processes, poll, recorded, start_worker, wait_until
 
 # Checkpoints at steps 50 and 100 (and on each better validation): the one of step 100 is held.
 LONG = {"preset": "tiny", "max_iters": 600, "checkpoint_every": 50, "eval_every": 100}
@@ -45,7 +45,7 @@ async def test_a_cancel_during_a_checkpoint_upload_ends_the_job_and_no_torn_chec
         await own_bus.produce("train.requested", {**train_request(job_id, "torn"), "hyperparameters": LONG},
                               key=job_id)
         assert await asyncio.to_thread(proxy.held.wait, 180), "the job reached its second checkpoint upload"
-        children = child_processes(worker.pid)
+        children = job_processes(worker.pid)
         assert children, "training runs in a child process of the worker"
         asked = time.monotonic()
         await own_bus.produce("job.control", {"type": "CancelRequested", "job_id": job_id, "reason": "mid-upload"},

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.pipeline.conftest import train_request
-from tests.integration.stack import Bus, child_processes, start_worker
+from tests.integration.stack import Bus, child_processes, job_processes, start_worker
 
 
 def _id() -> str:
@@ -32,7 +32,7 @@ def _to_training(events: list[dict]) -> float:
 
 def _ranks_of(worker_pid: int) -> list[int]:
     """The rank processes: grandchildren of the worker, through the job's child (the elastic launcher)."""
-    return [rank for child in child_processes(worker_pid) for rank in child_processes(child)]
+    return [rank for job in job_processes(worker_pid) for rank in child_processes(job)]
 
 
 async def test_two_processes_train_what_one_trains_and_rank_0_alone_reports(bus: Bus, worker):
@@ -109,7 +109,7 @@ async def test_a_cancel_stops_every_rank_and_leaves_no_process(own_env, own_bus:
         while any(os.path.exists(f"/proc/{pid}") for pid in ranks) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in ranks if os.path.exists(f"/proc/{pid}")], "no rank is left"
-        assert child_processes(worker.popen.pid) == [], "nor the launcher"
+        assert job_processes(worker.popen.pid) == [], "nor the launcher"
         print(f"\ncancel of a 2-process job: JobCancelled {took:.1f}s after the request")
         assert worker.alive()
     finally:

@@ -16,7 +16,7 @@ import asyncpg
 from tests.integration.pipeline.conftest import train_request
 from tests.integration.proxy import CuttableProxy
 from tests.integration.servers import asyncpg_url
-from tests.integration.stack import child_processes, distinct, poll, recorded, start_worker, wait_until
+from tests.integration.stack import job_processes, distinct, poll, recorded, start_worker, wait_until
 
 LONG = {"preset": "tiny", "max_iters": 600, "checkpoint_every": 50, "eval_every": 100}
 
@@ -31,7 +31,7 @@ async def test_kill_9_of_a_training_worker_resumes_on_another_and_completes_once
         seen = await own_bus.job_until(job_id, lambda s: any(e["type"] == "CheckpointSaved" for e in s), 120)
         started = next(e for e in seen if e["type"] == "TrainStarted")
         victim = workers[started["worker"]]
-        children = child_processes(victim.pid)
+        children = job_processes(victim.pid)
         assert children, "training runs in a child process of the worker"
         victim.kill()
         killed_at = time.monotonic()
@@ -83,7 +83,7 @@ async def test_cancel_before_it_starts_while_queued_and_while_running(own_env, o
         queued_events = await own_bus.job(queued)
         assert [e["type"] for e in queued_events] == ["JobAccepted", "JobCancelled"], "it never started"
 
-        children = child_processes(worker.pid)
+        children = job_processes(worker.pid)
         asked = time.monotonic()
         await own_bus.produce("job.control", {"type": "CancelRequested", "job_id": running,
                                               "reason": "enough"}, key=running)
@@ -158,7 +158,7 @@ async def test_a_stop_signal_that_reaches_the_training_process_itself_does_not_f
         await own_bus.produce("train.requested", {**train_request(job_id, "signalled"), "hyperparameters": LONG},
                               key=job_id)
         await own_bus.job_until(job_id, lambda s: any(e["type"] == "CheckpointSaved" for e in s), 120)
-        children = child_processes(worker.pid)
+        children = job_processes(worker.pid)
         assert children, "training runs in a child process of the worker"
         for pid in children:
             os.kill(pid, signal.SIGTERM)
@@ -195,7 +195,7 @@ async def test_a_worker_cut_off_from_the_database_stops_its_job_and_publishes_no
                               key=job_id)
         await own_bus.job_until(job_id, lambda s: any(e["type"] == "CheckpointSaved" for e in s), 120)
         other = start_worker("fence-b", own_env, tmp_path)
-        child, = child_processes(cut_off.pid)
+        child, = job_processes(cut_off.pid)
         proxy.cut()
         cut_at = time.time()
         lease_s = float(own_env["LFZ_LEASE_S"])

@@ -19,7 +19,7 @@ from cli.client import Client
 from infra.db import migrate
 from tests.integration.pipeline.conftest import corpus
 from tests.integration.servers import PrivateServers
-from tests.integration.stack import (Bus, Follower, child_processes, distinct, poll, recorded, start_gateway,
+from tests.integration.stack import (Bus, Follower, job_processes, distinct, poll, recorded, start_gateway,
                                      start_worker, wait_for_job, wait_until)
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
@@ -134,7 +134,7 @@ async def test_the_database_stopped_for_30s_pauses_the_jobs_loses_no_fact_and_th
                                          hyperparameters=LONG)["job_id"]
         for job_id in (through, ending):
             await bus.job_until(job_id, lambda seen: any(e["type"] == "TrainProgress" for e in seen), 180)
-        children = child_processes(worker.pid)
+        children = job_processes(worker.pid)
         assert len(children) == 2
 
         await asyncio.to_thread(private.down, "postgres")

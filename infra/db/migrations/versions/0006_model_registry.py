@@ -1,5 +1,5 @@
-"""the model registry: a model row is a version of its name (with its parent), aliases of a name's versions, and
-which checkpoint of a version serves
+"""the model registry: a model row is a version of its name (with its parent), aliases of a name's versions,
+which checkpoint of a version serves, and the counters that number a name's versions
 
 Revision ID: 0006
 Revises: 0005
@@ -41,9 +41,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_model_aliases_owner"), "model_aliases", ["owner"])
     op.create_index(op.f("ix_model_aliases_model_id"), "model_aliases", ["model_id"])
+    op.create_table(
+        "model_version_counters",
+        sa.Column("owner_key", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("last", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("owner_key", "name", name=op.f("pk_model_version_counters")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("model_version_counters")
     op.drop_index(op.f("ix_model_aliases_model_id"), table_name="model_aliases")
     op.drop_index(op.f("ix_model_aliases_owner"), table_name="model_aliases")
     op.drop_table("model_aliases")

@@ -142,3 +142,21 @@ async def test_a_replay_into_an_empty_database_rebuilds_versions_lineage_and_ali
     assert await state(replayed) == await state(sessions)
     assert await state(replayed) == ([("m1", 1, None, "best"), ("m2", 2, "m1", "best"), ("m3", 3, "m2", "last")],
                                      {"m1": ["staging"], "m2": ["champion"]})
+
+
+async def test_version_numbers_are_given_once_each_and_go_on_above_the_recorded_ones(sessions):
+    import asyncio
+    from types import SimpleNamespace
+
+    from agents.intake import allocate_version
+
+    runtime = SimpleNamespace(sessions=sessions)
+    numbers = await asyncio.gather(*(allocate_version(runtime, "o1", "bard") for _ in range(5)))
+    assert sorted(numbers) == [1, 2, 3, 4, 5]
+    assert await allocate_version(runtime, "o2", "bard") == 1  # another owner's name is another name
+    # A database rebuilt from the log holds versions its counters never gave: numbering goes on above them.
+    await record(sessions, [f.model_copy(update={"version": 9}) if isinstance(f, JobAccepted) else f
+                            for f in run("j9", "m9", name="replayed")])
+    async with sessions() as session:
+        assert (await session.get(Model, "m9")).version == 9  # the fact's number, not the projection's
+    assert await allocate_version(runtime, "o1", "replayed") == 10
