@@ -4,6 +4,7 @@ and killing the worker that coordinates a sweep moves the sweep to the other one
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -91,9 +92,13 @@ async def test_a_sweep_goes_on_when_the_worker_coordinating_it_is_killed(pipelin
         workers[coordinator].kill()  # kill -9: no hand-back; its lease lapses
         facts = await bus.job(sweep_id, timeout=240)
         assert facts[-1]["type"] == "SweepCompleted" and facts[-1]["completed"] == 4, facts[-1]
-        async with sessionmaker(engine)() as session:
-            now = (await session.execute(select(JobQueueRow).where(
-                JobQueueRow.job_id == sweep_id, JobQueueRow.namespace == env["LFZ_TOPIC_PREFIX"]))).scalar_one()
+        for _ in range(50):  # its end is published, then marked done in the queue
+            async with sessionmaker(engine)() as session:
+                now = (await session.execute(select(JobQueueRow).where(
+                    JobQueueRow.job_id == sweep_id, JobQueueRow.namespace == env["LFZ_TOPIC_PREFIX"]))).scalar_one()
+            if now.state == "done":
+                break
+            await asyncio.sleep(0.1)
         assert now.worker != coordinator and now.takeovers == 1 and now.state == "done"
         assert sorted({f["seq"] for f in distinct(facts)}) == list(range(1, len(distinct(facts)) + 1))
     finally:
