@@ -175,17 +175,18 @@ def show_model(
 
 @models.command("delete")
 def delete_model(
-    model: Annotated[str, typer.Argument(help="A model's id or name.", show_default=False)],
+    model: Annotated[str, typer.Argument(help="A model version: id, name (its newest version), name@alias or "
+                                              "name/version.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
-    """Delete a model (its training stops; its checkpoints are removed)."""
+    """Delete a model version (its training stops; its checkpoints and aliases go; the name's other versions stay)."""
     out = Output()
     with gateway(url) as api:
         detail = resolve_model(api, model)
-        confirm(out, yes, f"delete model {detail['name']} ({detail['id']})?")
+        confirm(out, yes, f"delete model {detail.get('ref') or detail['name']} ({detail['id']})?")
         api.delete_model(detail["id"])
-    out.line(f"deleted model {detail['name']} ({detail['id']})")
+    out.line(f"deleted model {detail.get('ref') or detail['name']} ({detail['id']})")
 
 
 def presets(

@@ -12,10 +12,10 @@ import faust
 from agents.intake import command_agent, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.runtime import Runtime
-from infra import search_space as space
 from agents.sweeps.runner import SweepRunner, SweepSpec
 from agents.train.agent import store_inline_text
 from events import JobAccepted, Rejected, SweepFailed, SweepRequested
+from infra import search_space as space
 from infra.db import queries
 from infra.publisher import JobLog
 

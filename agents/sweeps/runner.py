@@ -22,10 +22,22 @@ from agents.jobs.queue import Claim, JobQueue
 from agents.jobs.scheduler import LeaseWatch
 from agents.runtime import Runtime
 from agents.sweeps import stopping
-from infra import search_space as space
-from events import (CancelRequested, DatasetRef, JobCancelled, ModelAliasSet, SweepCompleted, SweepProgress,
-                    SweepRequested, SweepStarted, SweepTrialStopped, TrainRequested, decode_event, utc_now)
+from events import (
+    CancelRequested,
+    DatasetRef,
+    JobCancelled,
+    ModelAliasSet,
+    SweepCompleted,
+    SweepProgress,
+    SweepRequested,
+    SweepStarted,
+    SweepTrialStopped,
+    TrainRequested,
+    decode_event,
+    utc_now,
+)
 from events.sweeps import SweepTrial, TrialResult
+from infra import search_space as space
 from infra.db import DATABASE_DOWN
 from infra.db.queries import last_recorded
 from infra.db.tables import Job, JobEventRow, Model

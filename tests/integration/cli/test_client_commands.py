@@ -145,6 +145,6 @@ def test_unknown_model_and_delete(lfz, trained):
     assert unknown.code == 1
     assert unknown.err == "error: no model has the id or name 'no-such-model'; `lfz models list` shows them\n"
     deleted = lfz("models", "delete", NAME, "--yes")
-    assert deleted.code == 0 and deleted.out.startswith(f"deleted model {NAME} (")
+    assert deleted.code == 0 and deleted.out.startswith(f"deleted model {NAME}/1 (")
     gone = lfz("models", "show", NAME)
     assert gone.code == 1 and "no model has the id or name" in gone.err

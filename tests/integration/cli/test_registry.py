@@ -48,7 +48,7 @@ async def kafka_generate(settings, prefix: str, model: str) -> list[dict]:
 
 async def test_versions_aliases_serving_and_compare_in_every_surface(lfz, gateway_url, cli_env, settings,
                                                                      tmp_path: Path):
-    N = f"reg-{uuid.uuid4().hex[:6]}"  # noqa: N806 - the name, in every command below
+    N = f"reg-{uuid.uuid4().hex[:6]}"  # the name, in every command below
     text = tmp_path / "registry.txt"
     text.write_text(corpus(200))
     first = lfz("train", "--data", str(text), "--name", f"{N}", "--preset", "tiny", "--max-iters", "30", "--follow")

@@ -8,12 +8,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from events import DatasetRef, SweepRequested
-from infra.search_space import draw
 from sqlalchemy import select
 
+from events import DatasetRef, SweepRequested
 from infra.db import create_engine, sessionmaker
 from infra.db.tables import Job, JobQueueRow, ModelAlias
+from infra.search_space import draw
 from tests.integration.pipeline.conftest import corpus
 from tests.integration.stack import Bus, distinct, start_worker
 

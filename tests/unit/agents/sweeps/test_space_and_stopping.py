@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from infra.search_space import draw, merged, trials
 from agents.sweeps.stopping import best_until, rungs, to_stop
 from events import DatasetRef, Rejected, SweepRequested
 from events.sweeps import EarlyStopping
+from infra.search_space import draw, merged, trials
 
 
 def sweep(**fields):
