@@ -27,10 +27,12 @@ from infra.db.tables import Model
 from model.config import ConfigError, resolve_hyperparameters
 
 MOST_RUNS = 10
+MOST_POINTS = 2000  # of each curve of each run
 
 
 class History(View):
-    train: list[tuple[int, float, float]] = Field(description="(step, training loss, seconds since the run started)")
+    train: list[tuple[int, float, float]] = Field(description=(
+        "(step, training loss, seconds since the run started); at most 2000, evenly spaced"))
     val: list[tuple[int, float, float]] = Field(description="(step, validation loss, seconds since the run started)")
 
 
@@ -77,6 +79,14 @@ def side_by_side(runs: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list
     return parameters, [key for key, values in parameters.items() if any(v != values[0] for v in values[1:])]
 
 
+def thinned(points: list[Any], most: int = MOST_POINTS) -> list[Any]:
+    """At most `most` points, evenly spaced, the first and the last kept: a chart's worth of a long run."""
+    if len(points) <= most:
+        return points
+    stride = (len(points) - 1) / (most - 1)
+    return [points[round(i * stride)] for i in range(most)]
+
+
 async def history(session: Any, job_id: str | None) -> History:
     train: list[tuple[int, float, float]] = []
     val: list[tuple[int, float, float]] = []
@@ -89,7 +99,7 @@ async def history(session: Any, job_id: str | None) -> History:
             train.append((row.data["step"], row.data["loss"], round(elapsed, 3)))
         elif row.type == "ValidationCompleted":
             val.append((row.data["step"], row.data["val_loss"], round(elapsed, 3)))
-    return History(train=train, val=val)
+    return History(train=thinned(train), val=thinned(val))
 
 
 @operation(summary="Compare runs side by side", tag="registry", query=CompareQuery, responses={200: Comparison})
