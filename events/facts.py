@@ -57,8 +57,8 @@ class JobAccepted(JobEvent):
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="As requested.")
     resume: bool = False
     parent_id: Identifier | None = Field(default=None, description="The version a train run continues.")
-    version: int | None = Field(default=None, ge=1, description="The number of the model version a train or import "
-                                                                "job makes, among its name's.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description=(
+        "The number of the model version a train or import job makes, among its name's."))
     request: dict[str, Any] = Field(default_factory=dict, description="The command, for evaluate and generate jobs.")
 
 
@@ -290,7 +290,7 @@ class ModelAliasSet(JobEvent):
     name: str = Field(max_length=100)
     alias: AliasName
     model_id: Identifier
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class ModelAliasRemoved(JobEvent):

@@ -49,7 +49,8 @@ class EarlyStopping(Message):
     the rung. Nothing stops before `min_step`."""
 
     rule: Literal["none", "median", "asha"] = "none"
-    min_step: int = Field(default=100, ge=1, description="No trial stops before this step (its grace period).")
+    min_step: int = Field(default=100, ge=1, le=10**9, description="No trial stops before this step (its grace "
+                                                                  "period).")
     min_trials: int = Field(default=3, ge=1, le=100, description="median: the peers a comparison needs.")
     reduction: int = Field(default=3, ge=2, le=8, description="asha: the keep-one-in-N factor between rungs.")
 

@@ -76,7 +76,7 @@ class TrainMoreBody(Body):
 class AliasBody(Body):
     """Point an alias at a version of the name."""
 
-    version: int = Field(ge=1, description="The version number, as in `name/version`.")
+    version: int = Field(ge=1, le=2**31 - 1, description="The version number, as in `name/version`.")
 
 
 class ServingBody(Body):

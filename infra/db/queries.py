@@ -21,6 +21,7 @@ from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, J
 
 T = TypeVar("T")
 Owner = str | None  # None: auth is off and every row is visible
+MOST_VERSION = 2**31 - 1  # the largest version number (an INTEGER column)
 
 
 def owned(statement: Select[Any], column: Any, owner: Owner) -> Select[Any]:
@@ -77,6 +78,8 @@ async def model_named(session: AsyncSession, owner: Owner, name: str, version: i
                       servable: bool = False) -> Model | None:
     """A live (not deleted) version of the name: the one numbered `version`, else the newest (with `servable`, the
     newest that has a checkpoint, when one has: a new version in training does not take its name's place yet)."""
+    if version is not None and not 1 <= version <= MOST_VERSION:  # no such version; nor a number the column holds
+        return None
     statement = owned(select(Model).where(Model.name == name, Model.status != "deleted"), Model.owner, owner)
     if version is not None:
         statement = statement.where(Model.version == version)

@@ -97,7 +97,8 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         assert any("tansu" in line and "broker" in line for line in lines.values()), lines
         assert any("agents worker" in line for line in lines.values()), lines
         assert any("-m gateway" in line for line in lines.values()), lines
-        assert any("multiprocessing.spawn" in line for line in lines.values()), lines  # the training child
+        # The workers' server of job processes, and the training process it forked.
+        assert sum("multiprocessing.forkserver" in line for line in lines.values()) >= 2, lines
 
         up.popen.send_signal(signal.SIGINT)
         assert up.popen.wait(90) == 0, up.output()
@@ -128,8 +129,8 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
 def _worker_training(up_pid: int) -> int | None:
     """The pid of the worker whose training child runs, if one does."""
     for pid in children_of(up_pid):
-        if "agents worker" in command_line(pid) and any("multiprocessing.spawn" in command_line(grandchild)
-                                                       for grandchild in children_of(pid)):
+        servers = [child for child in children_of(pid) if "multiprocessing.forkserver" in command_line(child)]
+        if "agents worker" in command_line(pid) and any(children_of(server) for server in servers):
             return pid
     return None
 

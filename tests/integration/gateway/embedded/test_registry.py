@@ -41,6 +41,7 @@ async def test_alias_requests_that_name_nothing_are_clear_4xx(client, agents):
         (("/api/v1/models/m1/aliases/champion", {"version": 7}), 404, "version"),
         (("/api/v1/models/m1/aliases/3x", {"version": 1}), 422, "alias"),  # a number-like alias reads as a version
         (("/api/v1/models/m1/aliases/champion", {"version": 0}), 422, "version"),
+        (("/api/v1/models/m1/aliases/champion", {"version": 2**70}), 422, "version"),  # no such integer column
         (("/api/v1/models/m1/aliases/champion", {"version": 1, "extra": 1}), 422, "extra"),
         (("/api/v1/models/nobody/aliases/champion", {"version": 1}), 404, "version"),
     ]
@@ -48,6 +49,8 @@ async def test_alias_requests_that_name_nothing_are_clear_4xx(client, agents):
         answer = await client.put(path, json=body)
         assert (answer.status_code, answer.json()["error"]["field"]) == (status, field), (path, answer.text)
     assert (await client.get("/api/v1/models/nobody/versions")).status_code == 404
+    for ref in ("m1/99999999999999999999", "m1/0", "m1@nothing"):
+        assert (await client.get(f"/api/v1/models/{ref}")).status_code == 404, ref
 
 
 async def test_the_serving_checkpoint_is_the_versions_choice(client, agents):
