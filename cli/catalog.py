@@ -107,6 +107,9 @@ def confirm(out: Output, yes: bool, question: str) -> None:
     typer.confirm(question, abort=True)
 
 
+MODEL_COLUMNS = ["id", "name", "version", "status", "progress", "steps", "parameters", "val loss", "created"]
+
+
 def model_row(m: dict[str, Any]) -> list[Any]:
     val_loss = (m.get("metrics") or {}).get("val_loss")
     steps = f"{m.get('step') or 0}/{m['max_iters']}" if m.get("max_iters") else str(m.get("step") or 0)
@@ -127,8 +130,7 @@ def list_models(
     if as_json:
         out.json(listing)
         return
-    out.table(["id", "name", "version", "status", "progress", "steps", "parameters", "val loss", "created"],
-              [model_row(m) for m in listing["items"]],
+    out.table(MODEL_COLUMNS, [model_row(m) for m in listing["items"]],
               right=["version", "progress", "steps", "parameters", "val loss"])
     _more(out, listing)
 

@@ -90,18 +90,27 @@ def train(
             stem = Path(data).stem if Path(data).is_file() else data
             submitted = create_or_clean_up(api, dataset_id, fresh, name or default_name(stem), tokenizer=tokenizer,
                                            tokenizer_options=options, hyperparameters=hp, processes=processes)
-        if as_json and not follow:
-            out.json(submitted)
-            return
         job_id = submitted["job_id"]
-        out.note(f"model {submitted['model_id']}, training job {job_id} ({submitted['status']})")
-        if not follow:
-            out.line(job_id)
-            out.note(f"follow it: lfz events {job_id} --follow")
-            return
-        final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
-        if as_json:
-            out.json(final)
+        submitted_then(api, out, submitted, f"model {submitted['model_id']}, training job {job_id}",
+                       f"follow it: lfz events {job_id} --follow", follow=follow, as_json=as_json)
+
+
+def submitted_then(api: Client, out: Output, submitted: dict[str, Any], said: str, hint: str, *, follow: bool,
+                   as_json: bool) -> None:
+    """What a command that has submitted a job shows: the answer (--json), or what it started and the job's id, or
+    (--follow) the job live until it ends, then its final state with --json."""
+    if as_json and not follow:
+        out.json(submitted)
+        return
+    job_id = submitted["job_id"]
+    out.note(f"{said} ({submitted['status']})")
+    if not follow:
+        out.line(job_id)
+        out.note(hint)
+        return
+    final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
+    if as_json:
+        out.json(final)
 
 
 def dataset_for(api: Client, out: Output, data: str) -> tuple[str, bool]:

@@ -11,12 +11,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.catalog import model_row, models
+from cli.catalog import MODEL_COLUMNS, model_row, models
 from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway
 from cli.errors import EXIT_USAGE, CliError
 from cli.render import Output, number
-
-MODEL_COLUMNS = ["id", "name", "version", "status", "progress", "steps", "parameters", "val loss", "created"]
 
 
 @models.command("versions")

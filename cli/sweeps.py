@@ -15,8 +15,7 @@ import typer
 from cli.catalog import LimitOption
 from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway
 from cli.errors import EXIT_USAGE, CliError
-from cli.follow import check_outcome, follow_job
-from cli.jobs import PresetOption, SetOption, TokenizerOption, dataset_for, default_name
+from cli.jobs import PresetOption, SetOption, TokenizerOption, dataset_for, default_name, submitted_then
 from cli.overrides import hyperparameters, parse_value
 from cli.render import Output, number, when
 
@@ -78,17 +77,9 @@ def sweep(
         stem = Path(data).stem if Path(data).is_file() else data
         submitted = api.create_sweep({**body, "name": name or default_name(stem), "dataset": {"id": dataset_id}})
         job_id = submitted["job_id"]
-        if as_json and not follow:
-            out.json(submitted)
-            return
-        out.note(f"sweep {job_id} ({submitted['status']})")
-        if not follow:
-            out.line(job_id)
-            out.note(f"follow it: lfz events {job_id} --follow; see its trials: lfz sweeps show {job_id}")
-            return
-        final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
-        if as_json:
-            out.json(final)
+        submitted_then(api, out, submitted, f"sweep {job_id}",
+                       f"follow it: lfz events {job_id} --follow; see its trials: lfz sweeps show {job_id}",
+                       follow=follow, as_json=as_json)
 
 
 @sweeps.command("list")

@@ -32,10 +32,13 @@ from infra.db.tables import Job
 FINISHED = ("completed", "failed", "cancelled")
 
 
-async def submit(request: Request, topic: str, command: Command, job_id: str, model_id: str | None) -> Submitted:
+async def submit(request: Request, topic: str, command: Command, job_id: str, model_id: str | None,
+                 jobs: int = 1) -> Submitted:
+    """Publish the command, and answer with its job once its first fact is here (or the wait is over). `jobs`: the
+    jobs it starts, against the key's limit (a sweep's trials count each)."""
     gateway = gateway_of(request)
     owner = owner_of(request)
-    await check_quota_of_jobs(request)
+    await check_quota_of_jobs(request, jobs)
     async with gateway.feed.subscribe(job_id, queries.visible_to(owner)) as subscription:
         await gateway.publisher.command(topic, job_id, command)
         try:
@@ -50,11 +53,11 @@ async def submit(request: Request, topic: str, command: Command, job_id: str, mo
     return Submitted.of(job_id, model_id, job)
 
 
-async def check_quota_of_jobs(request: Request) -> None:
-    """429 when the caller has its limit of jobs queued or running (LFZ_MAX_ACTIVE_JOBS_PER_KEY)."""
+async def check_quota_of_jobs(request: Request, jobs: int = 1) -> None:
+    """429 when `jobs` more would pass the caller's limit of jobs queued or running (LFZ_MAX_ACTIVE_JOBS_PER_KEY)."""
     gateway = gateway_of(request)
     async with gateway.sessions() as session:
-        await check_active_jobs(session, gateway.settings, owner_of(request))
+        await check_active_jobs(session, gateway.settings, owner_of(request), jobs)
 
 
 def submitted_response(submitted: Submitted, location: str | None = None) -> JSONResponse:

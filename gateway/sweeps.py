@@ -25,7 +25,6 @@ from gateway.inputs import json_body, query
 from gateway.jobs import job_view, submit, submitted_response
 from gateway.models import check_hyperparameters, check_length, check_tokenizer_options, dataset_ref
 from gateway.openapi import operation
-from gateway.quotas import check_active_jobs
 from gateway.views import JobList, JobView, Submitted, View
 from infra import search_space
 from infra.db import queries
@@ -87,9 +86,8 @@ async def create_sweep(request: Request) -> JSONResponse:
         trials = search_space.trials(command, str)
     except Rejected as rejected:
         raise ApiError(422, "invalid", rejected.reason, rejected.field) from None
-    async with gateway.sessions() as session:  # each trial is a training job of the caller's
-        await check_active_jobs(session, gateway.settings, owner_of(request), adding=len(trials))
-    submitted = await submit(request, gateway.topics.sweep_requested, command, job_id, None)
+    # Each trial is a training job of the caller's.
+    submitted = await submit(request, gateway.topics.sweep_requested, command, job_id, None, jobs=len(trials))
     return submitted_response(submitted, f"/api/v1/sweeps/{job_id}")
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Container
+from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 
+from agents.jobs import runs
 from agents.jobs.kinds import JobKind
 from agents.jobs.queue import Claim, JobQueue, Lease
-from agents.jobs import runs
 from agents.jobs.runs import Run
 from agents.runtime import Runtime
 from infra.db import DATABASE_DOWN
@@ -68,6 +68,25 @@ class LeaseWatch:
         return None
 
 
+async def tick_forever(tick: Callable[[], Awaitable[None]], kick: asyncio.Event, leases: LeaseWatch, name: str,
+                       going: Callable[[], bool] = lambda: True, period_s: float = 1.0) -> None:
+    """Call `tick` once a period, and at once when `kick` is set, until `going()` is false; a tick that fails is
+    logged and the next one tried (a database that is down also makes `leases` forget what it observed)."""
+    while going():
+        try:
+            await asyncio.wait_for(kick.wait(), period_s)
+        except TimeoutError:
+            pass
+        kick.clear()
+        try:
+            await tick()
+        except DATABASE_DOWN as exc:
+            leases.clear()  # what was observed before the outage proves nothing about after it
+            log.warning("%s cannot reach the database: %s", name, first_line(exc))
+        except Exception:
+            log.exception("%s tick failed", name)
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
@@ -85,19 +104,7 @@ class Scheduler:
     async def run_forever(self, period_s: float = 1.0) -> None:
         await asyncio.to_thread(runs.start_server)
         await self.runtime.ready.wait()
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._kick.wait(), period_s)
-            except TimeoutError:
-                pass
-            self._kick.clear()
-            try:
-                await self.tick()
-            except DATABASE_DOWN as exc:
-                self.leases.clear()  # what was observed before the outage proves nothing about after it
-                log.warning("scheduler cannot reach the database: %s", first_line(exc))
-            except Exception:
-                log.exception("scheduler tick failed")
+        await tick_forever(self.tick, self._kick, self.leases, "scheduler", lambda: not self._stopping, period_s)
 
     async def tick(self) -> None:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}

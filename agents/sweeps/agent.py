@@ -13,10 +13,9 @@ from agents.intake import command_agent, model_id_of_job, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.runtime import Runtime
 from agents.sweeps.runner import SweepRunner, SweepSpec
-from agents.train.agent import store_inline_text
+from agents.train.agent import check_new_name, training_dataset
 from events import JobAccepted, Rejected, SweepFailed, SweepRequested
 from infra import search_space as space
-from infra.db import queries
 from infra.publisher import JobLog
 
 log = logging.getLogger(__name__)
@@ -53,20 +52,9 @@ async def accept(runtime: Runtime, queue: JobQueue, command: SweepRequested) -> 
 
 
 async def _checked_spec(runtime: Runtime, command: SweepRequested) -> SweepSpec:
-    if "@" in command.model_name or "/" in command.model_name:
-        raise Rejected(f"model_name: {command.model_name!r} may not hold '@' or '/'", "model_name")
+    check_new_name(command.model_name)
     trials = space.trials(command, model_id_of_job)
-    if command.dataset.text is not None:
-        if not command.dataset.text.strip():
-            raise Rejected("dataset.text: the dataset is empty", "dataset.text")
-        dataset_key = await store_inline_text(runtime, command.owner, command.dataset.text, command.job_id,
-                                              f"training text of the sweep {command.model_name}")
-    else:
-        dataset_key = command.dataset.key
-        assert dataset_key is not None
-        readable = await queries.wait_for(runtime.sessions,
-                                          lambda s: queries.dataset_readable(s, command.owner, dataset_key), 3.0, 0.2)
-        if readable is None or not await runtime.astore.exists(dataset_key):
-            raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
+    dataset_key = await training_dataset(runtime, command.owner, command.dataset, command.job_id,
+                                         f"training text of the sweep {command.model_name}")
     return SweepSpec(job_id=command.job_id, owner=command.owner, request=command.model_dump(mode="json"),
                      dataset_key=dataset_key, trials=trials)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from agents.jobs.queue import Claim, JobQueue
-from agents.jobs.scheduler import LeaseWatch
+from agents.jobs.scheduler import LeaseWatch, tick_forever
 from agents.runtime import Runtime
 from agents.sweeps import stopping
 from events import (
@@ -42,7 +42,6 @@ from infra.db import DATABASE_DOWN
 from infra.db.queries import last_recorded
 from infra.db.tables import Job, JobEventRow, Model
 from infra.publisher import JobLog
-from infra.retry import first_line
 
 log = logging.getLogger(__name__)
 ENDED = ("completed", "failed", "cancelled")
@@ -94,6 +93,11 @@ class Coordinator:
                           last_seq=claim.last_seq)
         self.started = False
         self.reported: tuple[Any, ...] | None = None
+        # Read once, then kept up to date here: the trials' metric histories (each trial's facts are recorded in
+        # their order, so only those after the last one read are read again), and the trials stopped early.
+        self.histories: dict[str, stopping.History] = {t.job_id: [] for t in self.spec.trials}
+        self.read_up_to: dict[str, int] = {t.job_id: 0 for t in self.spec.trials}
+        self.stopped: set[int] = set()
 
     async def step(self) -> bool:
         """One round; False once the sweep is no longer this worker's (ended, or its lease lost)."""
@@ -112,7 +116,7 @@ class Coordinator:
             await self._end(self.job.make(JobCancelled, event_id=f"{self.claim.job_id}-cancelled",
                                           reason=beat.cancel_reason or "cancelled by request"))
             return False
-        stopped = await self._stopped()
+        stopped = self.stopped
         for stop in stopping.to_stop(self.command.early_stopping,
                                      {t.spec.index: t.history for t in trials},
                                      {t.spec.index for t in trials if not t.ended} - stopped):
@@ -133,6 +137,9 @@ class Coordinator:
             recorded, _ = await last_recorded(session, self.claim.job_id)
             begun = await session.scalar(select(JobEventRow.seq).where(
                 JobEventRow.job_id == self.claim.job_id, JobEventRow.type == "SweepStarted").limit(1))
+            stops = (await session.execute(select(JobEventRow.data).where(
+                JobEventRow.job_id == self.claim.job_id, JobEventRow.type == "SweepTrialStopped"))).scalars()
+            self.stopped = {int(data["index"]) for data in stops}  # by the worker that held the sweep before
         self.job.last_seq = max(self.job.last_seq, recorded)
         if begun is None:
             command = self.command
@@ -156,30 +163,25 @@ class Coordinator:
     async def _read(self) -> list[Trial]:
         fact_type, field = METRIC_FACT[self.command.metric]
         ids = [t.job_id for t in self.spec.trials]
+        unread = or_(*(and_(JobEventRow.job_id == job_id, JobEventRow.seq > seq)
+                       for job_id, seq in self.read_up_to.items()))
         async with self.runtime.sessions() as session:
             jobs = {j.id: j for j in (await session.execute(select(Job).where(Job.id.in_(ids)))).scalars()}
             models = {m.id: m for m in (await session.execute(
                 select(Model).where(Model.id.in_([t.model_id for t in self.spec.trials])))).scalars()}
-            rows = (await session.execute(select(JobEventRow.job_id, JobEventRow.data).where(
-                JobEventRow.job_id.in_(ids), JobEventRow.type == fact_type).order_by(JobEventRow.seq))).all()
-        histories: dict[str, stopping.History] = {}
-        for job_id, data in rows:
-            histories.setdefault(job_id, []).append((int(data["step"]), float(data[field])))
+            rows = (await session.execute(select(JobEventRow.job_id, JobEventRow.seq, JobEventRow.data).where(
+                unread, JobEventRow.type == fact_type).order_by(JobEventRow.seq))).all()
+        for job_id, seq, data in rows:
+            self.histories[job_id].append((int(data["step"]), float(data[field])))
+            self.read_up_to[job_id] = max(self.read_up_to[job_id], seq)
         trials = []
         for trial in self.spec.trials:
             job, model = jobs.get(trial.job_id), models.get(trial.model_id)
-            history = sorted(histories.get(trial.job_id, []))
             trials.append(Trial(trial, job.status if job is not None else "missing",
                                 (job.step or 0) if job is not None else 0,
-                                (job.max_iters or 0) if job is not None else 0, history,
+                                (job.max_iters or 0) if job is not None else 0, sorted(self.histories[trial.job_id]),
                                 model.version if model is not None else None))
         return trials
-
-    async def _stopped(self) -> set[int]:
-        async with self.runtime.sessions() as session:
-            rows = (await session.execute(select(JobEventRow.data).where(
-                JobEventRow.job_id == self.claim.job_id, JobEventRow.type == "SweepTrialStopped"))).scalars()
-            return {int(data["index"]) for data in rows}
 
     async def _cancel(self, job_id: str, reason: str) -> None:
         await self.runtime.publisher.command(self.runtime.topics.job_control, job_id,
@@ -258,19 +260,7 @@ class SweepRunner:
 
     async def run_forever(self, period_s: float = 1.0) -> None:
         await self.runtime.ready.wait()
-        while True:
-            try:
-                await asyncio.wait_for(self._kick.wait(), period_s)
-            except TimeoutError:
-                pass
-            self._kick.clear()
-            try:
-                await self.tick()
-            except DATABASE_DOWN as exc:
-                self.leases.clear()
-                log.warning("sweep runner cannot reach the database: %s", first_line(exc))
-            except Exception:
-                log.exception("sweep runner tick failed")
+        await tick_forever(self.tick, self._kick, self.leases, "sweep runner", period_s=period_s)
 
     async def tick(self) -> None:
         abandoned = await self.leases.abandoned(self.held)

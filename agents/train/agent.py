@@ -12,13 +12,19 @@ from typing import Any
 
 import faust
 
-from agents.intake import (Refused, allocate_version, command_agent, dataset_id_of_job, model_id_of_job,
-                           refuse_a_taken_job_id)
+from agents.intake import (
+    Refused,
+    allocate_version,
+    command_agent,
+    dataset_id_of_job,
+    model_id_of_job,
+    refuse_a_taken_job_id,
+)
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from agents.train.job import TrainSpec
-from events import DatasetUploaded, JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
+from events import DatasetRef, DatasetUploaded, JobAccepted, JobCancelled, Rejected, TrainFailed, TrainRequested
 from infra.db import queries
 from infra.db.tables import Model
 from infra.objectstore import artifacts
@@ -155,30 +161,39 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         base_checkpoint = parent.latest_checkpoint
         base_step = artifacts.step_of(base_checkpoint) or parent.step
         model_name = parent.name
-    elif "@" in model_name or "/" in model_name:
-        raise Rejected(f"model_name: {model_name!r} may not hold '@' or '/' (they name an alias and a version: "
-                       "name@alias, name/version)", "model_name")
-
-    if command.dataset.text is not None:
-        if not command.dataset.text.strip():
-            raise Rejected("dataset.text: the dataset is empty", "dataset.text")
-        dataset_key = await store_inline_text(runtime, command.owner, command.dataset.text, command.job_id,
-                                              f"training text of {model_name or model_id}")
     else:
-        dataset_key = command.dataset.key
-        assert dataset_key is not None
-        # A key is easy to write down: it must be one of this owner's uploads or texts, not just exist. An upload
-        # answered a moment ago may not be recorded yet, so a miss is only final after a few seconds.
-        readable = await queries.wait_for(runtime.sessions,
-                                          lambda s: queries.dataset_readable(s, command.owner, dataset_key), 3.0, 0.2)
-        if readable is None or not await runtime.astore.exists(dataset_key):
-            raise Rejected(f"dataset.key: no dataset at {dataset_key}", "dataset.key")
+        check_new_name(model_name)
+    dataset_key = await training_dataset(runtime, command.owner, command.dataset, command.job_id,
+                                         f"training text of {model_name or model_id}")
     return TrainSpec(
         job_id=command.job_id, model_id=model_id, model_name=model_name, owner=command.owner, parent_id=parent_id,
         dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
         base_step=base_step, processes=command.processes,
     )
+
+
+def check_new_name(name: str) -> None:
+    if "@" in name or "/" in name:
+        raise Rejected(f"model_name: {name!r} may not hold '@' or '/' (they name an alias and a version: "
+                       "name@alias, name/version)", "model_name")
+
+
+async def training_dataset(runtime: Runtime, owner: str | None, dataset: DatasetRef, job_id: str, name: str) -> str:
+    """The key of the dataset a training request names: its inline text, stored as one of the owner's datasets, or
+    an upload's key, which must be one of the owner's."""
+    if dataset.text is not None:
+        if not dataset.text.strip():
+            raise Rejected("dataset.text: the dataset is empty", "dataset.text")
+        return await store_inline_text(runtime, owner, dataset.text, job_id, name)
+    key = dataset.key
+    assert key is not None
+    # A key is easy to write down: it must be one of this owner's uploads or texts, not just exist. An upload
+    # answered a moment ago may not be recorded yet, so a miss is only final after a few seconds.
+    readable = await queries.wait_for(runtime.sessions, lambda s: queries.dataset_readable(s, owner, key), 3.0, 0.2)
+    if readable is None or not await runtime.astore.exists(key):
+        raise Rejected(f"dataset.key: no dataset at {key}", "dataset.key")
+    return key
 
 
 def check_processes(processes: int, train: TrainConfig, most: int) -> None:
