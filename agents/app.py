@@ -1,8 +1,8 @@
 """The Faust app of the agents: `create_app(settings)` wires every feature to one runtime, one scheduler and one
 sweep runner.
 
-One worker process runs every agent (train, evaluate, export, import, sweep, generate, control, record); start more
-workers to share the partitions through the consumer group. Train, evaluate, export and import jobs run in child
+One worker process runs every agent (train, evaluate, export, import, tokenize, sweep, generate, control, record); start more
+workers to share the partitions through the consumer group. Train, evaluate, export, import and tokenize jobs run in child
 processes, which the scheduler starts from the queue; generation runs in the worker itself, one batching engine per
 model; sweeps are coordinated in the worker too, by whichever worker holds each one's lease.
 """
@@ -26,6 +26,8 @@ from agents.record import agent as record
 from agents.runtime import Runtime
 from agents.sweeps import agent as sweeps
 from agents.sweeps.runner import SweepRunner
+from agents.tokenize import agent as tokenize
+from agents.tokenize.job import TOKENIZE
 from agents.train import agent as train
 from agents.train.job import TRAIN
 from agents.transport import App
@@ -78,11 +80,12 @@ def create_app(settings: Settings) -> Agents:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT, IMPORT)})
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT, IMPORT, TOKENIZE)})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
     export.register(app, runtime, scheduler)
     imports.register(app, runtime, scheduler)
+    tokenize.register(app, runtime, scheduler)
     control.register(app, runtime, scheduler)
     generate.register(app, runtime)
     record.register(app, runtime)

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from events.commands import COMMANDS, Command
 from events.errors import DecodeError
-from events.facts import FACTS, DeadLetter, JobEvent
+from events.facts import FACTS, DeadLetter
 from events.fields import utc_now
+from events.job import JobEvent
 
 MAX_PAYLOAD_KEPT = 64 * 1024
 

@@ -8,9 +8,25 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from events.fields import AliasName, DatasetRef, Identifier, Message, ModelName, ModelRef, new_id, utc_now
+from events.fields import (
+    AliasName,
+    DatasetRef,
+    Identifier,
+    Message,
+    ModelName,
+    ModelRef,
+    new_id,
+    utc_now,
+)
 from events.sampling import Sampling
 from events.sweeps import EarlyStopping, ParameterSpace
 
@@ -175,6 +191,23 @@ class SweepRequested(Command):
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="The random search's draws follow from it.")
 
 
+class TokenizeRequested(Command):
+    """Tokenize a stored dataset once into token shards (uint16 or uint32) with a manifest, for every training run that
+    names it with the same tokenizer settings. A tokenization already stored is reused, not made again."""
+
+    kind: ClassVar[str] = "tokenize"
+    type: Literal["TokenizeRequested"] = "TokenizeRequested"
+    job_id: Identifier = Field(default_factory=new_id)
+    dataset_id: Identifier
+    tokenizer: TokenizerKind = "char"
+    tokenizer_options: dict[str, int] = Field(
+        default_factory=dict, description="For `word`: max_vocab, min_frequency. For `bpe`: vocab_size."
+    )
+    sample_bytes: int | None = Field(default=None, ge=1024, le=2**44, description=(
+        "Train the tokenizer on about this many bytes of the dataset's text (its first documents); all of it when "
+        "absent. The whole dataset is encoded either way."))
+
+
 class CancelRequested(Command):
     """Stop a job: a queued one never starts, a running one stops within seconds."""
 
@@ -187,6 +220,6 @@ class CancelRequested(Command):
 COMMANDS: dict[str, type[Command]] = {
     cls.model_fields["type"].default: cls
     for cls in (TrainRequested, EvaluateRequested, GenerateRequested, ExportRequested, ImportRequested,
-                SweepRequested, CancelRequested)
+                SweepRequested, TokenizeRequested, CancelRequested)
 }
 

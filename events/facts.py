@@ -7,41 +7,21 @@ replaying them rebuilds every table the system keeps.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from events.datasets import (
+    DatasetDeleted,
+    DatasetTokenized,
+    DatasetUploaded,
+    TokenizeCompleted,
+    TokenizeFailed,
+    TokenizeProgress,
+)
 from events.fields import AliasName, Identifier, Message, new_id, utc_now
+from events.job import FailureFields, JobEvent
 from events.sweeps import EarlyStopping, SweepTrial, TrialResult
-
-JobKind = Literal["train", "evaluate", "generate", "export", "import", "sweep", "dataset", "delete",
-                  "registry"]
-JOB_KINDS = ("train", "evaluate", "generate", "export", "import", "sweep")  # the jobs a person asked for
-QUEUED_KINDS = ("train", "evaluate", "export", "import")  # the kinds that run in a worker's child process
-PREVIEW_CHARS = 200  # of a dataset's text, in its listing
-
-
-class JobEvent(Message):
-    event_id: str = Field(default_factory=new_id)
-    job_id: Identifier
-    seq: int = Field(ge=1, description="Position in the job's log: 1, 2, 3, ...")
-    time: AwareDatetime = Field(default_factory=utc_now)
-    producer: str = Field(description="The process that produced it, e.g. `agents/host-1234`.")
-    owner: str | None = None
-    kind: JobKind
-
-    @property
-    def terminal(self) -> bool:
-        return self.type in TERMINAL_TYPES  # type: ignore[attr-defined]
-
-
-class FailureFields(Message):
-    """Mixed into the failure facts: a reason a person can act on, and the field at fault when there is one."""
-
-    reason: str
-    field: str | None = None
-
 
 # -- every job ------------------------------------------------------------------------------------------------------
 
@@ -243,30 +223,6 @@ class GenerationFailed(FailureFields, JobEvent):
 # -- datasets and models --------------------------------------------------------------------------------------------
 
 
-class DatasetUploaded(JobEvent):
-    type: Literal["DatasetUploaded"] = "DatasetUploaded"
-    dataset_id: Identifier
-    name: str
-    key: str
-    bytes: int
-    characters: int
-    preview: str
-    sha256: str | None = Field(default=None, description="Of the stored bytes: the same file is stored once.")
-
-    @classmethod
-    def of_text(cls, *, dataset_id: str, name: str, key: str, data: bytes, text: str, owner: str | None,
-                producer: str) -> DatasetUploaded:
-        """The first (and only) fact of a dataset whose bytes `data` (decoded: `text`) are stored at `key`."""
-        return cls(job_id=dataset_id, seq=1, producer=producer, owner=owner, kind="dataset", dataset_id=dataset_id,
-                   name=name, key=key, bytes=len(data), characters=len(text), preview=text[:PREVIEW_CHARS],
-                   sha256=hashlib.sha256(data).hexdigest())
-
-
-class DatasetDeleted(JobEvent):
-    type: Literal["DatasetDeleted"] = "DatasetDeleted"
-    dataset_id: Identifier
-
-
 class JobsPruned(JobEvent):
     """Finished jobs of one owner taken out of the listings, with their facts in the database's copy of the log (the
     topic keeps them)."""
@@ -384,6 +340,10 @@ FACTS: dict[str, type[JobEvent]] = {
         GenerationFailed,
         DatasetUploaded,
         DatasetDeleted,
+        TokenizeProgress,
+        DatasetTokenized,
+        TokenizeCompleted,
+        TokenizeFailed,
         JobsPruned,
         ModelDeleted,
         ModelAliasSet,
@@ -397,31 +357,6 @@ FACTS: dict[str, type[JobEvent]] = {
     )
 }
 
-TERMINAL_TYPES = frozenset(
-    {
-        "TrainCompleted",
-        "TrainFailed",
-        "JobCancelled",
-        "EvaluationCompleted",
-        "EvaluationFailed",
-        "ExportCompleted",
-        "ExportFailed",
-        "ModelImported",
-        "ImportFailed",
-        "GenerationCompleted",
-        "GenerationFailed",
-        "DatasetUploaded",
-        "DatasetDeleted",
-        "JobsPruned",
-        "ModelDeleted",
-        "ModelAliasSet",
-        "ModelAliasRemoved",
-        "ServingCheckpointChosen",
-        "SweepCompleted",
-        "SweepFailed",
-    }
-)
-
 FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
     "train": TrainFailed,
     "evaluate": EvaluationFailed,
@@ -429,6 +364,7 @@ FAILED_TYPE_FOR_KIND: dict[str, type[JobEvent]] = {
     "export": ExportFailed,
     "import": ImportFailed,
     "sweep": SweepFailed,
+    "tokenize": TokenizeFailed,
 }
 
 

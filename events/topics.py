@@ -34,6 +34,10 @@ class Topics:
         return f"{self.prefix}sweep.requested"
 
     @property
+    def tokenize_requested(self) -> str:
+        return f"{self.prefix}tokenize.requested"
+
+    @property
     def job_control(self) -> str:
         return f"{self.prefix}job.control"
 
@@ -54,7 +58,7 @@ class Topics:
     @property
     def request_topics(self) -> tuple[str, ...]:
         return (self.train_requested, self.evaluate_requested, self.generate_requested, self.export_requested,
-                self.import_requested, self.sweep_requested, self.job_control)
+                self.import_requested, self.sweep_requested, self.tokenize_requested, self.job_control)
 
     def all(self) -> tuple[str, ...]:
         return (*self.request_topics, self.job_events, self.system_events, self.dead_letter)

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from events import Topics
 from gateway import (compare, datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets,
-                     registry, sweeps, system)
+                     registry, sweeps, system, uploads)
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -56,6 +56,7 @@ def version_twins(routes: list[Route]) -> list[Route]:
 def api_routes() -> list[BaseRoute]:
     per_model = [*models.routes, *registry.routes, *evaluation.routes, *exports.routes, *generation.routes]
     return [
+        *uploads.routes,
         *datasets.routes,
         *version_twins(per_model),
         *models.routes,
@@ -93,7 +94,7 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
     stack = [Middleware(MetricsMiddleware, metrics=metrics)]
     if settings.cors_origins:
         stack.append(Middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"], allow_credentials=False,
         ))
     upload_limit = settings.max_dataset_bytes + 64 * 1024  # the file plus its multipart framing
@@ -102,7 +103,11 @@ def middleware(settings: Settings, metrics: GatewayMetrics) -> list[Middleware]:
         Middleware(UrlCheckMiddleware),
         Middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
                    limits={"/api/v1/datasets": max(upload_limit, settings.max_body_bytes),
-                           "/api/v1/models/import": settings.max_import_bytes + 64 * 1024}),
+                           "/api/v1/models/import": settings.max_import_bytes + 64 * 1024,
+                           # prefixes: an upload's parts, and a file streamed whole (each route checks its own size)
+                           "/api/v1/datasets/uploads/": max(settings.upload_part_bytes * 2, settings.max_body_bytes,
+                                                            512 * 1024 * 1024),
+                           "/api/v1/datasets/files/": settings.max_upload_bytes}),
     ]
     return stack
 

@@ -30,6 +30,32 @@ class DatasetBody(Body):
     text: str = Field(description="The training text, UTF-8. Must not be empty.")
 
 
+class UploadBody(Body):
+    """An upload session of a dataset file of `size` bytes."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                           pattern=r"^[^\x00]+$")] = "dataset"
+    size: int = Field(ge=1, description="The file's size in bytes.")
+    format: Literal["text", "jsonl", "parquet"] = Field(default="text", description=(
+        "`text`: one document; `jsonl`: one JSON object per line with a text field; `parquet`: a text column. "
+        "Documents are separated by end-of-text."))
+    compression: Literal["none", "gzip"] = "none"
+    text_column: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        default="text", description="The field (jsonl) or column (parquet) holding the text.")
+    part_bytes: int | None = Field(default=None, ge=1024, le=512 * 1024 * 1024, description=(
+        "The size of each part but the last (the server's default when absent; raised to fit 10,000 parts)."))
+
+
+class TokenizeBody(Body):
+    """Tokenize a dataset into token shards, once for every training run with these settings."""
+
+    tokenizer: Literal["char", "word", "bpe"] = "char"
+    tokenizer_options: dict[str, int] = Field(default_factory=dict, description=(
+        "For `word`: max_vocab (or vocab_size), min_frequency. For `bpe`: vocab_size."))
+    sample_bytes: int | None = Field(default=None, ge=1024, le=2**44, description=(
+        "Train the tokenizer on about this many bytes of text; all of it when absent."))
+
+
 class DatasetChoice(Body):
     """Training or held-out text: inline `text`, or the `id` of an uploaded dataset."""
 
@@ -132,6 +158,12 @@ def sampling_of(body: Sampling, stop: str | list[str] | None, num_sequences: int
 
 class Query(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class UploadQuery(Query):
+    format: Literal["text", "jsonl", "parquet"] = "text"
+    compression: Literal["none", "gzip"] = "none"
+    text_column: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "text"
 
 
 class PageQuery(Query):

@@ -14,17 +14,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from events import DatasetDeleted, DatasetUploaded, check_text, dataset_text, new_id
-from gateway.bodies import DatasetBody, PageQuery
+from events import (
+    DatasetDeleted,
+    DatasetUploaded,
+    TokenizeRequested,
+    check_text,
+    dataset_text,
+    new_id,
+)
+from events.datasets import PREVIEW_CHARS
+from gateway.bodies import DatasetBody, PageQuery, TokenizeBody
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, query, too_large
+from gateway.jobs import submit, submitted_response
 from gateway.openapi import operation
 from gateway.quotas import check_datasets
-from gateway.views import DatasetList, DatasetView, DeletedDataset
+from gateway.views import DatasetList, DatasetView, DeletedDataset, Submitted
 from infra.db import queries
 from infra.db.tables import Dataset
 from infra.objectstore import artifacts
+from model.config import ConfigError
+from model.tokenizers import tokenizer_options
 
 MULTIPART_SCHEMA = {
     "type": "object",
@@ -76,34 +87,47 @@ async def store_dataset(request: Request, name: str, text: str, data: bytes) -> 
     """The caller's dataset holding these bytes: the one stored before when the same file came already (same
     SHA-256, same owner; `reused` says so), else a new one, stored and announced. True when it is new."""
     gateway = gateway_of(request)
-    owner = owner_of(request)
-    same = await check_room_for(request, data)
+    digest = hashlib.sha256(data).hexdigest()
+    same = await check_room(request, len(data), digest)
     if same is not None:
         return DatasetView.of(same).model_copy(update={"reused": True}), False
     dataset_id = new_id()
-    key = artifacts.dataset_key(dataset_id)
-    await gateway.store.put_bytes(key, data, "text/plain; charset=utf-8")
-    fact = DatasetUploaded.of_text(dataset_id=dataset_id, name=name, key=key, data=data, text=text, owner=owner,
-                                   producer=gateway.producer_id)
+    await gateway.store.put_bytes(artifacts.dataset_key(dataset_id), data, "text/plain; charset=utf-8")
+    view = await publish_dataset(request, dataset_id, name, size=len(data), sha256=digest,
+                                 preview=text[:PREVIEW_CHARS], characters=len(text))
+    return view, True
+
+
+async def check_room(request: Request, size: int, digest: str | None = None) -> Dataset | None:
+    """The caller's dataset of exactly these bytes (by `digest`) when there is one; else 429 when one more of `size`
+    bytes would pass its quotas."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    async with gateway.sessions() as session:
+        same = await queries.dataset_with_digest(session, owner, digest) if digest is not None else None
+        if same is None:
+            await check_datasets(session, gateway.settings, owner, size)
+    return same
+
+
+async def publish_dataset(request: Request, dataset_id: str, name: str, *, size: int, sha256: str, preview: str,
+                          characters: int | None, fmt: str = "text", compression: str = "none",
+                          text_column: str = "text") -> DatasetView:
+    """Announce a dataset stored at its key, and answer with its row once the projection has it."""
+    gateway = gateway_of(request)
+    owner = owner_of(request)
+    fact = DatasetUploaded(job_id=dataset_id, seq=1, producer=gateway.producer_id, owner=owner, kind="dataset",
+                           dataset_id=dataset_id, name=name, key=artifacts.dataset_key(dataset_id), bytes=size,
+                           characters=characters, preview=preview, sha256=sha256, format=fmt,
+                           compression=compression, text_column=text_column)
     await gateway.publisher.fact(fact)
     row = await queries.wait_for(
         gateway.sessions, lambda s: queries.get_dataset(s, owner, dataset_id), gateway.settings.submit_wait_s
     )
     if row is not None:
-        return DatasetView.of(row), True
-    return DatasetView(id=dataset_id, name=name, key=key, bytes=len(data), characters=len(text),
-                       preview=fact.preview, sha256=fact.sha256, created_at=fact.time, status="stored"), True
-
-
-async def check_room_for(request: Request, data: bytes) -> Dataset | None:
-    """The caller's dataset of exactly these bytes when there is one; else 429 when one more would pass its quotas."""
-    gateway = gateway_of(request)
-    owner = owner_of(request)
-    async with gateway.sessions() as session:
-        same = await queries.dataset_with_digest(session, owner, hashlib.sha256(data).hexdigest())
-        if same is None:
-            await check_datasets(session, gateway.settings, owner, len(data))
-    return same
+        return DatasetView.of(row)
+    return DatasetView(id=dataset_id, name=name, key=fact.key, bytes=size, characters=characters, preview=preview,
+                       sha256=sha256, created_at=fact.time, status="stored", format=fmt, compression=compression)
 
 
 @operation(summary="List datasets", tag="datasets", query=PageQuery, responses={200: DatasetList})
@@ -117,8 +141,29 @@ async def list_datasets(request: Request) -> JSONResponse:
 
 @operation(summary="Get a dataset", tag="datasets", responses={200: DatasetView})
 async def get_dataset(request: Request) -> JSONResponse:
+    """The dataset with its tokenizations (done, or under way with their progress)."""
     row = await visible_dataset(request, request.path_params["dataset_id"])
-    return JSONResponse(DatasetView.of(row).json_dict())
+    async with gateway_of(request).sessions() as session:
+        tokenizations = await queries.tokenizations_of(session, row.id)
+    return JSONResponse(DatasetView.of(row, tokenizations).json_dict())
+
+
+@operation(summary="Tokenize a dataset", tag="datasets", body=TokenizeBody, responses={202: Submitted})
+async def tokenize_dataset(request: Request) -> JSONResponse:
+    """Start a tokenize job: the dataset's tokens, written once as shards, for every training run that names it with
+    the same tokenizer settings. Its progress streams from the job's events."""
+    gateway = gateway_of(request)
+    row = await visible_dataset(request, request.path_params["dataset_id"])
+    body = await json_body(request, TokenizeBody)
+    try:
+        options = tokenizer_options(body.tokenizer, body.tokenizer_options)
+    except ConfigError as error:
+        raise invalid(f"tokenizer_options.{error.field}", error.message) from None
+    job_id = new_id()
+    command = TokenizeRequested(job_id=job_id, dataset_id=row.id, tokenizer=body.tokenizer, tokenizer_options=options,
+                                sample_bytes=body.sample_bytes, owner=owner_of(request))
+    submitted = await submit(request, gateway.topics.tokenize_requested, command, job_id, None)
+    return submitted_response(submitted, f"/api/v1/jobs/{job_id}")
 
 
 @operation(summary="Delete a dataset", tag="datasets", responses={200: DeletedDataset})
@@ -154,4 +199,5 @@ routes = [
     Route("/datasets", list_datasets, methods=["GET"]),
     Route("/datasets/{dataset_id}", get_dataset, methods=["GET"]),
     Route("/datasets/{dataset_id}", delete_dataset, methods=["DELETE"]),
+    Route("/datasets/{dataset_id}/tokenize", tokenize_dataset, methods=["POST"]),
 ]

@@ -24,18 +24,26 @@ def too_large(limit: int) -> ApiError:
 class BodyLimitMiddleware:
     """413 for a body over the limit: at once from Content-Length, or as soon as a streamed body passes it.
 
-    Uploads (`POST /api/v1/datasets`) get the dataset limit plus room for the multipart framing."""
+    Uploads (`POST /api/v1/datasets`) get the dataset limit plus room for the multipart framing; a key ending in `/`
+    sets the limit of every path under it (the longest such prefix wins)."""
 
     def __init__(self, app: ASGIApp, default_limit: int, limits: dict[str, int]):
         self.app = app
         self.default_limit = default_limit
         self.limits = limits
 
+    def limit_of(self, path: str) -> int:
+        exact = self.limits.get(path.rstrip("/"))
+        if exact is not None:
+            return exact
+        prefixes = [p for p in self.limits if p.endswith("/") and path.startswith(p)]
+        return self.limits[max(prefixes, key=len)] if prefixes else self.default_limit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"].rstrip("/"), self.default_limit)
+        limit = self.limit_of(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             error = too_large(limit)

@@ -8,6 +8,8 @@ a model's id or its name.
 
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,7 @@ from starlette.routing import Route
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import check_room_for, store_dataset, visible_dataset
+from gateway.datasets import check_room, store_dataset, visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, model_ref, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
@@ -104,7 +106,8 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str,
     the caller's datasets (the train agent stores it so), so with `training` it must fit the caller's quotas."""
     if choice.id is not None:
         row: Dataset = await visible_dataset(request, choice.id, f"{field}.id")
-        return DatasetRef(key=row.key), row.characters, row.bytes
+        # A large upload's characters are known once it is tokenized; its bytes bound them until then.
+        return DatasetRef(key=row.key), row.characters if row.characters is not None else row.bytes, row.bytes
     assert choice.text is not None
     check_text(choice.text, f"{field}.text")
     data = choice.text.encode()
@@ -115,7 +118,7 @@ async def dataset_ref(request: Request, choice: DatasetChoice, field: str,
         view, _ = await store_dataset(request, f"{field} of a request", choice.text, data)
         return DatasetRef(key=view.key), len(choice.text), len(data)
     if training:
-        await check_room_for(request, data)
+        await check_room(request, len(data), hashlib.sha256(data).hexdigest())
     return DatasetRef(text=choice.text), len(choice.text), len(data)
 
 

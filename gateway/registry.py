@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from events import ModelAliasRemoved, ModelAliasSet, ServingCheckpointChosen, new_id
-from events.facts import JobEvent
+from events.job import JobEvent
 from gateway.bodies import AliasBody, ServingBody
 from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError

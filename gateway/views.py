@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from infra.db.queries import serving_checkpoint
-from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, Model
+from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, Model, Tokenization
 from infra.objectstore.artifacts import step_of
 
 API = "/api/v1"
@@ -29,12 +29,42 @@ class ErrorBody(View):
     error: ErrorDetail
 
 
+class TokenizationView(View):
+    """One tokenization of a dataset: its tokens as shards in the object store, or one being made."""
+
+    id: str
+    dataset_id: str
+    job_id: str
+    status: Literal["running", "completed", "failed"]
+    phase: str | None = None
+    tokenizer: str | None = None
+    tokenizer_options: dict[str, int] | None = None
+    sample_bytes: int | None = None
+    bytes_done: int
+    bytes_total: int
+    tokens: int
+    vocab_size: int | None = None
+    dtype: str | None = None
+    shards: int | None = None
+    manifest_key: str | None = None
+    wall_s: float | None = None
+    error: str | None = None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Tokenization) -> TokenizationView:
+        return cls.model_validate(row, from_attributes=True)
+
+
 class DatasetView(View):
     id: str
     name: str
     key: str
     bytes: int
-    characters: int
+    characters: int | None = Field(default=None, description="Known once read whole (small uploads) or tokenized.")
+    documents: int | None = Field(default=None, description="JSON Lines records or Parquet rows; 1 for text.")
+    format: Literal["text", "jsonl", "parquet"] = "text"
+    compression: Literal["none", "gzip"] = "none"
     preview: str
     sha256: str | None = None
     created_at: datetime | None = None
@@ -42,11 +72,39 @@ class DatasetView(View):
         default="recorded", description="`stored`: uploaded, not yet in listings (no projector running)."
     )
     reused: bool = Field(default=False, description="The same file was uploaded before: this is that upload.")
+    tokenizations: list[TokenizationView] | None = Field(default=None, description="In a dataset's own page.")
 
     @classmethod
-    def of(cls, row: Dataset) -> DatasetView:
+    def of(cls, row: Dataset, tokenizations: list[Tokenization] | None = None) -> DatasetView:
         return cls(id=row.id, name=row.name, key=row.key, bytes=row.bytes, characters=row.characters,
-                   preview=row.preview, sha256=row.sha256, created_at=row.created_at)
+                   documents=row.documents, format=row.format or "text", compression=row.compression or "none",
+                   preview=row.preview, sha256=row.sha256, created_at=row.created_at,
+                   tokenizations=None if tokenizations is None else [TokenizationView.of(t) for t in tokenizations])
+
+
+class PartView(View):
+    number: int
+    bytes: int
+    sha256: str
+
+
+class UploadView(View):
+    """An upload session: what it expects, what has arrived, what is missing."""
+
+    upload_id: str
+    name: str
+    format: str
+    compression: str
+    text_column: str
+    size: int
+    part_bytes: int
+    parts: int
+    received: list[PartView]
+    bytes_received: int
+    missing: list[int] = Field(description="The first 1000 part numbers still to send.")
+    missing_count: int
+    dataset_id: str = Field(description="The dataset's id once the upload completes.")
+    parts_url: str
 
 
 class DeletedDataset(View):

@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     operator_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
-    max_dataset_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_dataset_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # a dataset sent whole: JSON or a form's file
+    max_upload_bytes: int = Field(default=50 * 1024 ** 3, ge=1)  # a dataset streamed or sent in parts
+    # The parts of an upload session: S3 takes at most 10,000 parts, each but the last at least 5 MiB.
+    upload_part_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    tokens_per_shard: int = Field(default=1 << 24, ge=1024, le=1 << 30)  # of a tokenized dataset
     max_import_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # one model directory uploaded to import
     # A request's inline text over this is stored as a dataset and named by key: Kafka takes messages of ~1 MiB.
     max_inline_dataset_bytes: int = Field(default=256 * 1024, ge=1, le=900 * 1024)
@@ -61,7 +65,7 @@ class Settings(BaseSettings):
     max_generations_per_key: int = Field(default=16, ge=1)  # in flight per gateway process, evaluations waited for too
     max_active_jobs_per_key: int = Field(default=20, ge=1)  # training and evaluation jobs queued or running
     max_datasets_per_key: int = Field(default=200, ge=1)
-    max_dataset_bytes_per_key: int = Field(default=2 * 1024 ** 3, ge=1)
+    max_dataset_bytes_per_key: int = Field(default=100 * 1024 ** 3, ge=1)
     sse_keepalive_s: float = Field(default=15.0, gt=0)  # comment line on idle event streams
     submit_wait_s: float = Field(default=10.0, ge=0)  # read-your-writes: wait this long for the new row
     request_timeout_s: float = Field(default=120.0, gt=0)  # generate, and evaluate with ?wait=true

@@ -7,15 +7,20 @@
 All three share the specials <|endoftext|>, <|pad|>, <|unk|>; their literal text in the input is read as the
 special token, and decoding writes it back, so decode(encode(text)) == text whenever every character was seen
 in training (always, for bpe). Characters never seen map to <|unk|> (char, word).
+
+A corpus too big for memory trains in one pass over its chunks (`train_tokenizer_from_chunks`) and encodes a batch
+of chunks at a time into one array (`Tokenizer.encode_many`, equal to `encode` chunk by chunk, only faster).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -41,6 +46,11 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
+
+    def encode_many(self, texts: list[str]) -> np.ndarray:
+        """The ids of every text, one after the other, as one int64 array: exactly the concatenation of `encode(t)`
+        for each text, made faster where a kind can (the tokenizer job encodes gigabytes through here)."""
+        return np.fromiter(itertools.chain.from_iterable(map(self.encode, texts)), dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
@@ -69,6 +79,7 @@ class PieceTokenizer(Tokenizer):
         self.char_ids = {c: self.ids[c] for c in self.chars}
         self.word_ids = {w: self.ids[w] for w in self.words}
         self._bytes = [b""] * len(SPECIALS) + [p.encode("utf-8") for p in self.pieces[len(SPECIALS):]]
+        self._char_table: np.ndarray | None = None  # built by the first encode_many of a char tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -101,6 +112,44 @@ class PieceTokenizer(Tokenizer):
             elif part:
                 self._encode_plain(part, out)
         return out
+
+    def encode_many(self, texts: list[str]) -> np.ndarray:
+        if self.words:  # words need the regex walk of encode; only the char kind has a vectorised path
+            return super().encode_many(texts)
+        table = self._code_point_table()
+        out = np.empty(sum(map(len, texts)), dtype=np.int64)  # one id per character at most
+        end = 0
+        for text in texts:
+            end += self._encode_chars_into(text, table, out[end:end + len(text)])
+        return out[:end]
+
+    def _code_point_table(self) -> np.ndarray:
+        """The id of each code point up to the largest seen, then <|unk|> in one more slot, which every larger code
+        point reads (np.take's mode="clip")."""
+        if self._char_table is None:
+            table = np.full(max(map(ord, self.chars), default=0) + 2, self.unk_id, dtype=np.int64)
+            table[[ord(c) for c in self.chars]] = [self.char_ids[c] for c in self.chars]
+            self._char_table = table
+        return self._char_table
+
+    def _encode_chars_into(self, text: str, table: np.ndarray, out: np.ndarray) -> int:
+        """encode(text) for the char kind, written to the start of `out` (len(text) long); returns how many ids.
+        Writing into one array made for the whole batch, rather than a new array per text, runs ~4x faster."""
+        # surrogatepass: a lone surrogate (legal in a str) reads as its code point, as encode reads it.
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        np.take(table, points, out=out, mode="clip")
+        specials = list(_SPECIAL_RE.finditer(text)) if "<|" in text else []
+        if not specials:
+            return len(text)
+        # Each special's first character becomes its id, and the others go: mark [start + 1, end) of each.
+        starts = np.array([m.start() for m in specials])
+        out[starts] = [self.ids[m.group()] for m in specials]
+        inside = np.zeros(len(text) + 1, dtype=np.int32)
+        inside[starts + 1] += 1
+        inside[[m.end() for m in specials]] -= 1
+        kept = out[np.cumsum(inside[:-1]) == 0]
+        out[:len(kept)] = kept
+        return len(kept)
 
     def decode(self, ids: Iterable[int]) -> str:
         pieces = self.pieces
@@ -157,6 +206,12 @@ class BPETokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 
+    def encode_many(self, texts: list[str]) -> np.ndarray:
+        # One text per Rust thread: pass several chunks at once to use every core.
+        encodings = self.hf.encode_batch_fast(texts, add_special_tokens=False)
+        arrays = [np.array(e.ids, dtype=np.int64) for e in encodings]
+        return np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+
     def decode(self, ids: Iterable[int]) -> str:
         ids = list(ids)
         if any(not 0 <= i < self.vocab_size for i in ids):
@@ -206,24 +261,45 @@ def tokenizer_options(kind: str, options: dict) -> dict[str, int]:
 
 def train_tokenizer(kind: str, text: str, **options) -> Tokenizer:
     """Build a tokenizer from the training text. Options: word: max_vocab, min_frequency; bpe: vocab_size."""
+    return train_tokenizer_from_chunks(kind, [text], **options)
+
+
+def train_tokenizer_from_chunks(kind: str, chunks: Iterable[str], **options) -> Tokenizer:
+    """Build a tokenizer in one pass over the training text's chunks, holding one chunk at a time (and the counts).
+
+    Special tokens are taken out of each chunk before counting. For chunks cut where no word crosses (after a
+    newline, say), the char and word tokenizers equal those trained on the joined text; the BPE trainer sees the
+    same lines, in groups of up to 1000 per chunk. Options as for `train_tokenizer`."""
     resolved = tokenizer_options(kind, options)
-    plain = "".join(_SPECIAL_RE.split(text)[::2])  # the text without its special tokens
+    plains = ("".join(_SPECIAL_RE.split(chunk)[::2]) for chunk in chunks)  # each chunk without its specials
     if kind == "char":
-        return PieceTokenizer("char", sorted(set(plain)))
+        chars: set[str] = set()
+        for plain in plains:
+            chars |= set(plain)
+        return PieceTokenizer("char", sorted(chars))
     if kind == "word":
         max_vocab, min_frequency = resolved["max_vocab"], resolved["min_frequency"]
-        chars = sorted(set(plain))
-        counts = Counter(w for w in _WORD_RE.findall(plain) if len(w) > 1)
+        chars, counts = set(), Counter()
+        for plain in plains:
+            chars |= set(plain)
+            counts.update(w for w in _WORD_RE.findall(plain) if len(w) > 1)
         ranked = sorted((w for w, n in counts.items() if n >= min_frequency), key=lambda w: (-counts[w], w))
-        return PieceTokenizer("word", chars, ranked[: max(0, max_vocab - len(SPECIALS) - len(chars))])
+        return PieceTokenizer("word", sorted(chars), ranked[: max(0, max_vocab - len(SPECIALS) - len(chars))])
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=resolved["vocab_size"], special_tokens=list(SPECIALS),
                                   show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    lines = plain.splitlines(keepends=True)
-    hf.train_from_iterator(("".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000)), trainer)
+    hf.train_from_iterator(_line_groups(plains), trainer)  # pulls the chunks lazily, as the trainer reads
     return BPETokenizer(hf)
+
+
+def _line_groups(plains: Iterable[str]) -> Iterator[str]:
+    """Each text in groups of 1000 lines: the pieces the BPE trainer reads (and splits among its threads)."""
+    for plain in plains:
+        lines = plain.splitlines(keepends=True)
+        for i in range(0, len(lines), 1000):
+            yield "".join(lines[i:i + 1000])
 
 
 def tokenizer_from_json(s: str) -> Tokenizer:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
-from model.data import BatchSampler, check_split
+from model.data import BatchSampler, Tokens, check_split
 from model import fast
 from model.distributed import World, any_rank, share_of, sum_over
 from model.device import autocast, bf16_matmuls, pick_device
@@ -92,13 +92,14 @@ def _cpu_copy(obj: Any, memo: dict) -> Any:
 
 class Trainer:
     def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig | None,
-                 train_ids: torch.Tensor, val_ids: torch.Tensor, callbacks: Any = None,
+                 train_ids: Tokens, val_ids: Tokens, callbacks: Any = None,
                  device: torch.device | str | None = None, resume: dict[str, Any] | None = None,
                  tokenizer: Tokenizer | None = None, fast_paths: bool = True, world: World | None = None):
         """With `resume`, the checkpoint's model config wins (the network must match its weights); its train
         config is used unless another is given (e.g. to train for more steps). `fast_paths` False trains the
         readable network only (model/fast). `world`: this process's rank among several training one run together
-        (model/distributed.py); its process group must be initialised already."""
+        (model/distributed.py); its process group must be initialised already. `train_ids` and `val_ids`: tensors, or
+        TokenSequences (memory-mapped shards), which are read a batch at a time and never copied whole."""
         if resume is not None:
             model_config = model_config_from_dict(resume["model_config"])
             train_config = train_config or train_config_from_dict(resume["train_config"])

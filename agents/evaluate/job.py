@@ -11,14 +11,18 @@ import json
 from agents.jobs.child import JobContext
 from agents.jobs.kinds import JobKind, JobSpec
 from agents.train import checkpoints
+from agents.tokenize.job import DatasetSource, Stopped, tokenize
+from agents.tokenize.shards import CorruptShard, fetch_shards
 from agents.train.job import read_text
 from events import EvaluationCompleted, JobCancelled, Rejected
 from model.checkpoint import load_model
-from model.data import prepare_corpus
+from model.data import TokenSequence, split_tokens
 from model.evaluate import evaluate
 from model.generate import SamplingParams
+from model.tokenizers import Tokenizer
 
 DEFAULT_PROMPTS = 4
+MAX_HELD_OUT_TOKENS = 1 << 20  # of a training dataset's validation split: a large corpus's would take hours
 
 
 class EvaluateSpec(JobSpec):
@@ -27,6 +31,7 @@ class EvaluateSpec(JobSpec):
     checkpoint_key: str
     held_out_key: str | None = None  # the request's held-out text; else the model's own training data's tail
     training_dataset_key: str | None = None
+    training_dataset_format: dict[str, str] | None = None  # its format, compression and text column
     prompts: list[str] = []
     max_new_tokens: int
     seed: int | None = None
@@ -42,6 +47,27 @@ def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
     return [" ".join(line.split()[:3]) for line in picks]
 
 
+def _validation_split(spec: EvaluateSpec, job: JobContext, tokenizer: Tokenizer, val_fraction: float) -> tuple[str, str]:
+    """The held-out end of the training data, read from the dataset's shards made by the model's own tokenizer (made
+    now if they are gone), its first MAX_HELD_OUT_TOKENS tokens at most. -> (text, where it came from)."""
+    key = spec.training_dataset_key
+    source = DatasetSource(dataset_id=key.split("/", 1)[1], key=key, **(spec.training_dataset_format or {}))
+    try:
+        manifest, _, _ = tokenize(job, source, tokenizer.kind, {}, given=tokenizer)
+    except Stopped:
+        raise Rejected("the job was stopped while it tokenized the training data") from None
+    try:
+        tokens = fetch_shards(job.store, manifest, job.settings.data_dir / "shards", job.stored)
+    except CorruptShard as error:
+        raise Rejected(f"held_out: {error}", "held_out") from None
+    _, val = split_tokens(tokens, val_fraction)
+    shown = min(len(val), MAX_HELD_OUT_TOKENS)
+    part = "" if shown == len(val) else f" (its first {shown:,} of {len(val):,} tokens)"
+    text = tokenizer.decode(val.view(0, shown).tensor().tolist() if isinstance(val, TokenSequence)
+                            else val[:shown].tolist())
+    return text, f"validation split of the training data{part}"
+
+
 def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
     store = job.store
     state = checkpoints.read_checkpoint(job, spec.checkpoint_key, "model_id")
@@ -50,10 +76,7 @@ def run_evaluation(spec: EvaluateSpec, job: JobContext) -> None:
         held_out = job.stored(lambda: read_text(store, spec.held_out_key, "held_out"), "reading the held-out text")
         source = "request"
     elif spec.training_dataset_key:
-        text = job.stored(lambda: read_text(store, spec.training_dataset_key, "held_out"), "reading the dataset")
-        _, val_ids = prepare_corpus(text, tokenizer, state["train_config"]["val_fraction"])
-        held_out = tokenizer.decode(val_ids.tolist())
-        source = "validation split of the training data"
+        held_out, source = _validation_split(spec, job, tokenizer, state["train_config"]["val_fraction"])
     else:
         raise Rejected("held_out: give held-out text; the model's training data is not available", "held_out")
     prompts = spec.prompts or _default_prompts(held_out)

@@ -16,11 +16,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.record import datasets, registry, sweeps
 from events import (
     JOB_KINDS,
     CheckpointSaved,
-    DatasetDeleted,
-    DatasetUploaded,
     EvaluationCompleted,
     EvaluationFailed,
     ExportCompleted,
@@ -35,6 +34,7 @@ from events import (
     ModelDeleted,
     ModelImported,
     SweepFailed,
+    TokenizeFailed,
     TokensGenerated,
     TrainCompleted,
     TrainFailed,
@@ -43,7 +43,6 @@ from events import (
     ValidationCompleted,
     utc_now,
 )
-from agents.record import registry, sweeps
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
@@ -277,6 +276,7 @@ async def _on_train_failed(session: AsyncSession, event: TrainFailed) -> None:
     _finish(job, "failed", event)
     job.error, job.error_field = event.reason, event.field
     await _end_model_without_success(session, job, "failed", event.reason)
+    await datasets.on_job_ended(session, event)
 
 
 async def _on_cancelled(session: AsyncSession, event: JobCancelled) -> None:
@@ -284,6 +284,7 @@ async def _on_cancelled(session: AsyncSession, event: JobCancelled) -> None:
     _finish(job, "cancelled", event)
     job.error = event.reason
     await _end_model_without_success(session, job, "cancelled", event.reason)
+    await datasets.on_job_ended(session, event)
 
 
 async def _on_evaluation_completed(session: AsyncSession, event: EvaluationCompleted) -> None:
@@ -311,11 +312,13 @@ async def _on_export_completed(session: AsyncSession, event: ExportCompleted) ->
 
 
 async def _on_failed(session: AsyncSession, event: EvaluationFailed | GenerationFailed | ExportFailed | ImportFailed
-                     | SweepFailed) -> None:
+                     | SweepFailed | TokenizeFailed) -> None:
     job = await _job(session, event)
     _finish(job, "failed", event)
     job.error, job.error_field = event.reason, event.field
     await _end_model_without_success(session, job, "failed", event.reason)
+    if isinstance(event, TokenizeFailed):
+        await datasets.on_job_ended(session, event)
 
 
 async def _on_model_imported(session: AsyncSession, event: ModelImported) -> None:
@@ -349,20 +352,6 @@ async def _on_generation_completed(session: AsyncSession, event: GenerationCompl
         mode="json", include={"completions", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
                               "tokens_per_s"},
     )
-
-
-async def _on_dataset(session: AsyncSession, event: DatasetUploaded) -> None:
-    if await session.get(Dataset, event.dataset_id) is None:
-        session.add(
-            Dataset(
-                id=event.dataset_id, owner=event.owner, name=event.name, key=event.key, bytes=event.bytes,
-                characters=event.characters, preview=event.preview, sha256=event.sha256, created_at=event.time,
-            )
-        )
-
-
-async def _on_dataset_deleted(session: AsyncSession, event: DatasetDeleted) -> None:
-    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id, _owned_by(Dataset, event.owner)))
 
 
 def _owned_by(table: Any, owner: str | None) -> Any:
@@ -404,11 +393,11 @@ _HANDLERS: dict[type[JobEvent], Any] = {
     GenerationFailed: _on_failed,
     TokensGenerated: _on_tokens,
     GenerationCompleted: _on_generation_completed,
-    DatasetUploaded: _on_dataset,
-    DatasetDeleted: _on_dataset_deleted,
     JobsPruned: _on_jobs_pruned,
     ModelDeleted: _on_model_deleted,
     SweepFailed: _on_failed,
+    TokenizeFailed: _on_failed,
     **registry.HANDLERS,
+    **datasets.HANDLERS,
     **sweeps.HANDLERS,
 }

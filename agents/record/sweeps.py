@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events import SweepCompleted, SweepProgress, SweepStarted, SweepTrialStopped
-from events.facts import JobEvent
+from events.job import JobEvent
 from infra.db.tables import Job
 
 

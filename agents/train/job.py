@@ -17,6 +17,16 @@ from typing import Any
 
 from agents.jobs.child import CANCEL, SUSPEND, JobContext
 from agents.jobs.kinds import JobKind, JobSpec
+from agents.tokenize.job import (
+    DatasetSource,
+    Stopped,
+    announce,
+    load_tokenizer,
+    stored_manifest,
+    tokenization_id,
+    tokenize,
+)
+from agents.tokenize.shards import CorruptShard, fetch_shards
 from agents.train import checkpoints
 from agents.train.ranks import launch, rank_device, rank_names
 from events import (
@@ -32,10 +42,10 @@ from events import (
 from infra.objectstore import ObjectNotFound, ObjectStore, artifacts
 from model.checkpoint import CorruptCheckpoint, pack_checkpoint
 from model.config import ConfigError, resolve_hyperparameters
-from model.data import prepare_corpus
+from model.data import TokenSequence, split_tokens
 from model.device import pick_device
 from model.distributed import World
-from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
+from model.tokenizers import Tokenizer, tokenizer_from_json, tokenizer_options
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
 LONG_RUN_S = 3600.0  # a run that will take longer says so in its first progress fact
@@ -55,6 +65,9 @@ class TrainSpec(JobSpec):
     base_checkpoint: str | None = None  # continuing a trained model: its checkpoint, and the step it is at
     base_step: int = 0
     processes: int = 1  # DDP ranks (agents/train/ranks.py)
+    source: DatasetSource | None = None  # how to read the dataset (plain text at dataset_key when absent)
+    tokenization_id: str | None = None  # a finished tokenization of it with this tokenizer, found at acceptance
+    tokens_per_shard: int = 1 << 24
 
 
 def read_text(store: ObjectStore, key: str, field: str) -> str:
@@ -62,6 +75,44 @@ def read_text(store: ObjectStore, key: str, field: str) -> str:
         return dataset_text(store.get_bytes(key), field)
     except ObjectNotFound:
         raise Rejected(f"{field}: no dataset at {key}", field) from None
+
+
+def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -> tuple[Tokenizer, TokenSequence]:
+    """The run's tokens, memory-mapped from the dataset's shards: a tokenization found (the one the agent chose, or
+    the one these settings name) or made now as the job's first step. `given`: the tokenizer a checkpoint brings;
+    a tokenization made by another tokenizer does not suit it."""
+    source = spec.source or DatasetSource(dataset_id=spec.dataset_key.split("/", 1)[1], key=spec.dataset_key)
+    options = tokenizer_options_or_reject(spec)
+    started = time.monotonic()
+    for tid in (spec.tokenization_id, tokenization_id(source, spec.tokenizer, options, None, spec.tokens_per_shard)):
+        manifest = stored_manifest(job, source, tid) if tid else None
+        if manifest is not None:
+            tokenizer = load_tokenizer(job, manifest)
+            if given is None or tokenizer.to_json() == given.to_json():
+                break
+    else:
+        try:
+            manifest, tid, reused = tokenize(job, source, spec.tokenizer, options, None, spec.tokens_per_shard,
+                                             given=given)
+        except Stopped:
+            raise Rejected("the job was stopped while it tokenized its dataset") from None
+        tokenizer = given or load_tokenizer(job, manifest)
+        if job.reporting:
+            announce(job, source, manifest, tid, None, started, reused)
+    cache = job.settings.data_dir / "shards"
+    try:
+        tokens = fetch_shards(job.store, manifest, cache, job.stored)
+    except CorruptShard as error:
+        raise Rejected(f"dataset: {error}; tokenize the dataset again", "dataset") from None
+    return tokenizer, tokens
+
+
+def tokenizer_options_or_reject(spec: TrainSpec) -> dict[str, int]:
+    try:
+        return tokenizer_options(spec.tokenizer, spec.tokenizer_options)
+    except ConfigError as error:
+        raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
+                       f"tokenizer_options.{error.field}") from None
 
 
 class _Publishing(Callbacks):
@@ -154,30 +205,26 @@ def _starting_state(spec: TrainSpec, store: ObjectStore) -> tuple[dict | None, s
 def run_training(spec: TrainSpec, job: JobContext) -> None:
     world = World.current()
     if spec.processes > 1 and world.size == 1:  # the child of a run of several processes: start its ranks
-        launch(run_training, spec, job)
+        state, _ = job.stored(lambda: _starting_state(spec, job.store), "reading the checkpoints")
+        training_tokens(spec, job, tokenizer_from_json(state["tokenizer"]) if state is not None else None)
+        launch(run_training, spec, job)  # the ranks find the tokens made (they would all make them at once)
         return
     store = job.store
     try:
         model_config, train_config = resolve_hyperparameters(spec.hyperparameters)
     except ConfigError as error:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
-    text = job.stored(lambda: read_text(store, spec.dataset_key, "dataset"), "reading the dataset")
     state, own_key = job.stored(lambda: _starting_state(spec, store), "reading the checkpoints")
-    tokenizer: Tokenizer
+    given: Tokenizer | None = None
     if state is not None:
-        tokenizer = tokenizer_from_json(state["tokenizer"])
+        given = tokenizer_from_json(state["tokenizer"])
         if own_key is None:  # continue an earlier version: its shape, a new number of steps
             train_config = replace(train_config, max_iters=spec.base_step + train_config.max_iters)
             if "optimizers" in state:  # the new version's best is the best of its own checkpoints
                 state = {**state, "best_val_loss": None, "bad_evals": 0}
         else:
             train_config = None  # the checkpoint's own training config wins
-    else:
-        try:
-            tokenizer = train_tokenizer(spec.tokenizer, text, **spec.tokenizer_options)
-        except ConfigError as error:
-            raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
-                           f"tokenizer_options.{error.field}") from None
+    tokenizer, tokens = training_tokens(spec, job, given)
     model_id = spec.model_id
     callbacks = _Publishing(spec, job)
     # A run taken over after its last step (its worker died, or the database was down, before the job could end)
@@ -185,14 +232,14 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     callbacks.last_checkpoint = own_key
     val_fraction = (train_config.val_fraction if train_config is not None
                     else state["train_config"]["val_fraction"])  # type: ignore[index]
-    train_ids, val_ids = prepare_corpus(text, tokenizer, val_fraction)
+    train_ids, val_ids = split_tokens(tokens, val_fraction)
     device = rank_device() if world.size > 1 else pick_device()
     try:
         trainer = Trainer(model_config.with_vocab(tokenizer.vocab_size) if state is None else None, train_config,
                           train_ids, val_ids, callbacks=callbacks, device=device, resume=state,
                           tokenizer=tokenizer, world=world)
     except ConfigError as error:
-        size = f"{len(text)} characters ({len(train_ids) + len(val_ids)} tokens)"
+        size = f"{len(tokens)} tokens"
         if error.field == "dataset":
             raise Rejected(f"dataset: the text is too short to train on ({error.message}); it holds {size}",
                            "dataset") from None

@@ -17,7 +17,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from events import QUEUED_KINDS, Rejected
-from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model, ModelAlias
+from infra.db.tables import (Checkpoint, Dataset, Evaluation, Job, JobEventRow, JobQueueRow, Model, ModelAlias,
+                             Tokenization)
 
 T = TypeVar("T")
 Owner = str | None  # None: auth is off and every row is visible
@@ -52,6 +53,16 @@ async def dataset_with_digest(session: AsyncSession, owner: Owner, sha256: str) 
     if owner is None:
         statement = statement.where(Dataset.owner.is_(None))  # one user's uploads are not another tenant's
     return (await session.execute(statement.order_by(Dataset.created_at).limit(1))).scalar_one_or_none()
+
+
+async def tokenizations_of(session: AsyncSession, dataset_id: str) -> list[Tokenization]:
+    statement = select(Tokenization).where(Tokenization.dataset_id == dataset_id)
+    return list((await session.execute(statement.order_by(Tokenization.updated_at.desc()))).scalars())
+
+
+async def dataset_by_key(session: AsyncSession, owner: Owner, key: str) -> Dataset | None:
+    statement = owned(select(Dataset).where(Dataset.key == key), Dataset.owner, owner)
+    return (await session.execute(statement.limit(1))).scalar_one_or_none()
 
 
 async def dataset_readable(session: AsyncSession, owner: Owner, key: str) -> bool:

@@ -52,12 +52,41 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(String(200))
     bytes: Mapped[int] = mapped_column(BigInteger)
-    characters: Mapped[int] = mapped_column(BigInteger)
+    characters: Mapped[int | None] = mapped_column(BigInteger)  # unknown for a large upload until it is tokenized
     preview: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str | None] = mapped_column(String(64))  # of the stored bytes: the same file is stored once
+    sha256: Mapped[str | None] = mapped_column(String(72))  # of the stored bytes: the same file is stored once
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    format: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
+    compression: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    text_column: Mapped[str] = mapped_column(String(200), default="text", server_default="text")
+    documents: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_datasets_owner_sha256", "owner", "sha256"),)
+
+
+class Tokenization(Base):
+    """A dataset's tokens as shards in the object store (DatasetTokenized), or one being made (TokenizeProgress)."""
+
+    __tablename__ = "tokenizations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the settings' digest: same settings, same id
+    dataset_id: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | failed
+    phase: Mapped[str | None] = mapped_column(String(32))
+    tokenizer: Mapped[str | None] = mapped_column(String(16))
+    tokenizer_options: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    sample_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    vocab_size: Mapped[int | None] = mapped_column(Integer)
+    dtype: Mapped[str | None] = mapped_column(String(8))
+    shards: Mapped[int | None] = mapped_column(Integer)
+    manifest_key: Mapped[str | None] = mapped_column(String(300))
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Model(Base):

@@ -4,7 +4,9 @@
 server (MinIO, Versity S3 Gateway) reached with the `minio` client, `file:///path` a folder on this machine. Both
 behave the same: keys are validated (`InvalidKey`), a missing object raises `ObjectNotFound`, writes are atomic
 (a reader sees the old object or the new one, never half of it), and listing returns every key under a prefix,
-sorted. The stores are synchronous, for the training child process; `AsyncObjectStore` runs the same calls in a
+sorted. Big files go up in parts (`start_upload`, `put_part`, `finish_upload`) under S3's rules in both stores, and
+an interrupted upload resumes from `list_parts`; `get_range` and `size` read a file's header or footer without
+downloading it. The stores are synchronous, for the training child process; `AsyncObjectStore` runs the same calls in a
 thread for the event loop of the gateway and the agents.
 """
 
@@ -25,6 +27,7 @@ from infra.objectstore.base import (
     validate_prefix,
 )
 from infra.objectstore.local import LocalObjectStore
+from infra.objectstore.multipart import MAX_PARTS, MIN_PART_BYTES, StoredPart, UploadNotFound
 from infra.objectstore.s3 import S3ObjectStore
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BINARY",
     "MAX_KEY_BYTES",
+    "MAX_PARTS",
+    "MIN_PART_BYTES",
     "AsyncObjectStore",
     "InvalidKey",
     "LocalObjectStore",
@@ -40,6 +45,8 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreUnavailable",
     "S3ObjectStore",
+    "StoredPart",
+    "UploadNotFound",
     "open_async_object_store",
     "open_object_store",
     "validate_key",

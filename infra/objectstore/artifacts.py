@@ -2,6 +2,8 @@
 agents/train/checkpoints.py).
 
     datasets/<id>                              uploaded or inline training text
+    uploads/<id>/session.json                  an upload session of a dataset (and parts/<n>.json, its receipts)
+    tokens/<dataset>/<tokenization>/           a dataset's tokens: manifest.json, tokenizer.json, shard-<n>.bin
     models/<id>/config.json                    resolved model and training configuration
     models/<id>/tokenizer.json                 the tokenizer, loadable without the training data
     models/<id>/checkpoints/step-<n>.pt        the latest checkpoints (the two newest are kept)
@@ -18,6 +20,31 @@ _STEP = re.compile(r"/checkpoints/step-(\d+)\.pt$")
 
 def dataset_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}"
+
+
+def upload_prefix(upload_id: str) -> str:
+    return f"uploads/{upload_id}/"
+
+
+def upload_session_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}/session.json"
+
+
+def upload_receipts_prefix(upload_id: str) -> str:
+    return f"uploads/{upload_id}/parts/"
+
+
+def upload_receipt_key(upload_id: str, number: int) -> str:
+    return f"uploads/{upload_id}/parts/{number:05d}.json"
+
+
+def tokens_prefix(dataset_id: str, tokenization_id: str | None = None) -> str:
+    """A dataset's tokenizations, or one of them."""
+    return f"tokens/{dataset_id}/" + (f"{tokenization_id}/" if tokenization_id else "")
+
+
+def manifest_key(dataset_id: str, tokenization_id: str) -> str:
+    return f"{tokens_prefix(dataset_id, tokenization_id)}manifest.json"
 
 
 def model_prefix(model_id: str) -> str:

@@ -1,4 +1,7 @@
-"""The object store interface: key rules, errors, the synchronous `ObjectStore` and its `AsyncObjectStore` wrapper."""
+"""The object store interface: key rules, errors, the synchronous `ObjectStore` and its `AsyncObjectStore` wrapper.
+
+Multipart uploads follow S3's rules in both stores (the vocabulary lives in `infra.objectstore.multipart`), so code
+written against the folder store in the tests behaves the same on the S3 server."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+
+from infra.objectstore.multipart import StoredPart
 
 MAX_KEY_BYTES = 1024  # S3's limit on an object name
 BINARY = "application/octet-stream"
@@ -85,6 +90,15 @@ class ObjectStore(ABC):
         """Download to `path`, atomically: `path` is replaced only once the whole object has arrived."""
 
     @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes of the object from byte `start`, fewer where it ends first (a header or footer, read
+        without downloading the whole file)."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's length in bytes; `ObjectNotFound` when it is missing."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
@@ -104,12 +118,40 @@ class ObjectStore(ABC):
         return len(keys)
 
     @abstractmethod
+    def start_upload(self, key: str, content_type: str = BINARY) -> str:
+        """Begin a multipart upload of `key`; returns its upload id."""
+
+    @abstractmethod
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Store part `number` (1..MAX_PARTS) of the upload; returns its etag. Sending the same number again
+        replaces that part (harmless). Parts may arrive in any order."""
+
+    @abstractmethod
+    def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """The parts stored so far, by number (to resume an interrupted upload)."""
+
+    @abstractmethod
+    def finish_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Join the given parts (number, etag), ascending numbers, into the object `key`, which appears whole and at
+        once; stored parts left out are dropped. A part missing, with another etag, or under MIN_PART_BYTES while
+        not the last raises ValueError naming the part number, and leaves the upload as it was."""
+
+    @abstractmethod
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discard the upload and its parts; an unknown id is not an error."""
+
+    @abstractmethod
     def ensure_bucket(self) -> None:
         """Create the bucket (or folder) when it is missing."""
 
     @abstractmethod
     def health(self) -> None:
         """Return when the store answers and its bucket exists; raise `ObjectStoreUnavailable` otherwise."""
+
+
+def validate_range(start: int, length: int) -> None:
+    if start < 0 or length < 0:
+        raise ValueError(f"a byte range needs start >= 0 and length >= 0, got start={start}, length={length}")
 
 
 def atomic_download(path: str | os.PathLike[str], fill: Callable[[Path], object]) -> None:
@@ -145,6 +187,12 @@ class AsyncObjectStore:
     async def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
         await asyncio.to_thread(self.sync.get_file, key, path)
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        return await asyncio.to_thread(self.sync.get_range, key, start, length)
+
+    async def size(self, key: str) -> int:
+        return await asyncio.to_thread(self.sync.size, key)
+
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.sync.exists, key)
 
@@ -156,6 +204,21 @@ class AsyncObjectStore:
 
     async def delete_prefix(self, prefix: str) -> int:
         return await asyncio.to_thread(self.sync.delete_prefix, prefix)
+
+    async def start_upload(self, key: str, content_type: str = BINARY) -> str:
+        return await asyncio.to_thread(self.sync.start_upload, key, content_type)
+
+    async def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        return await asyncio.to_thread(self.sync.put_part, key, upload_id, number, data)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        return await asyncio.to_thread(self.sync.list_parts, key, upload_id)
+
+    async def finish_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        await asyncio.to_thread(self.sync.finish_upload, key, upload_id, parts)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await asyncio.to_thread(self.sync.abort_upload, key, upload_id)
 
     async def ensure_bucket(self) -> None:
         await asyncio.to_thread(self.sync.ensure_bucket)

@@ -1,12 +1,16 @@
 """S3ObjectStore: objects in one bucket of an S3 server (MinIO, Versity S3 Gateway) through the `minio` client.
 
 A server that cannot be reached, or answers with a server error, raises `ObjectStoreUnavailable` from every method:
-its callers wait or answer 503 without knowing the HTTP library underneath."""
+its callers wait or answer 503 without knowing the HTTP library underneath.
+
+Multipart uploads use the client's one-request methods (`_create_multipart_upload` and the like), which minio 7.2
+keeps private but stable: its public `put_object` drives a whole upload in one call and cannot resume one."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +19,19 @@ from urllib.parse import urlparse
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
 from infra.objectstore.base import (BINARY, InvalidKey, ObjectNotFound, ObjectStore, ObjectStoreUnavailable,
-                                    atomic_download, validate_key, validate_prefix)
+                                    atomic_download, validate_key, validate_prefix, validate_range)
+from infra.objectstore.multipart import (StoredPart, UploadNotFound, match_parts, validate_part_list,
+                                         validate_part_number)
+
+NOT_FOUND = ("NoSuchKey", "NoSuchObject", "NotFound")
+# The characters of the upload ids that S3 servers hand out (AWS, MinIO, Ceph, Versity). An empty id would turn an
+# UploadPart request into a plain PUT of the object, and a '/' would reach a gateway that builds paths from the id.
+UPLOAD_ID = re.compile(r"[A-Za-z0-9._~+=-]{1,1024}")
 
 
 class S3ObjectStore(ObjectStore):
@@ -54,6 +66,19 @@ class S3ObjectStore(ObjectStore):
             yield
         except (urllib3.exceptions.HTTPError, ServerError) as exc:
             raise ObjectStoreUnavailable(f"S3 server {self.url} does not answer: {exc}") from exc
+
+    @contextmanager
+    def _within_upload(self, key: str, upload_id: str) -> Iterator[None]:
+        """`_reaching`, with an upload id of the wrong shape and the server's NoSuchUpload as UploadNotFound."""
+        if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
+            raise UploadNotFound(key, upload_id)
+        with self._reaching():
+            try:
+                yield
+            except S3Error as exc:
+                if exc.code == "NoSuchUpload":
+                    raise UploadNotFound(key, upload_id) from None
+                raise
 
     def put_bytes(self, key: str, data: bytes, content_type: str = BINARY) -> None:
         with self._reaching():
@@ -94,12 +119,43 @@ class S3ObjectStore(ObjectStore):
 
             atomic_download(path, download)
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        validate_key(key)
+        validate_range(start, length)
+        if length == 0:  # minio sends no end for a zero length ("bytes=start-"): the rest of the object would come
+            self.size(key)
+            return b""
+        with self._reaching():
+            try:
+                response = self.client.get_object(self.bucket, key, offset=start, length=length)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    raise ObjectNotFound(key) from None
+                if exc.code == "InvalidRange":  # 416: `start` at or past the end, or an empty object
+                    return b""
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def size(self, key: str) -> int:
+        with self._reaching():
+            try:
+                info = self.client.stat_object(self.bucket, validate_key(key))
+            except S3Error as exc:
+                if exc.code in NOT_FOUND:
+                    raise ObjectNotFound(key) from None
+                raise
+            return int(info.size or 0)
+
     def exists(self, key: str) -> bool:
         with self._reaching():
             try:
                 self.client.stat_object(self.bucket, validate_key(key))
             except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                if exc.code in NOT_FOUND:
                     return False
                 raise
             return True
@@ -123,6 +179,53 @@ class S3ObjectStore(ObjectStore):
             if errors:
                 raise RuntimeError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
             return len(keys)
+
+    def start_upload(self, key: str, content_type: str = BINARY) -> str:
+        with self._reaching():
+            return self.client._create_multipart_upload(self.bucket, validate_key(key), {"Content-Type": content_type})
+
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        validate_key(key)
+        validate_part_number(number)
+        with self._within_upload(key, upload_id):
+            return self.client._upload_part(self.bucket, key, data, None, upload_id, number)
+
+    def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        validate_key(key)
+        parts: list[StoredPart] = []
+        marker = None
+        with self._within_upload(key, upload_id):
+            while True:  # a page holds at most 1000 parts
+                page = self.client._list_parts(self.bucket, key, upload_id, part_number_marker=marker)
+                parts += [StoredPart(part.part_number, part.etag, part.size or 0) for part in page.parts]
+                if not page.is_truncated or not page.next_part_number_marker:
+                    return parts
+                marker = page.next_part_number_marker
+
+    def finish_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        validate_key(key)
+        requested = validate_part_list(parts)
+        # Listing first costs a request, and buys two things: the bad part's number (see `multipart`), and
+        # UploadNotFound for a finished upload, which the Versity gateway would otherwise complete a second time.
+        stored = self.list_parts(key, upload_id)
+        match_parts(upload_id, requested, stored)
+        with self._within_upload(key, upload_id):
+            try:
+                self.client._complete_multipart_upload(
+                    self.bucket, key, upload_id, [Part(part_number=number, etag=etag) for number, etag in requested]
+                )
+            except S3Error as exc:
+                if exc.code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):  # a part sent again meanwhile
+                    raise ValueError(f"upload {upload_id} changed while finishing: {exc.message}") from None
+                raise
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        validate_key(key)
+        try:
+            with self._within_upload(key, upload_id):
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+        except UploadNotFound:  # unknown, finished or aborted already: nothing is left to discard
+            pass
 
     def ensure_bucket(self) -> None:
         with self._reaching():

@@ -11,6 +11,7 @@ from infra.objectstore import (
     InvalidKey,
     LocalObjectStore,
     ObjectStoreUnavailable,
+    UploadNotFound,
     open_object_store,
     validate_key,
     validate_prefix,
@@ -97,3 +98,23 @@ def test_open_object_store_picks_the_implementation(tmp_path: Path) -> None:
     assert isinstance(default, LocalObjectStore) and default.root == (tmp_path / "objects").resolve()
     with pytest.raises(ValueError):
         open_object_store(Settings(object_store_url="ftp://example/x"))
+
+
+def test_finished_and_aborted_uploads_leave_no_folder_behind(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    uploads = tmp_path / ".lfz-partial" / "uploads"
+    done = store.start_upload("done.bin")
+    store.finish_upload("done.bin", done, [(1, store.put_part("done.bin", done, 1, b"x"))])
+    dropped = store.start_upload("dropped.bin")
+    store.put_part("dropped.bin", dropped, 1, b"y")
+    assert [p.name for p in uploads.iterdir()] == [dropped]
+    store.abort_upload("dropped.bin", dropped)
+    assert list(uploads.iterdir()) == [] and store.list() == ["done.bin"]
+
+
+def test_an_upload_half_started_before_a_crash_is_not_found(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    upload_id = store.start_upload("a.bin")
+    (tmp_path / ".lfz-partial" / "uploads" / upload_id / "upload.json").write_text('{"ke', encoding="utf-8")
+    with pytest.raises(UploadNotFound):
+        store.put_part("a.bin", upload_id, 1, b"x")

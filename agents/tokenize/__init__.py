@@ -1,0 +1,1 @@
+"""Tokenization: a dataset's tokens written once as shards in the object store, and read back by training."""
