@@ -9,9 +9,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cli.client import ApiError, Client
-from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
+from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, resolve_model
 from cli.errors import EXIT_USAGE, CliError
+from cli.follow import submitted_then
 from cli.render import Output, number, when
+from cli.uploads import guess_format, upload_file
 
 datasets = typer.Typer(help="Upload training text and list what is uploaded.", no_args_is_help=True)
 models = typer.Typer(help="List, show and delete models; their versions, aliases and serving checkpoint.",
@@ -27,8 +29,41 @@ def upload(api: Client, out: Output, *, path: Path | None = None, text: str | No
 
     The gateway answers `stored` when the record agent has not caught up yet (a stack that is still starting)."""
     view = api.upload_dataset(text, path=path, name=name)
-    if view.get("status") != "stored":
-        return view
+    return wait_recorded(api, out, view) if view.get("status") == "stored" else view
+
+
+@datasets.command("upload")
+def upload_dataset(
+    file: Annotated[Path, typer.Argument(help="A text, JSON Lines or Parquet file (.gz too).", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Defaults to the file's name.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="text, jsonl or parquet; by default from the "
+                                                                  "file's name (.jsonl, .parquet, else text).")] = None,
+    compression: Annotated[Optional[str], typer.Option("--compression", help="none or gzip; by default gzip for "
+                                                                              "a .gz file.")] = None,
+    text_column: Annotated[str, typer.Option("--text-column", help="The field (JSON Lines) or column (Parquet) "
+                                                                   "that holds the text.")] = "text",
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a dataset file of any size, with a progress bar; interrupted, the same command resumes it. Train on it
+    later with its id (`lfz train --data <id>`). The same file is stored once."""
+    out = Output()
+    guessed_format, guessed_compression = guess_format(file)
+    with gateway(url) as api:
+        view = upload_file(api, file, name=name or file.name, fmt=fmt or guessed_format,
+                           compression=compression or guessed_compression, text_column=text_column,
+                           show_progress=not as_json and out.err.is_terminal)
+        if view.get("status") == "stored":
+            view = wait_recorded(api, out, view)
+    if as_json:
+        out.json(view)
+        return
+    done = "already uploaded" if view.get("reused") else "uploaded"
+    out.line(f"{done} {view['name']!r} as dataset {view['id']} ({view['bytes']:,} bytes, {view['format']}); train "
+             f"on it: lfz train --data {view['id']}")
+
+
+def wait_recorded(api: Client, out: Output, view: dict[str, Any]) -> dict[str, Any]:
     out.note("waiting for the agents to record the upload (are they still starting?) ...")
     deadline = time.monotonic() + RECORD_WAIT_S
     while time.monotonic() < deadline:
@@ -42,24 +77,51 @@ def upload(api: Client, out: Output, *, path: Path | None = None, text: str | No
                    f"{RECORD_WAIT_S:.0f}s: is a worker running?")
 
 
-@datasets.command("upload")
-def upload_dataset(
-    file: Annotated[Path, typer.Argument(help="A UTF-8 text file.", show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="Defaults to the file's name.")] = None,
+@datasets.command("show")
+def show_dataset(
+    dataset: Annotated[str, typer.Argument(help="A dataset's id.", show_default=False)],
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload a text file; train on it later with its id (`lfz train --data <id>`). The same file is stored once."""
+    """A dataset: its size, format and documents, and its tokenizations (tokens, vocabulary, shards)."""
     out = Output()
-    read_text_file(file)  # a clear message for a missing or binary file before anything is sent
     with gateway(url) as api:
-        view = upload(api, out, path=file, name=name or file.name)
+        view = api.get_dataset(dataset)
     if as_json:
         out.json(view)
         return
-    done = "already uploaded" if view.get("reused") else "uploaded"
-    out.line(f"{done} {view['name']!r} as dataset {view['id']} ({view['characters']:,} characters); train on it: "
-             f"lfz train --data {view['id']}")
+    compression = " (gzip)" if view.get("compression") == "gzip" else ""
+    out.line(f"{view['name']} ({view['id']}): {view['bytes']:,} bytes of {view['format']}{compression}, "
+             f"{number(view.get('characters'))} characters, {number(view.get('documents'))} documents")
+    rows = [[t["id"], t["status"], t.get("tokenizer") or "-", number(t.get("vocab_size")), number(t["tokens"]),
+             t.get("shards") or "-", t.get("dtype") or "-",
+             t.get("phase") or t.get("error") or (f"{t['wall_s']:.1f}s" if t.get("wall_s") else "")]
+            for t in view.get("tokenizations") or []]
+    if rows:
+        out.table(["tokenization", "status", "tokenizer", "vocabulary", "tokens", "shards", "dtype", "note"], rows,
+                  right=["vocabulary", "tokens"])
+    else:
+        out.note(f"not tokenized yet: lfz datasets tokenize {view['id']} (or train on it)")
+
+
+@datasets.command("tokenize")
+def tokenize_dataset(
+    dataset: Annotated[str, typer.Argument(help="A dataset's id.", show_default=False)],
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="char, word or bpe.")] = "char",
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="word and bpe.")] = None,
+    sample_bytes: Annotated[Optional[int], typer.Option("--sample-bytes", help="Train the tokenizer on about this "
+                                                                               "many bytes (all by default).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Show its progress until it ends.")] = False,
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Tokenize a dataset once into token shards; every training run that names it with these settings reads them."""
+    out = Output()
+    options = {"vocab_size": vocab_size} if vocab_size is not None else {}
+    with gateway(url) as api:
+        submitted = api.tokenize_dataset(dataset, tokenizer, options, sample_bytes)
+        submitted_then(api, out, submitted, f"tokenizing dataset {dataset} with {tokenizer}",
+                       f"follow it: lfz jobs follow {submitted['job_id']}", follow=follow, as_json=as_json)
 
 
 @datasets.command("delete")
@@ -87,8 +149,11 @@ def list_datasets(url: UrlOption = DEFAULT_URL, limit: LimitOption = 50,
     if as_json:
         out.json(listing)
         return
-    rows = [[d["id"], d["name"], d["characters"], when(d.get("created_at"))] for d in listing["items"]]
-    out.table(["id", "name", "characters", "created"], rows, right=["characters"])
+    rows = [[d["id"], d["name"], d.get("format", "text") + (" (gzip)" if d.get("compression") == "gzip" else ""),
+             number(d["bytes"]), number(d.get("characters")), number(d.get("documents")), when(d.get("created_at"))]
+            for d in listing["items"]]
+    out.table(["id", "name", "format", "bytes", "characters", "documents", "created"], rows,
+              right=["bytes", "characters", "documents"])
     _more(out, listing)
 
 

@@ -102,6 +102,29 @@ class Client:
             return self._call("POST", "/api/v1/datasets", files=files, data={"name": name or file.name})
         return self._call("POST", "/api/v1/datasets", json={"name": name or "dataset", "text": text or ""})
 
+    def start_upload(self, *, name: str, size: int, fmt: str = "text", compression: str = "none",
+                     text_column: str = "text") -> dict[str, Any]:
+        body = {"name": name, "size": size, "format": fmt, "compression": compression, "text_column": text_column}
+        return self._call("POST", "/api/v1/datasets/uploads", json=body)
+
+    def upload_status(self, upload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/datasets/uploads/{quote(upload_id, safe='')}")
+
+    def put_part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        return self._call("PUT", f"/api/v1/datasets/uploads/{quote(upload_id, safe='')}/parts/{number}",
+                          content=data, headers={"Content-Type": "application/octet-stream"})
+
+    def complete_upload(self, upload_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/datasets/uploads/{quote(upload_id, safe='')}/complete")
+
+    def abort_upload(self, upload_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/datasets/uploads/{quote(upload_id, safe='')}")
+
+    def tokenize_dataset(self, dataset_id: str, tokenizer: str = "char", options: dict[str, int] | None = None,
+                         sample_bytes: int | None = None) -> dict[str, Any]:
+        body = {"tokenizer": tokenizer, "tokenizer_options": options or {}, "sample_bytes": sample_bytes}
+        return self._call("POST", f"/api/v1/datasets/{quote(dataset_id, safe='')}/tokenize", json=body)
+
     def list_datasets(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         return self._call("GET", "/api/v1/datasets", params={"limit": limit, "offset": offset})
 

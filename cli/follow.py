@@ -63,7 +63,19 @@ def describe(event: dict[str, Any]) -> str:
         return (f"generation completed: {e.get('completion_tokens')} tokens, "
                 f"{number(e.get('tokens_per_s'))} tokens/s")
     if kind == "DatasetUploaded":
-        return f"dataset {e.get('name')!r} uploaded ({e.get('characters', 0):,} characters)"
+        return f"dataset {e.get('name')!r} uploaded ({e.get('bytes', 0):,} bytes)"
+    if kind == "TokenizeProgress":
+        total = e.get("bytes_total") or 0
+        share = f" {100 * e.get('bytes_done', 0) / total:.0f}%" if total else ""
+        speed = f", {e['mb_per_s']:.1f} MB/s" if e.get("mb_per_s") else ""
+        return f"tokenizing: {e.get('phase')}{share} ({e.get('tokens', 0):,} tokens{speed})"
+    if kind == "DatasetTokenized":
+        again = "found from an earlier run" if e.get("reused") else f"made in {duration(e.get('wall_s'))}"
+        return (f"dataset tokenized ({again}): {e.get('tokens', 0):,} tokens in {e.get('shards')} shards of "
+                f"{e.get('dtype')}, vocabulary {e.get('vocab_size'):,}, {e.get('documents', 0):,} documents")
+    if kind == "TokenizeCompleted":
+        speed = f" at {e['mb_per_s']:.1f} MB/s" if e.get("mb_per_s") else ""
+        return f"tokenize completed in {duration(e.get('wall_s'))}{speed}"
     if kind == "ModelDeleted":
         return f"model {e.get('model_id')} deleted"
     if kind == "SweepStarted":
@@ -211,3 +223,21 @@ def follow_job(api: Client, out: Output, job_id: str, after: int = 0, show: bool
     except KeyboardInterrupt:
         raise Stopped(f"stopped following; the job goes on - `lfz jobs cancel {job_id}` stops it") from None
     return follower
+
+
+def submitted_then(api: Client, out: Output, submitted: dict[str, Any], said: str, hint: str, *, follow: bool,
+                   as_json: bool) -> None:
+    """What a command that has submitted a job shows: the answer (--json), or what it started and the job's id, or
+    (--follow) the job live until it ends, then its final state with --json."""
+    if as_json and not follow:
+        out.json(submitted)
+        return
+    job_id = submitted["job_id"]
+    out.note(f"{said} ({submitted['status']})")
+    if not follow:
+        out.line(job_id)
+        out.note(hint)
+        return
+    final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
+    if as_json:
+        out.json(final)

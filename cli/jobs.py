@@ -12,7 +12,7 @@ from cli.catalog import upload
 from cli.client import ApiError, Client
 from cli.connection import DEFAULT_URL, JsonOption, UrlOption, gateway, read_text_file, resolve_model
 from cli.errors import EXIT_USAGE, CliError, Stopped
-from cli.follow import check_outcome, describe, follow_job
+from cli.follow import check_outcome, describe, follow_job, submitted_then
 from cli.overrides import hyperparameters
 from cli.render import Output, duration, number, when
 from model.config import describe_hyperparameters
@@ -93,24 +93,6 @@ def train(
         job_id = submitted["job_id"]
         submitted_then(api, out, submitted, f"model {submitted['model_id']}, training job {job_id}",
                        f"follow it: lfz events {job_id} --follow", follow=follow, as_json=as_json)
-
-
-def submitted_then(api: Client, out: Output, submitted: dict[str, Any], said: str, hint: str, *, follow: bool,
-                   as_json: bool) -> None:
-    """What a command that has submitted a job shows: the answer (--json), or what it started and the job's id, or
-    (--follow) the job live until it ends, then its final state with --json."""
-    if as_json and not follow:
-        out.json(submitted)
-        return
-    job_id = submitted["job_id"]
-    out.note(f"{said} ({submitted['status']})")
-    if not follow:
-        out.line(job_id)
-        out.note(hint)
-        return
-    final = check_outcome(follow_job(api, out, job_id, show=not as_json).final, job_id)
-    if as_json:
-        out.json(final)
 
 
 def dataset_for(api: Client, out: Output, data: str) -> tuple[str, bool]:

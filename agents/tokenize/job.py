@@ -36,6 +36,7 @@ from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer_fro
 
 ENCODE_BATCH_CHUNKS = 8  # chunks of about a MiB encoded together (the BPE encoder spreads a batch over the cores)
 PROGRESS_EVERY_S = 1.0
+READING = ("training the tokenizer", "encoding")  # the phases whose bytes per second mean something
 
 
 class Stopped(Exception):
@@ -103,7 +104,8 @@ class _Reporter:
         phase_s = now - self.phase_started
         self.job.emit(TokenizeProgress, dataset_id=self.source.dataset_id, tokenization_id=self.tid, phase=phase,
                       bytes_done=min(done, self.total), bytes_total=self.total, tokens=tokens,
-                      elapsed_s=now - self.started, mb_per_s=done / phase_s / 1e6 if phase_s > 0 and done else None)
+                      elapsed_s=now - self.started,
+                      mb_per_s=done / phase_s / 1e6 if phase in READING and phase_s > 0 and done else None)
 
     def phase(self, phase: str, done: int = 0, tokens: int = 0) -> None:
         self.phase_started = time.monotonic()
