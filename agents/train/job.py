@@ -97,8 +97,7 @@ def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -
         except Stopped:
             raise Rejected("the job was stopped while it tokenized its dataset") from None
         tokenizer = given or load_tokenizer(job, manifest)
-        if job.reporting:
-            announce(job, source, manifest, tid, None, started, reused)
+        announce(job, source, manifest, tid, None, started, reused)
     cache = job.settings.data_dir / "shards"
     try:
         tokens = fetch_shards(job.store, manifest, cache, job.stored)

@@ -23,3 +23,17 @@ def invalid_utf8(offset: int, error: UnicodeDecodeError) -> str:
 
 def nul_byte(offset: int) -> str:
     return f"a NUL byte at byte {offset:,}: this looks like a binary file, not text"
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+
+
+def misdeclared(head: bytes, format: str, compression: str) -> str | None:
+    """What the first bytes of a file say it is, when that is not what its upload declared (a gzip file sent as
+    plain text, a parquet file sent as JSONL): a clearer message than the NUL byte such a file soon shows."""
+    if compression == "none" and head.startswith(GZIP_MAGIC):
+        return "this is a gzip file (it starts with the bytes 1f 8b): give compression gzip"
+    if format != "parquet" and compression == "none" and head.startswith(PARQUET_MAGIC):
+        return 'this is a parquet file (it starts with "PAR1"): give format parquet'
+    return None

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import codecs
 
-from infra.corpus.errors import CorpusError, invalid_utf8, nul_byte
+from infra.corpus.errors import GZIP_MAGIC, PARQUET_MAGIC, CorpusError, invalid_utf8, misdeclared, nul_byte
 from infra.corpus.reader import check_options
-
-GZIP_MAGIC = b"\x1f\x8b"
-PARQUET_MAGIC = b"PAR1"
 
 
 def check_part(data: bytes, number: int, offset: int, format: str, compression: str) -> None:
     """Raises CorpusError naming part `number` (which starts at byte `offset` of the file) if it cannot belong to a
     `format` file with that `compression`."""
     check_options(format, compression)
+    wrong = misdeclared(data, format, compression) if number == 1 else None
+    if wrong:
+        raise CorpusError(f"part 1: {wrong}")
     if compression == "gzip":
         if number == 1 and not data.startswith(GZIP_MAGIC):
             raise CorpusError(f"part 1: not a gzip file: it does not start with the bytes 1f 8b "

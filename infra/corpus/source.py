@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from infra.corpus.errors import CorpusError, nul_byte
+from infra.corpus.errors import CorpusError, misdeclared, nul_byte
 
 BOM = b"\xef\xbb\xbf"
 
@@ -32,8 +32,11 @@ class ByteSource:
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if self.compression == "gzip" else raw
             offset = 0
             while block := self._read(stream, raw, offset):
-                if offset == 0 and block.startswith(BOM):
-                    block, offset = block[len(BOM):], len(BOM)
+                if offset == 0:
+                    if wrong := misdeclared(block, "text", self.compression):
+                        raise CorpusError(wrong)
+                    if block.startswith(BOM):
+                        block, offset = block[len(BOM):], len(BOM)
                 nul = block.find(b"\0")
                 if nul >= 0:
                     raise CorpusError(nul_byte(offset + nul))
@@ -42,8 +45,8 @@ class ByteSource:
                 offset += len(block)
 
     def _read(self, stream, raw, offset: int) -> bytes:
-        # The first read takes at least the three bytes of a byte-order mark, however small the blocks.
-        size = max(self.block_bytes, len(BOM)) if offset == 0 else self.block_bytes
+        # The first read takes at least the four bytes that say what a file is, however small the blocks.
+        size = max(self.block_bytes, 4) if offset == 0 else self.block_bytes
         try:
             return stream.read(size)
         except EOFError:

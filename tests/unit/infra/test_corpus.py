@@ -279,3 +279,12 @@ def test_check_part_checks_the_magic_of_gzip_and_parquet():
         check_part(b"id,text\n", 1, 0, "parquet", "none")
     with pytest.raises(CorpusError, match="without gzip"):
         check_part(b"\x1f\x8b", 1, 0, "parquet", "gzip")
+
+
+def test_a_file_declared_wrongly_is_named_for_what_it_is(tmp_path):
+    with pytest.raises(CorpusError, match="part 1: this is a gzip file .*give compression gzip"):
+        check_part(gzip.compress(b"abc"), 1, 0, "text", "none")
+    with pytest.raises(CorpusError, match='part 1: this is a parquet file .*give format parquet'):
+        check_part(b"PAR1\x15\x04", 1, 0, "jsonl", "none")
+    with pytest.raises(CorpusError, match=r"^file: this is a gzip file \(it starts with the bytes 1f 8b\): give compression gzip$"):
+        read(write(tmp_path / "c.txt", TEXT.encode(), "gzip"), "text", "none")
