@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def about(failed: type[JobEvent], model_id: str | None) -> dict[str, Any]:
+    """The model a failure fact names, for the kinds whose jobs are about a model (a tokenize job's is a dataset)."""
+    return {"model_id": model_id} if "model_id" in failed.model_fields else {}
+
+
 class StoreDown(Exception):
     """The object store stayed away past the patience (or the job was told to stop while it waited)."""
 
@@ -181,14 +186,15 @@ def run_job(code: JobCode, kind: str, spec: Any, context: JobContext, memory_lim
     except Rejected as error:
         if not context.reporting:
             log.warning("job %s: this rank stops: %s", spec.job_id, error.reason)
-        context.emit(failed, reason=error.reason, field=error.field, model_id=spec.model_id)
+        context.emit(failed, reason=error.reason, field=error.field, **about(failed, spec.model_id))
     except Exception as error:  # the parent turns this into a failed job; the worker itself stays up
         if memory_limit_mb and _out_of_memory(error):
             reason = (f"the model does not fit in the memory a job may use here ({memory_limit_mb} MiB, "
                       "LFZ_JOB_MEMORY_MB): make d_model, num_blocks, context_length or batch_size smaller")
-            context.emit(failed, reason=reason, field="hyperparameters", model_id=spec.model_id)
+            context.emit(failed, reason=reason, field="hyperparameters", **about(failed, spec.model_id))
             return
         if rank:
             raise
         log.exception("job %s failed", spec.job_id)
-        context.emit(failed, reason=f"internal error: {type(error).__name__}: {error}", model_id=spec.model_id)
+        context.emit(failed, reason=f"internal error: {type(error).__name__}: {error}",
+                     **about(failed, spec.model_id))

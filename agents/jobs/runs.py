@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agents.jobs import child
-from agents.jobs.child import CANCEL, RUN, SUSPEND, Report, Suspended
+from agents.jobs.child import CANCEL, RUN, SUSPEND, Report, Suspended, about
 from agents.jobs.kinds import JobKind
 from agents.jobs.queue import Claim, JobQueue
 from agents.runtime import Runtime
@@ -106,7 +106,7 @@ class Run:
             budget = self.runtime.settings.job_max_takeovers
             if self.claim.takeovers > budget:  # its runs keep dying (a poison job): fail it rather than retry for ever
                 await self._end(self.job.make(
-                    self.kind.failed, model_id=self.claim.spec.get("model_id"),
+                    self.kind.failed, **about(self.kind.failed, self.claim.spec.get("model_id")),
                     reason=f"gave up: the worker running it died {self.claim.takeovers} times (the limit is "
                            f"{budget}, LFZ_JOB_MAX_TAKEOVERS); see the workers' logs"))
                 return
@@ -195,7 +195,7 @@ class Run:
         code = self.process.exitcode
         return self.job.make(self.kind.failed,
                              reason=f"the {self.claim.kind} process stopped unexpectedly (exit code {code}); "
-                                    "see the worker's log", model_id=self.claim.spec.get("model_id"))
+                                    "see the worker's log", **about(self.kind.failed, self.claim.spec.get("model_id")))
 
     async def _end(self, terminal: JobEvent) -> None:
         job = self.job

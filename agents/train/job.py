@@ -89,6 +89,7 @@ def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -
         if manifest is not None:
             tokenizer = load_tokenizer(job, manifest)
             if given is None or tokenizer.to_json() == given.to_json():
+                announce(job, source, manifest, tid, None, started, True)
                 break
     else:
         try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from infra.corpus.errors import CorpusError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BATCH_ROWS = 512  # rows in memory at once: documents are up to a few hundred KB each, so a batch stays small
 
@@ -26,9 +27,14 @@ class ParquetDocuments:
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[str]:
+        # Imported here, not above: the gateway imports this package for check_part alone, and pyarrow weighs 60 MB.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         self.bytes_read = 0
         try:
-            file = pq.ParquetFile(self.path)
+            # buffer_size: read a column chunk through a 1 MiB buffer, page by page, not whole into memory.
+            file = pq.ParquetFile(self.path, buffer_size=1 << 20)
         except (pa.ArrowException, OSError) as e:
             raise CorpusError(f"not a parquet file ({e})") from None
         with file:
@@ -43,6 +49,8 @@ class ParquetDocuments:
                 raise CorpusError(f"corrupt parquet data after row {done:,} ({e})") from None
 
     def _check_column(self, schema: pa.Schema) -> None:
+        import pyarrow as pa
+
         if self.column not in schema.names:
             names = ", ".join(schema.names[:20]) + (", ..." if len(schema.names) > 20 else "")
             raise CorpusError(f'the parquet file has no column "{self.column}" (its columns: {names})',

@@ -33,7 +33,7 @@ class ByteSource:
             offset = 0
             while block := self._read(stream, raw, offset):
                 if offset == 0:
-                    if wrong := misdeclared(block, "text", self.compression):
+                    if wrong := misdeclared(block, "text", self.compression):  # "text": either text format
                         raise CorpusError(wrong)
                     if block.startswith(BOM):
                         block, offset = block[len(BOM):], len(BOM)

@@ -10,6 +10,7 @@ import io
 import json
 import random
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -30,8 +31,9 @@ API = "/api/v1"
 def corpus(size: int, seed: int = 0) -> bytes:
     """`size` bytes of UTF-8 text with multi-byte characters, so part edges fall inside some of them."""
     rng = random.Random(seed)
+    out = io.StringIO(f"{uuid.uuid4()}\n")  # each run's file is new to the shared database (no reuse across runs)
+    out.seek(0, io.SEEK_END)
     words = ["the", "cat", "sat", "on", "a", "mat", "naïve", "café", "größe", "東京", "🙂", "river"]
-    out = io.StringIO()
     while out.tell() < size:  # tell() counts characters; the bytes are more
         out.write(" ".join(rng.choice(words) for _ in range(12)) + "\n")
     return out.getvalue().encode()[:size].decode("utf-8", errors="ignore").encode()
@@ -184,7 +186,8 @@ def _decoded_shards(store: ObjectStore, manifest_key: str) -> str:
 @pytest.mark.parametrize("tokenizer,options", [("char", {}), ("bpe", {"vocab_size": 300})])
 def test_jsonl_and_parquet_tokenize_into_shards_that_decode_to_the_documents(
         open_url: str, worker: object, object_store: ObjectStore, tmp_path: Path, tokenizer: str, options: dict):
-    documents = [f"document {i}: " + "the café sat on the mat 東京\n" * (i % 7 + 1) for i in range(400)]
+    run = uuid.uuid4().hex
+    documents = [f"document {i} of {run}: " + "the café sat on the mat 東京\n" * (i % 7 + 1) for i in range(400)]
     expected = EOT.join(documents)
     jsonl = tmp_path / "docs.jsonl.gz"
     with gzip.open(jsonl, "wt", encoding="utf-8") as file:
@@ -205,7 +208,9 @@ def test_jsonl_and_parquet_tokenize_into_shards_that_decode_to_the_documents(
             assert [t["status"] for t in shown["tokenizations"]] == ["completed"]
             again = wait_job(api, api.tokenize_dataset(view["id"], tokenizer, options)["job_id"])
             assert again["result"]["manifest_key"] == job["result"]["manifest_key"]  # the same settings: reused
-        missing = upload_file(api, jsonl, name="wrong column", fmt="jsonl", compression="gzip", text_column="text",
+        wrong = tmp_path / f"wrong-{tokenizer}.jsonl"
+        wrong.write_text("".join(json.dumps({"body": doc, "n": i}) + "\n" for i, doc in enumerate(documents)))
+        missing = upload_file(api, wrong, name="wrong column", fmt="jsonl", compression="none", text_column="text",
                               show_progress=False)
         failed = wait_job(api, api.tokenize_dataset(missing["id"], tokenizer, options)["job_id"])
         assert failed["status"] == "failed" and "text" in failed["error"] and "line 1" in failed["error"]
@@ -213,7 +218,8 @@ def test_jsonl_and_parquet_tokenize_into_shards_that_decode_to_the_documents(
 
 def test_training_on_a_tokenized_dataset_reads_its_shards(open_url: str, worker: object):
     with Client(open_url) as api:
-        view = api.upload_dataset("".join(f"line {i} of the corpus, with words.\n" for i in range(3000)),
+        view = api.upload_dataset(f"{uuid.uuid4()}\n" + "".join(f"line {i} of the corpus, with words.\n"
+                                                              for i in range(3000)),
                                   name="for training")
         tokenized = wait_job(api, api.tokenize_dataset(view["id"], "char")["job_id"])
         assert tokenized["status"] == "completed"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -288,3 +291,12 @@ def test_a_file_declared_wrongly_is_named_for_what_it_is(tmp_path):
         check_part(b"PAR1\x15\x04", 1, 0, "jsonl", "none")
     with pytest.raises(CorpusError, match=r"^file: this is a gzip file \(it starts with the bytes 1f 8b\): give compression gzip$"):
         read(write(tmp_path / "c.txt", TEXT.encode(), "gzip"), "text", "none")
+
+
+def test_checking_a_part_loads_no_pyarrow():
+    """The gateway imports this package for check_part alone; pyarrow (60 MB) is loaded by a parquet read only."""
+    code = ("import sys; from infra.corpus import check_part; check_part(b'PAR1', 1, 0, 'parquet', 'none'); "
+            "print('pyarrow' in sys.modules)")
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.strip() == "False"
