@@ -68,11 +68,11 @@ def describe(event: dict[str, Any]) -> str:
         total = e.get("bytes_total") or 0
         share = f" {100 * e.get('bytes_done', 0) / total:.0f}%" if total else ""
         speed = f", {e['mb_per_s']:.1f} MB/s" if e.get("mb_per_s") else ""
-        return f"tokenizing: {e.get('phase')}{share} ({e.get('tokens', 0):,} tokens{speed})"
+        return f"tokenizing: {e.get('phase')}{share} ({number(e.get('tokens'))} tokens{speed})"
     if kind == "DatasetTokenized":
         again = "found from an earlier run" if e.get("reused") else f"made in {duration(e.get('wall_s'))}"
-        return (f"dataset tokenized ({again}): {e.get('tokens', 0):,} tokens in {e.get('shards')} shards of "
-                f"{e.get('dtype')}, vocabulary {e.get('vocab_size'):,}, {e.get('documents', 0):,} documents")
+        return (f"dataset tokenized ({again}): {number(e.get('tokens'))} tokens in {e.get('shards')} shards of "
+                f"{e.get('dtype')}, vocabulary {number(e.get('vocab_size'))}, {number(e.get('documents'))} documents")
     if kind == "TokenizeCompleted":
         speed = f" at {e['mb_per_s']:.1f} MB/s" if e.get("mb_per_s") else ""
         return f"tokenize completed in {duration(e.get('wall_s'))}{speed}"

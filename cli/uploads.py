@@ -20,6 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from cli.client import ApiError, Client
 from cli.errors import EXIT_USAGE, CliError
+from infra.corpus import CorpusError, check_part
 
 PARALLEL_PARTS = 2
 
@@ -71,6 +72,12 @@ def upload_file(api: Client, path: Path, *, name: str, fmt: str, compression: st
         raise CliError(f"{path} is not a file", EXIT_USAGE)
     if stat.st_size == 0:
         raise CliError(f"{path} is empty", EXIT_USAGE)
+    with open(path, "rb") as file:  # the gateway checks every part; the first is checked here before anything is sent
+        head = file.read(1 << 16)
+    try:
+        check_part(head, 1, 0, fmt, compression)
+    except CorpusError as error:
+        raise CliError(f"{path}: {error}", EXIT_USAGE) from None
     state = _state_path(path, str(api.http.base_url))
     session = None
     upload_id = _read_state(state, stat)

@@ -17,7 +17,7 @@ from tests.unit.cli.conftest import FakeGateway, error
 
 COMMANDS = ["demo", "up", "train", "events", "presets", "evaluate", "generate", "replay", "migrate", "version",
             "datasets", "models", "jobs", "compare", "sweep", "sweeps"]
-GROUPS = {"datasets": ["upload", "list", "delete"], "models": ["list", "show", "delete", "versions", "alias", "serve"],
+GROUPS = {"datasets": ["upload", "list", "show", "tokenize", "delete"], "models": ["list", "show", "delete", "versions", "alias", "serve"],
           "jobs": ["list", "show", "cancel", "prune"], "sweeps": ["list", "show"]}
 
 
@@ -71,7 +71,7 @@ def test_a_missing_or_binary_file_is_named(tmp_path, capsys, fake):
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\xff\xfe\x00text")
     assert main(["datasets", "upload", str(binary)]) == 2
-    assert "not UTF-8 text" in capsys.readouterr().err
+    assert "a NUL byte at byte 2: this looks like a binary file, not text" in capsys.readouterr().err
     assert fake.requests == []  # nothing was sent
 
 
