@@ -343,3 +343,24 @@ def test_runs_compared_from_the_overview_and_a_sweeps_trials_live(dashboard: Das
     expect(page.locator("#sweep-summary")).to_contain_text("Best so far: trial")
     dashboard.shot("14-sweep")
     dashboard.assert_no_console_errors()
+
+
+def test_the_datasets_page_shows_a_tokenization_as_it_runs_and_when_done(dashboard: Dashboard, gateway_url: str):
+    text = f"{uuid.uuid4()}\n" + CORPUS * 40
+    with Client(gateway_url) as client:
+        dataset = client.upload_dataset(text, name=unique_name("corpus"))
+    page = dashboard.page
+    open_dashboard(page, gateway_url)
+    nav(page, "Datasets")
+    card = page.locator(f'[data-dataset="{dataset["id"]}"]')
+    expect(card).to_contain_text("Not tokenized yet")
+    expect(card).to_contain_text(f"{len(text.encode()):,}".split(",")[0])  # its size is shown
+    with Client(gateway_url) as client:
+        submitted = client.tokenize_dataset(dataset["id"], "bpe", {"vocab_size": 300})
+        assert client.wait_for_job(submitted["job_id"], timeout_s=120)["status"] == "completed"
+    row = card.locator("tr[data-tokenization]")
+    expect(row).to_contain_text("bpe (vocab_size=300)")  # redrawn from the live feed, no reload
+    expect(row).to_contain_text("uint16")
+    expect(card).to_contain_text("1 documents")
+    dashboard.shot("13-datasets")
+    dashboard.assert_no_console_errors()

@@ -89,13 +89,13 @@ export const FACT_TYPES = [
   "TrainCompleted", "TrainFailed", "EvaluationCompleted", "EvaluationFailed", "TokensGenerated",
   "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
   "DatasetUploaded", "ModelDeleted", "SweepStarted", "SweepTrialStopped", "SweepProgress", "SweepCompleted",
-  "SweepFailed",
+  "SweepFailed", "TokenizeProgress", "DatasetTokenized", "TokenizeCompleted", "TokenizeFailed",
 ];
 
 export const TERMINAL_TYPES = new Set([
   "TrainCompleted", "TrainFailed", "JobCancelled", "EvaluationCompleted", "EvaluationFailed",
   "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
-  "DatasetUploaded", "ModelDeleted", "SweepCompleted", "SweepFailed",
+  "DatasetUploaded", "ModelDeleted", "SweepCompleted", "SweepFailed", "TokenizeCompleted", "TokenizeFailed",
 ]);
 
 /**

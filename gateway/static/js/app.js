@@ -3,8 +3,10 @@
 //   #/                 models and jobs           #/train        the training form
 //   #/jobs/<id>        one job                   #/playground   generation (?model=<id> picks one)
 //   #/compare?runs=    runs side by side         #/sweeps/<id>  a sweep's trials
+//   #/datasets         datasets and their tokenizations
 
 import { apiKey, get, setApiKey } from "./api.js";
+import { datasetsPage } from "./datasets.js";
 import { clear, errorText, h } from "./dom.js";
 import { comparePage, sweepPage } from "./experiments.js";
 import { jobPage } from "./job.js";
@@ -49,6 +51,7 @@ async function route() {
     else if (name === "train") result = trainPage(page, context);
     else if (name === "playground") result = playgroundPage(page, context, params);
     else if (name === "jobs" && parts[1]) result = jobPage(page, context, decodeURIComponent(parts[1]));
+    else if (name === "datasets") result = datasetsPage(page, context);
     else if (name === "compare") result = comparePage(page, context, params);
     else if (name === "sweeps" && parts[1]) result = sweepPage(page, context, decodeURIComponent(parts[1]));
     else clear(page, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to models and jobs")));
