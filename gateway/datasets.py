@@ -168,8 +168,8 @@ async def tokenize_dataset(request: Request) -> JSONResponse:
 
 @operation(summary="Delete a dataset", tag="datasets", responses={200: DeletedDataset})
 async def delete_dataset(request: Request) -> JSONResponse:
-    """Removes the stored text and its listing. Models trained on it keep their checkpoints; continuing one of them
-    then needs a dataset given."""
+    """Removes the stored file, its tokenizations and its listing. Models trained on it keep their checkpoints;
+    continuing one of them then needs a dataset given."""
     gateway = gateway_of(request)
     owner = owner_of(request)
     row = await visible_dataset(request, request.path_params["dataset_id"])
@@ -177,6 +177,7 @@ async def delete_dataset(request: Request) -> JSONResponse:
     await gateway.publisher.fact(DatasetDeleted(job_id=job_id, seq=1, producer=gateway.producer_id, owner=owner,
                                                 kind="delete", dataset_id=row.id))
     await gateway.store.delete(row.key)
+    await gateway.store.delete_prefix(artifacts.tokens_prefix(row.id))  # its tokenizations go with it
 
     async def gone(session: Any) -> bool | None:
         return True if await queries.get_dataset(session, owner, row.id) is None else None

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # The parts of an upload session: S3 takes at most 10,000 parts, each but the last at least 5 MiB.
     upload_part_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
     tokens_per_shard: int = Field(default=1 << 24, ge=1024, le=1 << 30)  # of a tokenized dataset
+    # A worker's local copies of token shards (data_dir/shards): the least recently used go past this size.
+    shard_cache_bytes: int = Field(default=20 * 1024 ** 3, ge=0)
     max_import_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # one model directory uploaded to import
     # A request's inline text over this is stored as a dataset and named by key: Kafka takes messages of ~1 MiB.
     max_inline_dataset_bytes: int = Field(default=256 * 1024, ge=1, le=900 * 1024)

@@ -57,7 +57,8 @@ def _validation_split(spec: EvaluateSpec, job: JobContext, tokenizer: Tokenizer,
     except Stopped:
         raise Rejected("the job was stopped while it tokenized the training data") from None
     try:
-        tokens = fetch_shards(job.store, manifest, job.settings.data_dir / "shards", job.stored)
+        tokens = fetch_shards(job.store, manifest, job.settings.data_dir / "shards", job.stored,
+                              job.settings.shard_cache_bytes)
     except CorruptShard as error:
         raise Rejected(f"held_out: {error}", "held_out") from None
     _, val = split_tokens(tokens, val_fraction)

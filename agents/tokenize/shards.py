@@ -183,6 +183,7 @@ def fetch_shard(store: ObjectStore, shard: ShardFile, cache: Path,
     was whole once; it is checked again on every use all the same (a disk may rot, a hand may edit)."""
     path = cache / f"{shard.sha256}.bin"
     if _intact(path, shard):
+        os.utime(path)  # its last use: what trim_cache keeps
         return path
     path.unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -199,11 +200,35 @@ def fetch_shard(store: ObjectStore, shard: ShardFile, cache: Path,
                                   f"SHA-256 {shard.sha256}")
 
 
+def trim_cache(cache: Path, limit_bytes: int, keep: set[str]) -> int:
+    """Delete the least recently used shard files of the cache until it holds at most `limit_bytes`, never the ones
+    named in `keep` (the shards about to be used); returns the bytes freed. A file another process has mapped stays
+    readable to it (the kernel frees it when the last mapping goes)."""
+    files = []
+    for path in cache.glob("*.bin"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # another process trimmed it a moment ago
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    total, freed = sum(size for _, size, _ in files), 0
+    for _, size, path in sorted(files):
+        if total - freed <= limit_bytes:
+            break
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)
+            freed += size
+    return freed
+
+
 def fetch_shards(store: ObjectStore, manifest: Manifest, cache: Path,
-                 stored: Callable[[Callable[[], T], str], T] = _direct) -> TokenSequence:
-    """Every shard of the manifest in the local cache (fetch_shard), memory-mapped read-only, end to end.
+                 stored: Callable[[Callable[[], T], str], T] = _direct, limit_bytes: int | None = None) -> TokenSequence:
+    """Every shard of the manifest in the local cache (fetch_shard), memory-mapped read-only, end to end. With
+    `limit_bytes`, the cache's least recently used other shards go first, to keep it within that size.
 
     `stored(call, what)` runs each object-store call: the training job's JobContext.stored waits out an outage."""
+    if limit_bytes is not None and Path(cache).is_dir():
+        trim_cache(Path(cache), max(0, limit_bytes - manifest.shard_bytes), {s.sha256 for s in manifest.shards})
     dtype = manifest.numpy_dtype
     # Mode "r" maps the file shared and read-only: the pages are the kernel's page cache, dropped under pressure,
     # and count toward neither the process's heap nor its RLIMIT_DATA.

@@ -101,7 +101,7 @@ def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -
         announce(job, source, manifest, tid, None, started, reused)
     cache = job.settings.data_dir / "shards"
     try:
-        tokens = fetch_shards(job.store, manifest, cache, job.stored)
+        tokens = fetch_shards(job.store, manifest, cache, job.stored, job.settings.shard_cache_bytes)
     except CorruptShard as error:
         raise Rejected(f"dataset: {error}; tokenize the dataset again", "dataset") from None
     return tokenizer, tokens

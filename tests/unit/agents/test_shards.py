@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import mmap
 
 import numpy as np
@@ -160,3 +161,21 @@ def test_a_large_sequence_is_mapped_not_loaded(tmp_path):
         assert np.array_equal(seq.window(start, 10), (np.arange(start, start + 10) % (1 << 20)) % 65_536)
     grown_mib = (process.memory_info().rss - before) / 2**20
     assert grown_mib < 32  # the tokens are 128 MiB as uint16, 512 MiB as int64
+
+
+def test_the_cache_keeps_to_its_size_dropping_the_least_recently_used_first(tmp_path):
+    first_store, first = _publish(tmp_path / "a", _ids(4096, 300, seed=1), 300, 1024)
+    second_store, second = _publish(tmp_path / "b", _ids(4096, 300, seed=2), 300, 1024)
+    cache = tmp_path / "cache"
+    fetch_shards(first_store, first, cache)
+    old = {f"{s.sha256}.bin" for s in first.shards}
+    for path in cache.glob("*.bin"):
+        os.utime(path, (1, 1))  # used long ago
+    # Room for the second's shards and one more: all of the second stays, one of the first.
+    seq = fetch_shards(second_store, second, cache, limit_bytes=second.shard_bytes + first.shards[0].bytes)
+    left = {p.name for p in cache.glob("*.bin")}
+    assert {f"{s.sha256}.bin" for s in second.shards} <= left and len(left & old) == 1
+    assert np.array_equal(seq.window(0, 10), _ids(4096, 300, seed=2)[:10])
+    # Shards in use are never dropped, even past the limit.
+    fetch_shards(second_store, second, cache, limit_bytes=0)
+    assert {p.name for p in cache.glob("*.bin")} == {f"{s.sha256}.bin" for s in second.shards}
