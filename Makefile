@@ -80,7 +80,7 @@ BENCH_REPRODUCE = --reproduce "make bench$(if $(BENCH_DATA), BENCH_DATA=$(BENCH_
 bench: install
 	$(PY) -m bench all --only model_train,model_generate $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
 	$(MAKE) services migrate
-	$(WITH_SERVICES) $(PY) -m bench all --only agents,gateway --merge $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
+	$(WITH_SERVICES) $(PY) -m bench all --only agents,gateway,data --merge $(BENCH_CORPUS) $(BENCH_REPRODUCE) $(BENCH_ARGS)
 
 # The same on the embedded defaults each benchmark starts for itself (Tansu, SQLite, a folder): no servers needed.
 bench-embedded: install

@@ -9,6 +9,7 @@
     python -m bench export --data FILE       (export time and file sizes, Hugging Face and GGUF, per preset)
     python -m bench distributed --processes 2  (one training process against several, same global batch)
     python -m bench sweep --trials 8         (a sweep on two workers against one of its trials alone)
+    python -m bench data --size 1GiB --json  (upload, tokenization and training of a big corpus beside a 1 MiB one)
     python -m bench all                      (every one of them in turn: what `make bench` runs)
 
 `python -m bench WHAT --help` says each one's options. `followers` is the client side of the gateway benchmark,
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "export": "bench.export",
     "distributed": "bench.distributed",
     "sweep": "bench.sweep",
+    "data": "bench.data",
     "all": "bench.runner",
     "followers": "bench.followers",
 }

@@ -1,11 +1,12 @@
 """`python -m bench all`: every benchmark, one after the other, into one JSON document and docs/benchmarks.md.
 
-It runs `bench model train` (on `--data`), `bench model generate`, `bench pipeline` and `bench gateway` as
-subprocesses, never two at once (they would measure each other), and writes what they print, with the machine, its
-load before and after, the versions of everything measured and the corpus, to `--json-out`. Then it renders the
-figures, each next to its target, between the `<!-- bench:begin -->` and `<!-- bench:end -->` markers of `--doc`.
+It runs `bench model train` (on `--data`), `bench model generate`, `bench pipeline`, `bench gateway` and `bench
+data` (a `--data-size` corpus uploaded, tokenized and trained on) as subprocesses, never two at once (they would
+measure each other), and writes what they print, with the machine, its load before and after, the versions of
+everything measured and the corpus, to `--json-out`. Then it renders the figures, each next to its target, between
+the `<!-- bench:begin -->` and `<!-- bench:end -->` markers of `--doc`.
 
-The pipeline and gateway benchmarks run against the servers of the LFZ_* settings (`make bench` sources
+The pipeline, gateway and data benchmarks run against the servers of the LFZ_* settings (`make bench` sources
 .lfz/services.env), or with `--embedded` against the embedded defaults they start themselves (Tansu, SQLite, a
 folder). `--quick` runs everything with small parameters, to check that it works: its figures are not comparable
 with the targets, and it writes to lfz-bench-quick/ unless told otherwise.
@@ -37,8 +38,8 @@ from infra.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 TARGET_CORPUS = "tinyshakespeare.txt"
-STEPS = ("model_train", "model_generate", "agents", "gateway")
-SERVER_STEPS = {"agents", "gateway"}  # the benchmarks that run on the servers (or the embedded ones)
+STEPS = ("model_train", "model_generate", "agents", "gateway", "data")
+SERVER_STEPS = {"agents", "gateway", "data"}  # the benchmarks that run on the servers (or the embedded ones)
 SERVER_VERSIONS = ("kafka", "database")
 SERVER_VARIABLES = ("LFZ_KAFKA_URL", "LFZ_DATABASE_URL", "LFZ_OBJECT_STORE_URL")
 QUICK_OUT = Path("lfz-bench-quick")
@@ -81,6 +82,8 @@ def commands(args: argparse.Namespace, data: str) -> dict[str, list[str]]:
         "gateway": ["python", "-m", "bench", "gateway", "--json",
                     *(["--clients", "10,50", "--events", "10", "--requests", "3", "--tokens", "8"] if quick else []),
                     *shlex.split(args.gateway_args)],
+        "data": ["python", "-m", "bench", "data", "--json", "--size", "8MiB" if quick else args.data_size,
+                 *(["--train-runs", "1", "--steps", "50"] if quick else [])],
     }
 
 
@@ -186,6 +189,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small parameters: checks that everything runs")
     parser.add_argument("--agents-args", default="", help="more arguments for `bench pipeline`, e.g. '--train-jobs 6'")
     parser.add_argument("--gateway-args", default="", help="more arguments for `bench gateway`, e.g. '--rate 10'")
+    parser.add_argument("--data-size", default="256MiB",
+                        help="the corpus of `bench data` (uploaded, tokenized and trained on beside a 1 MiB one)")
     parser.add_argument("--json-out", type=Path, help="the JSON document (default docs/benchmarks.json)")
     parser.add_argument("--doc", type=Path, help="the Markdown file with the markers (default docs/benchmarks.md)")
     parser.add_argument("--section", default="bench", help="marker name: <!-- NAME:begin --> ... <!-- NAME:end -->")

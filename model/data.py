@@ -11,7 +11,7 @@ the batches an uninterrupted run would have drawn; it draws the same batches fro
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,10 @@ class TokenSequence:
     Positions are global: `offsets[k]` is where array k starts, and a position's array is found by binary search
     over them, so a window may run across the end of one array into the next."""
 
-    def __init__(self, arrays: Sequence[np.ndarray]):
+    def __init__(self, arrays: Sequence[np.ndarray], release: Callable[[np.ndarray], None] | None = None):
+        """`release(array)`, when given, is called with each array a batch was read from once the batch is copied
+        out: for memory-mapped shards, a way to hand the pages back (their owner's business, not this module's)."""
+        self.release = release
         parts = []
         for array in arrays:
             if array.ndim != 1 or array.dtype.kind not in "iu":
@@ -63,7 +66,7 @@ class TokenSequence:
     def view(self, start: int, stop: int) -> TokenSequence:
         """Tokens [start, stop), sharing the arrays' memory."""
         self._check(start, stop)
-        return TokenSequence([self.arrays[k][a:b] for k, a, b in self._pieces(start, stop)])
+        return TokenSequence([self.arrays[k][a:b] for k, a, b in self._pieces(start, stop)], self.release)
 
     def window(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length): a read-only view when they lie in one array, else a copy."""
@@ -83,6 +86,10 @@ class TokenSequence:
         out = np.empty((len(starts), length), dtype=np.int64)
         for row, start in enumerate(starts.tolist()):
             out[row] = self.window(start, length)
+        if self.release is not None:
+            touched = {k for start in starts.tolist() for k, _, _ in self._pieces(start, start + length)}
+            for k in touched:
+                self.release(self.arrays[k])
         return torch.from_numpy(out)
 
     def tensor(self) -> torch.Tensor:

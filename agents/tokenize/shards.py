@@ -9,6 +9,7 @@ memory-map it. Nothing here holds more than a block of tokens in memory, whateve
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import uuid
 from collections.abc import Callable
@@ -233,4 +234,14 @@ def fetch_shards(store: ObjectStore, manifest: Manifest, cache: Path,
     # Mode "r" maps the file shared and read-only: the pages are the kernel's page cache, dropped under pressure,
     # and count toward neither the process's heap nor its RLIMIT_DATA.
     return TokenSequence([np.memmap(fetch_shard(store, shard, Path(cache), stored), dtype=dtype, mode="r",
-                                    shape=(shard.tokens,)) for shard in manifest.shards])
+                                    shape=(shard.tokens,)) for shard in manifest.shards], release=drop_pages)
+
+
+def drop_pages(array: np.ndarray) -> None:
+    """Unmap the pages of the shard under `array` from this process (MADV_DONTNEED): they stay in the page cache,
+    and the next read of them is a minor fault. Random windows over a large corpus would otherwise map, one batch
+    after another, the whole of it into the process's resident memory."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    if isinstance(array, mmap.mmap):
+        array.madvise(mmap.MADV_DONTNEED)

@@ -13,6 +13,8 @@ import codecs
 from infra.corpus.errors import GZIP_MAGIC, PARQUET_MAGIC, CorpusError, invalid_utf8, misdeclared, nul_byte
 from infra.corpus.reader import check_options
 
+CHECK_SLICE = 1 << 20
+
 
 def check_part(data: bytes, number: int, offset: int, format: str, compression: str) -> None:
     """Raises CorpusError naming part `number` (which starts at byte `offset` of the file) if it cannot belong to a
@@ -38,8 +40,13 @@ def check_part(data: bytes, number: int, offset: int, format: str, compression: 
     if offset > 0:  # the end of a character that the previous part began
         while start < min(3, len(data)) and 0x80 <= data[start] <= 0xBF:
             start += 1
-    try:
-        # final=False: an unfinished character at the end is held back, not an error; the next part finishes it.
-        codecs.getincrementaldecoder("utf-8")("strict").decode(memoryview(data)[start:], final=False)
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"part {number:,}: " + invalid_utf8(offset + start + e.start, e)) from None
+    # final=False: an unfinished character at the end is held back, not an error; the next part finishes it. A MiB
+    # at a time, so that the decoded text (up to 4 bytes a character) never holds the whole part.
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    view = memoryview(data)
+    for at in range(start, len(data), CHECK_SLICE):
+        held = len(decoder.getstate()[0])  # bytes of a character the previous slice left unfinished
+        try:
+            decoder.decode(view[at:at + CHECK_SLICE], final=False)
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"part {number:,}: " + invalid_utf8(offset + at - held + e.start, e)) from None

@@ -179,3 +179,20 @@ def test_the_cache_keeps_to_its_size_dropping_the_least_recently_used_first(tmp_
     # Shards in use are never dropped, even past the limit.
     fetch_shards(second_store, second, cache, limit_bytes=0)
     assert {p.name for p in cache.glob("*.bin")} == {f"{s.sha256}.bin" for s in second.shards}
+
+
+def test_batches_over_fetched_shards_leave_no_pages_resident(tmp_path):
+    """Random windows over 64 MiB of shards, batch after batch: the process's resident memory stays flat (each
+    batch's pages are handed back), where a plain memory map would hold most of the file by the end."""
+    from model.data import BatchSampler
+
+    ids = _ids(1 << 25, 60_000, seed=4)
+    store, manifest = _publish(tmp_path, ids, 60_000, 1 << 23)
+    del ids
+    seq = fetch_shards(store, manifest, tmp_path / "cache")
+    sampler = BatchSampler(seq, 16, 256, seed=0)
+    process = psutil.Process()
+    before = process.memory_info().rss
+    for _ in range(4000):
+        sampler.next()
+    assert process.memory_info().rss - before < 16 * 2**20

@@ -300,3 +300,16 @@ def test_checking_a_part_loads_no_pyarrow():
     root = Path(__file__).resolve().parents[3]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert result.stdout.strip() == "False"
+
+
+def test_a_bad_byte_past_the_first_mib_of_a_part_is_named_at_its_offset():
+    from infra.corpus.parts import CHECK_SLICE
+
+    # A 3-byte character straddles the first slice's end; the bad byte sits in the second slice.
+    data = bytearray(b"a" * (CHECK_SLICE - 1) + "東".encode() + b"b" * 100)
+    bad = CHECK_SLICE + 50
+    data[bad] = 0xFF
+    with pytest.raises(CorpusError) as error:
+        check_part(bytes(data), 2, 1000, "text", "none")
+    assert f"{1000 + bad:,}" in str(error.value) or str(1000 + bad) in str(error.value)
+    check_part(bytes(data[:bad]), 2, 1000, "text", "none")  # the same part without it passes
