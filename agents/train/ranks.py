@@ -6,17 +6,25 @@ training code as a one-process job, with `World` saying which rank it is (model/
 Rank 0 alone reports (the others' facts are dropped) and writes to the object store; every rank reads the dataset
 and the checkpoint it starts from. A rank that dies makes the launcher stop the others and start them all again,
 from the job's newest checkpoint, up to LFZ_TRAIN_MAX_RESTARTS times; past that the job fails naming the rank. The
-ranks hold the child's report queue and mode flag, so a cancel or a hand-back reaches all of them, and they stop at
-the same step; they die with the child (the parent-death signal), which dies with the worker.
+ranks hold the child's mode flag, so a cancel or a hand-back reaches all of them, and they stop at the same step;
+they die with the child (the parent-death signal), which dies with the worker.
+
+Rank 0 sends its facts over a connection of its own to a relay in the child (`ReportRelay`), which puts them on the
+child's report queue. A rank the launcher kills in the middle of a message breaks only its own connection: the next
+generation's rank 0 connects afresh. (Sharing the child's queue instead, a rank killed while it wrote kept the
+queue's lock, and no later fact of the job arrived.)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
+import threading
 from datetime import timedelta
+from multiprocessing.connection import AuthenticationError, Client, Connection, Listener
 from typing import Any
 
 from agents.jobs.child import JobCode, JobContext, job_threads, run_job
@@ -25,8 +33,67 @@ from infra.objectstore import open_object_store
 from infra.process import die_with_parent, free_port
 from infra.settings import Settings
 
+log = logging.getLogger(__name__)
 GROUP_TIMEOUT_S = 120  # a collective that waits longer than this for a rank that is gone fails the group
 SHUTDOWN_S = 2  # the launcher kills the ranks it stops (one died) this long after asking
+
+
+class ReportRelay:
+    """In the child: takes the connections of the ranks that report (one per generation) and forwards what each
+    sends to the child's report queue, in order, until that rank's connection ends (cleanly, or cut mid-message)."""
+
+    def __init__(self, reports: Any):
+        self.reports = reports
+        self.authkey = secrets.token_bytes(32)
+        self.listener = Listener(family="AF_UNIX", authkey=self.authkey)
+        self.address = self.listener.address
+        self.readers: list[threading.Thread] = []
+        self.accepting = threading.Thread(target=self._accept, name="report-relay", daemon=True)
+        self.accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection = self.listener.accept()
+            except (OSError, EOFError):  # closed: no more generations
+                return
+            except AuthenticationError:
+                continue
+            reader = threading.Thread(target=self._forward, args=(connection,), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def _forward(self, connection: Connection) -> None:
+        with connection:
+            while True:
+                try:
+                    report = connection.recv()
+                except (EOFError, OSError):
+                    return
+                except Exception:  # a message cut short when its rank was killed: the rest of it will not come
+                    log.warning("a rank's report was cut short (the rank was stopped while it reported)")
+                    return
+                self.reports.put(report)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, and wait for what the ranks sent (their connections end when they exit)."""
+        self.listener.close()
+        for reader in self.readers:
+            reader.join(timeout_s)
+
+
+class RankReports:
+    """What a rank reports through (JobContext's `reports`): its connection to the child's relay, opened at the first
+    report."""
+
+    def __init__(self, address: str, authkey: bytes):
+        self.address, self.authkey = address, authkey
+        self.connection: Connection | None = None
+
+    def put(self, report: Any) -> None:
+        if self.connection is None:
+            self.connection = Client(self.address, family="AF_UNIX", authkey=self.authkey)
+        self.connection.send(report)
 
 
 def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
@@ -45,19 +112,22 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
         # the mode flag); the launcher must not turn them into the end of the ranks either.
         signals_to_handle="SIGUSR2",
     )
+    relay = ReportRelay(job._reports)
     try:
         elastic_launch(config, rank_main)(code, type(spec), spec.model_dump(mode="json"),
-                                          job.settings.model_dump(mode="json"), job._reports, job._mode, job.attempt,
-                                          job.worker)
+                                          job.settings.model_dump(mode="json"), (relay.address, relay.authkey),
+                                          job._mode, job.attempt, job.worker)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
         raise Rejected(f"training rank {rank} failed {job.settings.train_max_restarts + 1} time(s), the last time "
                        f"with exit code {failure.exitcode} ({failure.message or 'no message'}); see the worker's "
                        "log") from None
+    finally:
+        relay.close()
 
 
-def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict, reports: Any,
-              mode: Any, attempt: int, worker: str) -> None:
+def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict,
+              relay: tuple[str, bytes], mode: Any, attempt: int, worker: str) -> None:
     """One rank, in a process the launcher spawned (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_* in its environment)."""
     import torch.distributed as dist
 
@@ -83,7 +153,7 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
     configure_threads(max(1, job_threads(settings) // size))
     dist.init_process_group(backend_for(device), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     try:
-        context = JobContext(settings, open_object_store(settings), reports, mode, attempt, worker,
+        context = JobContext(settings, open_object_store(settings), RankReports(*relay), mode, attempt, worker,
                              reporting=rank == 0)
         run_job(code, "train", spec_class.model_validate(spec_values), context, rank=True)
     finally:
