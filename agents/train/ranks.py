@@ -124,6 +124,8 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
                        "log") from None
     finally:
         relay.close()
+        for meeting in (job.settings.data_dir / "work").glob(f"ranks-{spec.job_id}-{job.attempt}-*"):
+            meeting.unlink(missing_ok=True)  # the generations' stores (a killed rank leaves its own behind)
 
 
 def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict,
@@ -134,11 +136,11 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
     from model.device import configure_threads
     from model.distributed import backend_for
 
-    # As the child, whose ignored SIGTERM and SIGINT a spawned process inherits: the parent decides when the job
-    # stops. When the launcher stops the ranks (one died), a rank blocked in a collective leaves it with an error as
-    # soon as its peer is gone and exits cleanly, its queue of reports flushed; a rank killed outright by SIGTERM could
-    # die while writing to that queue and leave its lock held, and the next generation's reports would never arrive.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A process group of its own: what is sent to the worker's group (a stop, Ctrl-C) does not reach the ranks, whose
+    # job the parent stops through the mode flag; what the launcher sends to a rank (SIGTERM, when another died) ends
+    # it at once, wherever it is (a rank killed while it reports breaks only its own connection to the relay).
+    os.setpgrp()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     settings = Settings(**settings_values)
@@ -151,7 +153,13 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
 
         torch.cuda.set_device(device)
     configure_threads(max(1, job_threads(settings) // size))
-    dist.init_process_group(backend_for(device), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    # The ranks meet in a store of this generation's own (a file, one host): a generation started again after a rank
+    # died never reads the addresses its predecessor published.
+    generation = f"{spec_values['job_id']}-{attempt}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    meeting = settings.data_dir / "work" / f"ranks-{generation}"
+    meeting.parent.mkdir(parents=True, exist_ok=True)
+    dist.init_process_group(backend_for(device), store=dist.FileStore(str(meeting), size), rank=rank, world_size=size,
+                            timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     try:
         context = JobContext(settings, open_object_store(settings), RankReports(*relay), mode, attempt, worker,
                              reporting=rank == 0)
