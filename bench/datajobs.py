@@ -234,7 +234,7 @@ class Bench:
         return {**step_times(progress), "tokens_per_s": done.get("tokens_per_s"), "wall_s": round(done["wall_s"], 2),
                 "steps": done.get("final_step"), "vocab_size": started.get("vocab_size"),
                 "parameters": started.get("num_parameters"),
-                "tokenized_again": any(e["type"] == "DatasetTokenized" for e in events),
+                "tokenized_again": any(e["type"] == "DatasetTokenized" and not e.get("reused") for e in events),
                 "peak_rss_mb": peak.get("job"), "peak_anon_rss_mb": peak.get("job_anon"),
                 "job_server_rss_mb": peak.get("job_server")}
 

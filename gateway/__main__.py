@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from gateway.app import create_app
+from infra.process import return_large_blocks
 from infra.settings import load_settings
 
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
+    return_large_blocks()  # an upload's parts of megabytes, freed, go back to the system
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.kafka_url:
         print("error: LFZ_KAFKA_URL is not set (run `make services` and source .lfz/services.env, or `lfz up`)",

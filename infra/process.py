@@ -15,6 +15,7 @@ import socket
 import sys
 
 _PR_SET_PDEATHSIG = 1
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt option
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> bool:
@@ -33,6 +34,19 @@ def own_session_dying_with_parent() -> None:
     stops its children in order) and SIGTERM when the parent dies."""
     os.setsid()
     die_with_parent(signal.SIGTERM)
+
+
+def return_large_blocks(threshold: int = 1 << 20) -> bool:
+    """Have glibc serve every allocation of `threshold` bytes or more from mmap, so that freeing it gives it back to
+    the system. By default glibc raises that threshold each time a large block is freed (up to 32 MiB) and keeps
+    later blocks in its per-thread heaps, where a process that handles buffers of megabytes in several threads (the
+    gateway's upload parts) stays resident at its highest use for good. False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
