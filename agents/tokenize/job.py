@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -186,33 +187,49 @@ def _tokenize(job: JobContext, source: DatasetSource, kind: str, options: dict[s
     prefix = artifacts.tokens_prefix(source.dataset_id, tid)
     writer = ShardWriter(work / "shards", tokenizer.vocab_size, per_shard)
     keys: list[str] = []
+    # A finished shard goes to the store from a thread of its own while the next is encoded (the upload waits on
+    # the network and the disk, not the interpreter); one at a time, so the local disk holds two shards at most.
+    uploads = ThreadPoolExecutor(1, thread_name_prefix="shard-upload")
+    pending: list[Future] = []
+
+    def store_shard(key: str, path: Path) -> None:
+        job.stored(lambda: store.put_file(key, path), f"storing {key}")
+        path.unlink()
 
     def upload(paths: list[Path]) -> None:
         for path in paths:
             key = f"{prefix}shard-{len(keys):06d}.bin"
-            job.stored(lambda key=key, path=path: store.put_file(key, path), f"storing {key}")
             keys.append(key)
-            path.unlink()  # the local disk holds a shard or two, whatever the dataset's size
-
-    report.phase("encoding")
-    text = reader()
-    batch: list[str] = []
-
-    def encode() -> None:
-        upload(writer.add(tokenizer.encode_many(batch)))
-        batch.clear()
+            while pending and pending[0].done():
+                pending.pop(0).result()  # an upload that failed fails the tokenization
+            if pending:
+                pending.pop(0).result()  # at most one on its way while this one is written
+            pending.append(uploads.submit(store_shard, key, path))
 
     try:
-        for chunk in text:
-            batch.append(chunk)
-            if len(batch) >= ENCODE_BATCH_CHUNKS:
-                encode()
-                report("encoding", text.bytes_read, writer.tokens)
-    except CorpusError as error:
-        raise Rejected(f"dataset: {error}", "dataset") from None
-    if batch:
-        encode()
-    upload(writer.close())
+        report.phase("encoding")
+        text = reader()
+        batch: list[str] = []
+
+        def encode() -> None:
+            upload(writer.add(tokenizer.encode_many(batch)))
+            batch.clear()
+
+        try:
+            for chunk in text:
+                batch.append(chunk)
+                if len(batch) >= ENCODE_BATCH_CHUNKS:
+                    encode()
+                    report("encoding", text.bytes_read, writer.tokens)
+        except CorpusError as error:
+            raise Rejected(f"dataset: {error}", "dataset") from None
+        if batch:
+            encode()
+        upload(writer.close())
+        for done in pending:
+            done.result()
+    finally:
+        uploads.shutdown(wait=False, cancel_futures=True)
     if writer.tokens == 0:
         raise Rejected("dataset: the dataset holds no text", "dataset")
     report.phase("storing", total, writer.tokens)
