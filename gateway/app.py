@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from events import Topics
 from gateway import (compare, datasets, evaluation, exports, generation, imports, jobs, models, openai_compat, presets,
-                     registry, sweeps, system, uploads)
+                     registry, streamed_upload, sweeps, system, uploads)
 from events.proof import Signer
 from gateway.auth import AuthMiddleware, redact_access_log
 from gateway.context import Gateway, process_name
@@ -57,6 +57,7 @@ def api_routes() -> list[BaseRoute]:
     per_model = [*models.routes, *registry.routes, *evaluation.routes, *exports.routes, *generation.routes]
     return [
         *uploads.routes,
+        *streamed_upload.routes,
         *datasets.routes,
         *version_twins(per_model),
         *models.routes,

@@ -1,5 +1,5 @@
-"""Datasets of any size: upload sessions (create, send parts in any order, complete, abort; resumable), and one
-streamed `PUT` for a file sent whole. Neither ever holds more than a part or two in memory.
+"""Datasets of any size: upload sessions (create, send parts in any order, complete, abort; resumable). A session
+never holds more than the part it is given in memory (a file sent whole, streamed: gateway/streamed_upload.py).
 
 A session is an object-store multipart upload of the dataset's key, plus the session's own small records beside it
 (`uploads/<id>/session.json`, and a receipt per part with its size and SHA-256), so that any gateway process can take
@@ -24,11 +24,11 @@ from starlette.routing import Route
 from events import new_id, utc_now
 from events.datasets import PREVIEW_CHARS
 from events.fields import Identifier
-from gateway.bodies import UploadBody, UploadQuery
+from gateway.bodies import UploadBody
 from gateway.context import gateway_of, owner_of
 from gateway.datasets import check_room, publish_dataset
 from gateway.errors import ApiError, invalid
-from gateway.inputs import json_body, query
+from gateway.inputs import json_body
 from gateway.openapi import operation
 from gateway.views import DatasetView, PartView, UploadView, View
 from infra.corpus import CorpusError, check_part
@@ -80,7 +80,7 @@ class Receipt(BaseModel):
     preview: str = ""
 
 
-def _preview(data: bytes, fmt: str, compression: str) -> str:
+def preview_of(data: bytes, fmt: str, compression: str) -> str:
     """The first characters of the file's text, from its first part (best effort: a preview, not a check)."""
     head = data[:64 * 1024]
     if compression == "gzip":
@@ -199,7 +199,7 @@ async def put_part(request: Request) -> JSONResponse:
         raise ApiError(404, "not_found", f"upload_id: the upload {session.id!r} was completed or aborted",
                        "upload_id") from None
     receipt = Receipt(number=number, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), etag=etag,
-                      preview=_preview(data, session.format, session.compression) if number == 1 else "")
+                      preview=preview_of(data, session.format, session.compression) if number == 1 else "")
     await gateway.store.put_bytes(artifacts.upload_receipt_key(session.id, number), receipt.model_dump_json().encode(),
                                   "application/json")
     return JSONResponse(PartView(number=number, bytes=len(data), sha256=receipt.sha256).json_dict())
@@ -265,83 +265,10 @@ async def abort_upload(request: Request) -> JSONResponse:
     return JSONResponse(Aborted(upload_id=session.id).json_dict())
 
 
-@operation(summary="Upload a dataset file, streamed", tag="datasets", query=UploadQuery, responses={201: DatasetView})
-async def put_file(request: Request) -> JSONResponse:
-    """The file as the body, streamed (no multipart form, any size up to the limit): stored part by part as it
-    arrives. A broken connection leaves nothing behind; for a resumable upload, use an upload session."""
-    gateway = gateway_of(request)
-    settings = gateway.settings
-    params = query(request, UploadQuery)
-    name = request.path_params["name"].strip()[:200]
-    if not name or "\x00" in name:
-        raise invalid("name", "give the dataset a name (no NUL character)")
-    declared = request.headers.get("content-length")
-    await check_room(request, int(declared) if declared and declared.isdigit() else 0)
-    dataset_id = new_id()
-    key = artifacts.dataset_key(dataset_id)
-    part_bytes = settings.upload_part_bytes
-    store_upload_id = await gateway.store.start_upload(key)
-    digest, parts, size, number, preview = hashlib.sha256(), [], 0, 0, ""
-    pending: asyncio.Task | None = None
-
-    async def send(number: int, data: bytes) -> None:
-        try:
-            check_part(data, number, (number - 1) * part_bytes, params.format, params.compression)
-        except CorpusError as error:
-            raise ApiError(422, "invalid_content", str(error), "body") from None
-        parts.append((number, await gateway.store.put_part(key, store_upload_id, number, data)))
-
-    try:
-        buffer = bytearray()
-        async for chunk in request.stream():
-            buffer += chunk
-            size += len(chunk)
-            if size > settings.max_upload_bytes:
-                raise invalid("body", f"the file is over the limit of {settings.max_upload_bytes:,} bytes")
-            while len(buffer) >= part_bytes:
-                data = bytes(buffer[:part_bytes])
-                del buffer[:part_bytes]
-                digest.update(data)
-                number += 1
-                if number == 1:
-                    preview = _preview(data, params.format, params.compression)
-                if pending is not None:
-                    await pending  # one part on its way to the store while the next arrives
-                pending = asyncio.ensure_future(send(number, data))
-        if pending is not None:
-            await pending
-        if size == 0:
-            raise invalid("body", "the file is empty")
-        if buffer:
-            data = bytes(buffer)
-            digest.update(data)
-            number += 1
-            if number == 1:
-                preview = _preview(data, params.format, params.compression)
-            await send(number, data)
-        same = await check_room(request, size, digest.hexdigest())
-        if same is not None:
-            await gateway.store.abort_upload(key, store_upload_id)
-            return JSONResponse(DatasetView.of(same).model_copy(update={"reused": True}).json_dict())
-        await gateway.store.finish_upload(key, store_upload_id, sorted(parts))
-    except BaseException as error:
-        if pending is not None and not pending.done():
-            pending.cancel()
-        await asyncio.shield(gateway.store.abort_upload(key, store_upload_id))
-        if isinstance(error, ClientDisconnect):
-            raise ApiError(400, "disconnected", "the connection closed before the file arrived whole") from None
-        raise
-    view = await publish_dataset(request, dataset_id, name, size=size, sha256=digest.hexdigest(), preview=preview,
-                                 characters=None, fmt=params.format, compression=params.compression,
-                                 text_column=params.text_column)
-    return JSONResponse(view.json_dict(), status_code=201, headers={"Location": f"/api/v1/datasets/{view.id}"})
-
-
 routes = [
     Route("/datasets/uploads", create_upload, methods=["POST"]),
     Route("/datasets/uploads/{upload_id}", get_upload, methods=["GET"]),
     Route("/datasets/uploads/{upload_id}", abort_upload, methods=["DELETE"]),
     Route("/datasets/uploads/{upload_id}/parts/{number}", put_part, methods=["PUT"]),
     Route("/datasets/uploads/{upload_id}/complete", complete_upload, methods=["POST"]),
-    Route("/datasets/files/{name}", put_file, methods=["PUT"]),
 ]
