@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -151,7 +152,9 @@ def tokenize(job: JobContext, source: DatasetSource, tokenizer_kind: str, option
     found = stored_manifest(job, source, tid)
     if found is not None:
         return found, tid, True
-    work = job.settings.data_dir / "work" / f"tokenize-{tid}-{job.worker.replace('/', '_')}"
+    # A folder of this process's own: two jobs tokenizing the same way at once (a tokenize job and a training run
+    # on one host) must not clear each other's files; what they store is the same, byte for byte.
+    work = job.settings.data_dir / "work" / f"tokenize-{tid}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
