@@ -173,7 +173,6 @@ class PageQuery(Query):
 
 ModelStatus = Literal["pending", "training", "completed", "failed", "cancelled", "deleted"]
 JobStatus = Literal["accepted", "running", "completed", "failed", "cancelled"]
-JobKind = Literal["train", "evaluate", "generate", "export"]
 
 
 class ModelsQuery(PageQuery):
