@@ -1,10 +1,10 @@
 """The Faust app of the agents: `create_app(settings)` wires every feature to one runtime, one scheduler and one
 sweep runner.
 
-One worker process runs every agent (train, evaluate, export, import, tokenize, sweep, generate, control, record); start more
-workers to share the partitions through the consumer group. Train, evaluate, export, import and tokenize jobs run in child
-processes, which the scheduler starts from the queue; generation runs in the worker itself, one batching engine per
-model; sweeps are coordinated in the worker too, by whichever worker holds each one's lease.
+One worker process runs every agent (train, evaluate, export, import, tokenize, sweep, generate, control, record);
+start more workers to share the partitions through the consumer group. Train, evaluate, export, import and tokenize
+jobs run in child processes, which the scheduler starts from the queue; generation runs in the worker itself, one
+batching engine per model; sweeps are coordinated in the worker too, by whichever worker holds each one's lease.
 """
 
 from __future__ import annotations

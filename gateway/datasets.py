@@ -155,10 +155,7 @@ async def tokenize_dataset(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     row = await visible_dataset(request, request.path_params["dataset_id"])
     body = await json_body(request, TokenizeBody)
-    try:
-        options = tokenizer_options(body.tokenizer, body.tokenizer_options)
-    except ConfigError as error:
-        raise invalid(f"tokenizer_options.{error.field}", error.message) from None
+    options = check_tokenizer_options(body.tokenizer, body.tokenizer_options)
     job_id = new_id()
     command = TokenizeRequested(job_id=job_id, dataset_id=row.id, tokenizer=body.tokenizer, tokenizer_options=options,
                                 sample_bytes=body.sample_bytes, owner=owner_of(request))
@@ -184,6 +181,17 @@ async def delete_dataset(request: Request) -> JSONResponse:
 
     await queries.wait_for(gateway.sessions, gone, gateway.settings.submit_wait_s)
     return JSONResponse(DeletedDataset(dataset_id=row.id, job_id=job_id).json_dict())
+
+
+def check_tokenizer_options(kind: str, options: dict[str, int]) -> dict[str, int]:
+    """The options as given, once the tokenizer has checked them (the agent fills in the defaults); else a 422
+    naming the one at fault."""
+    try:
+        tokenizer_options(kind, options)
+    except ConfigError as error:
+        field = "tokenizer" if error.field == "tokenizer" else f"tokenizer_options.{error.field}"
+        raise invalid(field, error.message) from None
+    return options
 
 
 async def visible_dataset(request: Request, dataset_id: str, field: str = "dataset_id") -> Dataset:

@@ -9,7 +9,6 @@ a model's id or its name.
 from __future__ import annotations
 
 import hashlib
-
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from starlette.routing import Route
 from events import CancelRequested, DatasetRef, ModelDeleted, TrainRequested, check_text, new_id
 from gateway.bodies import CreateModelBody, DatasetChoice, ModelsQuery, TrainMoreBody
 from gateway.context import gateway_of, owner_of
-from gateway.datasets import check_room, store_dataset, visible_dataset
+from gateway.datasets import check_room, check_tokenizer_options, store_dataset, visible_dataset
 from gateway.errors import ApiError, invalid
 from gateway.inputs import json_body, model_ref, query, too_large
 from gateway.jobs import FINISHED, submit, submitted_response
@@ -39,7 +38,6 @@ from infra.db.tables import Dataset, Model
 from infra.objectstore import artifacts
 from model.config import ALIASES, ConfigError, Hyperparameters, resolve_hyperparameters
 from model.distributed import World, share_of
-from model.tokenizers import tokenizer_options
 
 BUSY = ("pending", "training")
 STOP_WAIT_S = 20.0  # a cancelled run stops within its grace period (15 s) and a checkpoint
@@ -62,15 +60,6 @@ def check_processes(request: Request, processes: int, hp: Hyperparameters) -> No
         share_of(World(0, processes), hp.train.batch_size, hp.train.grad_accum)
     except ConfigError as error:
         raise invalid(f"hyperparameters.{error.field}", error.message) from None
-
-
-def check_tokenizer_options(kind: str, options: dict[str, int]) -> dict[str, int]:
-    try:
-        tokenizer_options(kind, options)
-    except ConfigError as error:
-        field = "tokenizer" if error.field == "tokenizer" else f"tokenizer_options.{error.field}"
-        raise invalid(field, error.message) from None
-    return options
 
 
 def tokenizer_options_of(hyperparameters: dict[str, Any], options: dict[str, int]) -> tuple[dict, dict[str, int]]:

@@ -23,7 +23,8 @@ from gateway.context import gateway_of, owner_of
 from gateway.errors import ApiError, not_found
 from gateway.inputs import json_body, query
 from gateway.jobs import job_view, submit, submitted_response
-from gateway.models import check_hyperparameters, check_length, check_tokenizer_options, dataset_ref
+from gateway.datasets import check_tokenizer_options
+from gateway.models import check_hyperparameters, check_length, dataset_ref
 from gateway.openapi import operation
 from gateway.views import JobList, JobView, Submitted, View
 from infra import search_space

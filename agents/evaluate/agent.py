@@ -9,7 +9,7 @@ from agents.intake import command_agent, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
-from agents.tokenize.agent import training_tokens
+from agents.tokenize.agent import dataset_source
 from events import EvaluateRequested, EvaluationFailed, JobAccepted, Rejected
 from infra.db import queries
 from infra.objectstore import artifacts
@@ -62,12 +62,13 @@ async def accept(runtime: Runtime, queue: JobQueue, command: EvaluateRequested) 
                 else None
     training_format = None
     if held_out_key is None and training_key is not None:  # how to read it: its format, compression, text column
-        source, _ = await training_tokens(runtime, command.owner, training_key, "char", {})
+        source = await dataset_source(runtime, command.owner, training_key)
         training_format = source.model_dump(include={"format", "compression", "text_column"})
     spec = EvaluateSpec(
         job_id=command.job_id, model_id=model.id, owner=command.owner,
         checkpoint_key=queries.serving_checkpoint(model), held_out_key=held_out_key,
-        training_dataset_key=training_key, training_dataset_format=training_format, prompts=command.prompts, max_new_tokens=command.max_new_tokens,
+        training_dataset_key=training_key, training_dataset_format=training_format, prompts=command.prompts,
+        max_new_tokens=command.max_new_tokens,
         seed=command.seed, report_key=artifacts.evaluation_key(command.job_id),
     )
     if await queue.enqueue(command.job_id, "evaluate", command.owner, spec.model_dump(mode="json")) is None:

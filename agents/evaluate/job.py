@@ -10,13 +10,12 @@ import json
 
 from agents.jobs.child import JobContext
 from agents.jobs.kinds import JobKind, JobSpec
+from agents.tokenize.job import DatasetSource, Stopped, mapped_tokens, tokenize
 from agents.train import checkpoints
-from agents.tokenize.job import DatasetSource, Stopped, tokenize
-from agents.tokenize.shards import CorruptShard, fetch_shards
 from agents.train.job import read_text
 from events import EvaluationCompleted, JobCancelled, Rejected
 from model.checkpoint import load_model
-from model.data import TokenSequence, split_tokens
+from model.data import split_tokens
 from model.evaluate import evaluate
 from model.generate import SamplingParams
 from model.tokenizers import Tokenizer
@@ -47,25 +46,19 @@ def _default_prompts(text: str, count: int = DEFAULT_PROMPTS) -> list[str]:
     return [" ".join(line.split()[:3]) for line in picks]
 
 
-def _validation_split(spec: EvaluateSpec, job: JobContext, tokenizer: Tokenizer, val_fraction: float) -> tuple[str, str]:
+def _validation_split(spec: EvaluateSpec, job: JobContext, tokenizer: Tokenizer,
+                      val_fraction: float) -> tuple[str, str]:
     """The held-out end of the training data, read from the dataset's shards made by the model's own tokenizer (made
     now if they are gone), its first MAX_HELD_OUT_TOKENS tokens at most. -> (text, where it came from)."""
-    key = spec.training_dataset_key
-    source = DatasetSource(dataset_id=key.split("/", 1)[1], key=key, **(spec.training_dataset_format or {}))
+    source = DatasetSource.at(spec.training_dataset_key, **(spec.training_dataset_format or {}))
     try:
         manifest, _, _ = tokenize(job, source, tokenizer.kind, {}, given=tokenizer)
     except Stopped:
         raise Rejected("the job was stopped while it tokenized the training data") from None
-    try:
-        tokens = fetch_shards(job.store, manifest, job.settings.data_dir / "shards", job.stored,
-                              job.settings.shard_cache_bytes)
-    except CorruptShard as error:
-        raise Rejected(f"held_out: {error}", "held_out") from None
-    _, val = split_tokens(tokens, val_fraction)
+    _, val = split_tokens(mapped_tokens(job, manifest, "held_out"), val_fraction)
     shown = min(len(val), MAX_HELD_OUT_TOKENS)
     part = "" if shown == len(val) else f" (its first {shown:,} of {len(val):,} tokens)"
-    text = tokenizer.decode(val.view(0, shown).tensor().tolist() if isinstance(val, TokenSequence)
-                            else val[:shown].tolist())
+    text = tokenizer.decode(val.view(0, shown).tensor().tolist())
     return text, f"validation split of the training data{part}"
 
 

@@ -5,19 +5,16 @@ tokenization that suits a training run."""
 from __future__ import annotations
 
 import faust
-from sqlalchemy import select
 
 from agents.intake import command_agent, refuse_a_taken_job_id
 from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
-from agents.tokenize.job import DatasetSource, TokenizeSpec
+from agents.tokenize.job import DatasetSource, TokenizeSpec, checked_options
 from events import JobAccepted, Rejected, TokenizeFailed, TokenizeRequested
 from infra.db import queries
-from infra.db.tables import Dataset, Tokenization
+from infra.db.tables import Dataset
 from infra.publisher import JobLog
-from model.config import ConfigError
-from model.tokenizers import tokenizer_options
 
 
 def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
@@ -27,11 +24,14 @@ def register(app: faust.App, runtime: Runtime, scheduler: Scheduler) -> None:
 
 def source_of(row: Dataset | None, key: str) -> DatasetSource:
     """How to read the dataset at `key` (plain text when its row is not recorded yet: an inline text just stored)."""
-    dataset_id = key.split("/", 1)[1]
     if row is None:
-        return DatasetSource(dataset_id=dataset_id, key=key)
-    return DatasetSource(dataset_id=dataset_id, key=key, format=row.format, compression=row.compression,
-                         text_column=row.text_column)
+        return DatasetSource.at(key)
+    return DatasetSource.at(key, format=row.format, compression=row.compression, text_column=row.text_column)
+
+
+async def dataset_source(runtime: Runtime, owner: str | None, key: str) -> DatasetSource:
+    async with runtime.sessions() as session:
+        return source_of(await queries.dataset_by_key(session, owner, key), key)
 
 
 async def training_tokens(runtime: Runtime, owner: str | None, key: str, tokenizer: str,
@@ -40,13 +40,8 @@ async def training_tokens(runtime: Runtime, owner: str | None, key: str, tokeniz
     sample it trained on), for a training run to read instead of tokenizing again."""
     async with runtime.sessions() as session:
         row = await queries.dataset_by_key(session, owner, key)
-        if row is None:
-            return source_of(None, key), None
-        done = (await session.execute(
-            select(Tokenization).where(Tokenization.dataset_id == row.id, Tokenization.status == "completed",
-                                       Tokenization.tokenizer == tokenizer)
-            .order_by(Tokenization.updated_at.desc()))).scalars()
-        match = next((t.id for t in done if (t.tokenizer_options or {}) == options), None)
+        done = await queries.finished_tokenizations(session, row.id, tokenizer) if row is not None else []
+    match = next((t.id for t in done if (t.tokenizer_options or {}) == options), None)
     return source_of(row, key), match
 
 
@@ -55,11 +50,7 @@ async def accept(runtime: Runtime, queue: JobQueue, command: TokenizeRequested) 
     job = JobLog(runtime.publisher, job_id=command.job_id, kind="tokenize", owner=command.owner)
     request = command.model_dump(mode="json")
     try:
-        try:
-            options = tokenizer_options(command.tokenizer, command.tokenizer_options)
-        except ConfigError as error:
-            raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
-                           f"tokenizer_options.{error.field}") from None
+        options = checked_options(command.tokenizer, command.tokenizer_options)
         row = await queries.wait_for(runtime.sessions,
                                      lambda s: queries.get_dataset(s, command.owner, command.dataset_id), 3.0, 0.2)
         if row is None:

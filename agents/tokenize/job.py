@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.jobs.child import JobContext
 from agents.jobs.kinds import JobKind, JobSpec
-from agents.tokenize.shards import Manifest, ShardWriter
+from agents.tokenize.shards import CorruptShard, Manifest, ShardWriter, fetch_shards
 from events import (
     DatasetTokenized,
     JobCancelled,
@@ -34,7 +34,8 @@ from events import (
 from infra.corpus import CorpusError, DocumentReader
 from infra.objectstore import ObjectNotFound, artifacts
 from model.config import ConfigError
-from model.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer_from_chunks
+from model.data import TokenSequence
+from model.tokenizers import Tokenizer, tokenizer_from_json, tokenizer_options, train_tokenizer_from_chunks
 
 ENCODE_BATCH_CHUNKS = 8  # chunks of about a MiB encoded together (the BPE encoder spreads a batch over the cores)
 PROGRESS_EVERY_S = 1.0
@@ -53,6 +54,29 @@ class DatasetSource(BaseModel):
     format: str = "text"
     compression: str = "none"
     text_column: str = "text"
+
+    @classmethod
+    def at(cls, key: str, **how: str) -> DatasetSource:
+        """The dataset stored at `key` (`datasets/<id>`), read as `how` says (plain text by default)."""
+        return cls(dataset_id=key.split("/", 1)[1], key=key, **how)
+
+
+def checked_options(kind: str, options: dict[str, int]) -> dict[str, int]:
+    """A tokenizer's options with their defaults, or the job's refusal naming the one at fault."""
+    try:
+        return tokenizer_options(kind, options)
+    except ConfigError as error:
+        field = "tokenizer" if error.field == "tokenizer" else f"tokenizer_options.{error.field}"
+        raise Rejected(f"{field}: {error.message}", field) from None
+
+
+def mapped_tokens(job: JobContext, manifest: Manifest, field: str) -> TokenSequence:
+    """The manifest's shards from this worker's cache (fetched and checked as needed), memory-mapped end to end."""
+    try:
+        return fetch_shards(job.store, manifest, job.settings.data_dir / "shards", job.stored,
+                            job.settings.shard_cache_bytes)
+    except CorruptShard as error:
+        raise Rejected(f"{field}: {error}; tokenize the dataset again", field) from None
 
 
 class TokenizeSpec(JobSpec):
@@ -181,12 +205,9 @@ def _tokenize(job: JobContext, source: DatasetSource, kind: str, options: dict[s
     tokenizer = given
     if tokenizer is None:
         report.phase("training the tokenizer")
-        try:
-            tokenizer = _read_errors(lambda: train_tokenizer_from_chunks(
-                kind, _chunks(reader(), report, "training the tokenizer", sample_bytes), **options))
-        except ConfigError as error:
-            raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
-                           f"tokenizer_options.{error.field}") from None
+        options = checked_options(kind, options)
+        tokenizer = _read_errors(lambda: train_tokenizer_from_chunks(
+            kind, _chunks(reader(), report, "training the tokenizer", sample_bytes), **options))
     prefix = artifacts.tokens_prefix(source.dataset_id, tid)
     writer = ShardWriter(work / "shards", tokenizer.vocab_size, per_shard)
     keys: list[str] = []

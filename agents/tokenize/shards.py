@@ -223,7 +223,8 @@ def trim_cache(cache: Path, limit_bytes: int, keep: set[str]) -> int:
 
 
 def fetch_shards(store: ObjectStore, manifest: Manifest, cache: Path,
-                 stored: Callable[[Callable[[], T], str], T] = _direct, limit_bytes: int | None = None) -> TokenSequence:
+                 stored: Callable[[Callable[[], T], str], T] = _direct,
+                 limit_bytes: int | None = None) -> TokenSequence:
     """Every shard of the manifest in the local cache (fetch_shard), memory-mapped read-only, end to end. With
     `limit_bytes`, the cache's least recently used other shards go first, to keep it within that size.
 

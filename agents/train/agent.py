@@ -24,6 +24,7 @@ from agents.jobs.queue import JobQueue
 from agents.jobs.scheduler import Scheduler
 from agents.runtime import Runtime
 from agents.tokenize.agent import training_tokens
+from agents.tokenize.job import checked_options
 from agents.train.job import TrainSpec
 from events import (
     DatasetRef,
@@ -40,7 +41,6 @@ from infra.objectstore import artifacts
 from infra.publisher import JobLog
 from model.config import ConfigError, TrainConfig, resolve_hyperparameters
 from model.distributed import World, share_of
-from model.tokenizers import tokenizer_options
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,7 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         check_new_name(model_name)
     dataset_key = await training_dataset(runtime, command.owner, command.dataset, command.job_id,
                                          f"training text of {model_name or model_id}")
-    try:
-        options = tokenizer_options(command.tokenizer, command.tokenizer_options)
-    except ConfigError as error:
-        raise Rejected(f"tokenizer_options.{error.field}: {error.message}", f"tokenizer_options.{error.field}") \
-            from None
+    options = checked_options(command.tokenizer, command.tokenizer_options)
     source, tokenization = await training_tokens(runtime, command.owner, dataset_key, command.tokenizer, options)
     return TrainSpec(
         job_id=command.job_id, model_id=model_id, model_name=model_name, owner=command.owner, parent_id=parent_id,

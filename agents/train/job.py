@@ -21,12 +21,14 @@ from agents.tokenize.job import (
     DatasetSource,
     Stopped,
     announce,
+    checked_options,
     load_tokenizer,
+    mapped_tokens,
     stored_manifest,
     tokenization_id,
     tokenize,
 )
-from agents.tokenize.shards import CorruptShard, fetch_shards
+from agents.tokenize.shards import Manifest
 from agents.train import checkpoints
 from agents.train.ranks import launch, rank_device, rank_names
 from events import (
@@ -42,10 +44,10 @@ from events import (
 from infra.objectstore import ObjectNotFound, ObjectStore, artifacts
 from model.checkpoint import CorruptCheckpoint, pack_checkpoint
 from model.config import ConfigError, resolve_hyperparameters
-from model.data import TokenSequence, split_tokens
+from model.data import split_tokens
 from model.device import pick_device
 from model.distributed import World
-from model.tokenizers import Tokenizer, tokenizer_from_json, tokenizer_options
+from model.tokenizers import Tokenizer, tokenizer_from_json
 from model.trainer import Callbacks, CheckpointInfo, StepInfo, Trainer, ValInfo
 
 LONG_RUN_S = 3600.0  # a run that will take longer says so in its first progress fact
@@ -77,12 +79,12 @@ def read_text(store: ObjectStore, key: str, field: str) -> str:
         raise Rejected(f"{field}: no dataset at {key}", field) from None
 
 
-def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -> tuple[Tokenizer, TokenSequence]:
-    """The run's tokens, memory-mapped from the dataset's shards: a tokenization found (the one the agent chose, or
-    the one these settings name) or made now as the job's first step. `given`: the tokenizer a checkpoint brings;
-    a tokenization made by another tokenizer does not suit it."""
-    source = spec.source or DatasetSource(dataset_id=spec.dataset_key.split("/", 1)[1], key=spec.dataset_key)
-    options = tokenizer_options_or_reject(spec)
+def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -> tuple[Tokenizer, Manifest]:
+    """The run's tokenizer and the manifest of its shards: a tokenization found (the one the agent chose, or the one
+    these settings name) or made now as the job's first step. `given`: the tokenizer a checkpoint brings; a
+    tokenization made by another tokenizer does not suit it."""
+    source = spec.source or DatasetSource.at(spec.dataset_key)
+    options = checked_options(spec.tokenizer, spec.tokenizer_options)
     started = time.monotonic()
     for tid in (spec.tokenization_id, tokenization_id(source, spec.tokenizer, options, None, spec.tokens_per_shard)):
         manifest = stored_manifest(job, source, tid) if tid else None
@@ -99,20 +101,7 @@ def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -
             raise Rejected("the job was stopped while it tokenized its dataset") from None
         tokenizer = given or load_tokenizer(job, manifest)
         announce(job, source, manifest, tid, None, started, reused)
-    cache = job.settings.data_dir / "shards"
-    try:
-        tokens = fetch_shards(job.store, manifest, cache, job.stored, job.settings.shard_cache_bytes)
-    except CorruptShard as error:
-        raise Rejected(f"dataset: {error}; tokenize the dataset again", "dataset") from None
-    return tokenizer, tokens
-
-
-def tokenizer_options_or_reject(spec: TrainSpec) -> dict[str, int]:
-    try:
-        return tokenizer_options(spec.tokenizer, spec.tokenizer_options)
-    except ConfigError as error:
-        raise Rejected(f"tokenizer_options.{error.field}: {error.message}",
-                       f"tokenizer_options.{error.field}") from None
+    return tokenizer, manifest
 
 
 class _Publishing(Callbacks):
@@ -207,7 +196,7 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     if spec.processes > 1 and world.size == 1:  # the child of a run of several processes: start its ranks
         state, _ = job.stored(lambda: _starting_state(spec, job.store), "reading the checkpoints")
         training_tokens(spec, job, tokenizer_from_json(state["tokenizer"]) if state is not None else None)
-        launch(run_training, spec, job)  # the ranks find the tokens made (they would all make them at once)
+        launch(run_training, spec, job)  # each rank finds the tokens made here (all would make them at once)
         return
     store = job.store
     try:
@@ -224,7 +213,8 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
                 state = {**state, "best_val_loss": None, "bad_evals": 0}
         else:
             train_config = None  # the checkpoint's own training config wins
-    tokenizer, tokens = training_tokens(spec, job, given)
+    tokenizer, manifest = training_tokens(spec, job, given)
+    tokens = mapped_tokens(job, manifest, "dataset")
     model_id = spec.model_id
     callbacks = _Publishing(spec, job)
     # A run taken over after its last step (its worker died, or the database was down, before the job could end)

@@ -60,6 +60,13 @@ async def tokenizations_of(session: AsyncSession, dataset_id: str) -> list[Token
     return list((await session.execute(statement.order_by(Tokenization.updated_at.desc()))).scalars())
 
 
+async def finished_tokenizations(session: AsyncSession, dataset_id: str, tokenizer: str) -> list[Tokenization]:
+    """A dataset's completed tokenizations by this kind of tokenizer, newest first."""
+    statement = select(Tokenization).where(Tokenization.dataset_id == dataset_id, Tokenization.status == "completed",
+                                           Tokenization.tokenizer == tokenizer)
+    return list((await session.execute(statement.order_by(Tokenization.updated_at.desc()))).scalars())
+
+
 async def dataset_by_key(session: AsyncSession, owner: Owner, key: str) -> Dataset | None:
     statement = owned(select(Dataset).where(Dataset.key == key), Dataset.owner, owner)
     return (await session.execute(statement.limit(1))).scalar_one_or_none()

@@ -92,12 +92,18 @@ class S3ObjectStore(ObjectStore):
             self.client.fput_object(self.bucket, validate_key(key), os.fspath(path), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
+        return self._read(validate_key(key))
+
+    def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
+        """The object, or `length` bytes of it from `offset` (0: to the end); b"" for a range starting past it."""
         with self._reaching():
             try:
-                response = self.client.get_object(self.bucket, validate_key(key))
+                response = self.client.get_object(self.bucket, key, offset=offset, length=length)
             except S3Error as exc:
                 if exc.code == "NoSuchKey":
                     raise ObjectNotFound(key) from None
+                if exc.code == "InvalidRange":  # 416: `offset` at or past the end, or an empty object
+                    return b""
                 raise
             try:
                 return response.read()
@@ -125,20 +131,7 @@ class S3ObjectStore(ObjectStore):
         if length == 0:  # minio sends no end for a zero length ("bytes=start-"): the rest of the object would come
             self.size(key)
             return b""
-        with self._reaching():
-            try:
-                response = self.client.get_object(self.bucket, key, offset=start, length=length)
-            except S3Error as exc:
-                if exc.code == "NoSuchKey":
-                    raise ObjectNotFound(key) from None
-                if exc.code == "InvalidRange":  # 416: `start` at or past the end, or an empty object
-                    return b""
-                raise
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
+        return self._read(key, start, length)
 
     def size(self, key: str) -> int:
         with self._reaching():
