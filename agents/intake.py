@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agents.runtime import Runtime
 from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, Rejected, dead_letter, decode_command, id_from_position
+from infra.db.queries import belongs_to
 from infra.db.tables import Dataset, Job, Model, ModelVersionCounter
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE, while_down
@@ -145,7 +146,7 @@ async def allocate_version(runtime: Runtime, owner: str | None, name: str) -> in
     """The next version number of an owner's model name: one more than the last given (or recorded, after a replay
     into a fresh database), in one statement, so that requests accepted at once get different numbers."""
     async with runtime.sessions() as session:
-        owned = Model.owner.is_(None) if owner is None else Model.owner == owner
+        owned = belongs_to(Model.owner, owner)
         recorded = await session.scalar(select(func.max(Model.version)).where(owned, Model.name == name)) or 0
         insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
         statement = insert(ModelVersionCounter).values(owner_key=owner or "", name=name, last=recorded + 1)

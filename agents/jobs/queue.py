@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from events import QUEUED_KINDS, utc_now
+from infra.db.queries import belongs_to
 from infra.db.tables import JobQueueRow
 
 QUEUED, RUNNING, COMPLETING, DONE = "queued", "running", "completing", "done"
@@ -156,7 +157,7 @@ class JobQueue:
             order = sorted(waiting, key=lambda row: (running.get(row[0], 0), _when(served.get(row[0])), row[1]))
             candidates: list[tuple[str, int]] = []
             for owner, _ in order[:4]:
-                same_owner = JobQueueRow.owner.is_(None) if owner is None else JobQueueRow.owner == owner
+                same_owner = belongs_to(JobQueueRow.owner, owner)
                 rows = await session.execute(select(JobQueueRow.job_id, JobQueueRow.attempt)
                                              .where(*ready, same_owner).order_by(JobQueueRow.created_at).limit(2))
                 candidates.extend((job_id, attempt) for job_id, attempt in rows.all())

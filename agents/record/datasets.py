@@ -18,11 +18,8 @@ from events import (
     TrainFailed,
 )
 from events.job import JobEvent
+from infra.db.queries import belongs_to
 from infra.db.tables import Dataset, Job, Tokenization
-
-
-def _owned_by(table: type[Dataset | Tokenization], owner: str | None):
-    return table.owner.is_(None) if owner is None else table.owner == owner
 
 
 async def on_uploaded(session: AsyncSession, event: DatasetUploaded) -> None:
@@ -37,9 +34,9 @@ async def on_uploaded(session: AsyncSession, event: DatasetUploaded) -> None:
 
 
 async def on_deleted(session: AsyncSession, event: DatasetDeleted) -> None:
-    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id, _owned_by(Dataset, event.owner)))
+    await session.execute(delete(Dataset).where(Dataset.id == event.dataset_id, belongs_to(Dataset.owner, event.owner)))
     await session.execute(delete(Tokenization).where(Tokenization.dataset_id == event.dataset_id,
-                                                     _owned_by(Tokenization, event.owner)))
+                                                     belongs_to(Tokenization.owner, event.owner)))
 
 
 async def _tokenization(session: AsyncSession, event: TokenizeProgress | DatasetTokenized) -> Tokenization | None:

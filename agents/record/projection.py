@@ -43,6 +43,7 @@ from events import (
     ValidationCompleted,
     utc_now,
 )
+from infra.db.queries import belongs_to
 from infra.db.tables import Checkpoint, Dataset, Evaluation, Job, JobEventRow, Model
 from infra.joblog import Recorded
 
@@ -354,14 +355,10 @@ async def _on_generation_completed(session: AsyncSession, event: GenerationCompl
     )
 
 
-def _owned_by(table: Any, owner: str | None) -> Any:
-    return table.owner.is_(None) if owner is None else table.owner == owner
-
-
 async def _on_jobs_pruned(session: AsyncSession, event: JobsPruned) -> None:
     """Only the owner's finished jobs go (whatever else the fact names); their log rows in the database with them."""
     finished = (Job.id.in_(event.job_ids), Job.status.in_(("completed", "failed", "cancelled")),
-                _owned_by(Job, event.owner))
+                belongs_to(Job.owner, event.owner))
     gone = list((await session.execute(select(Job.id).where(*finished))).scalars())
     if gone:
         await session.execute(delete(JobEventRow).where(JobEventRow.job_id.in_(gone)))

@@ -13,11 +13,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events import ModelAliasRemoved, ModelAliasSet, ServingCheckpointChosen
+from infra.db.queries import belongs_to
 from infra.db.tables import Model, ModelAlias
 
 
 async def next_version(session: AsyncSession, owner: str | None, name: str) -> int:
-    owned = Model.owner.is_(None) if owner is None else Model.owner == owner
+    owned = belongs_to(Model.owner, owner)
     latest = await session.scalar(select(func.max(Model.version)).where(owned, Model.name == name))
     return (latest or 0) + 1
 

@@ -29,6 +29,12 @@ def owned(statement: Select[Any], column: Any, owner: Owner) -> Select[Any]:
     return statement if owner is None else statement.where(column == owner)
 
 
+def belongs_to(column: Any, owner: Owner) -> Any:
+    """Rows of exactly this owner (the rows of no owner, for None): what a fact may change, unlike `owned`, which
+    lets no owner (no keys configured) see every row."""
+    return column.is_(None) if owner is None else column == owner
+
+
 def visible_to(owner: Owner) -> Callable[[str | None], bool]:
     """The same rule for a fact (by its owner) as `owned` is for rows."""
     return (lambda _: True) if owner is None else (lambda fact_owner: fact_owner == owner)
