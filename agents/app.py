@@ -29,7 +29,7 @@ from agents.sweeps.runner import SweepRunner
 from agents.tokenize import agent as tokenize
 from agents.tokenize.job import TOKENIZE
 from agents.train import agent as train
-from agents.train.job import TRAIN
+from agents.train.job import TRAIN, TRAIN_JOIN
 from agents.transport import App
 from infra.kafka import ssl_context
 from infra.settings import Settings
@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> Agents:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT, IMPORT, TOKENIZE)})
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, TRAIN_JOIN, EVALUATE, EXPORT, IMPORT, TOKENIZE)})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
     export.register(app, runtime, scheduler)

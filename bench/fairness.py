@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from infra.settings import load_settings
 class FirstComeFirstServed(JobQueue):
     """The baseline: the oldest queued job first, whoever owns it (the queue's ordering before it was fair)."""
 
-    async def _candidates(self, kinds: tuple[str, ...]) -> list[tuple[str, int]]:
+    async def _candidates(self, kinds: tuple[str, ...], busy: Collection[str] = ()) -> list[tuple[str, int]]:
         async with self._sessions() as session:
             rows = await session.execute(
                 select(JobQueueRow.job_id, JobQueueRow.attempt)

@@ -141,12 +141,15 @@ class Client:
 
     def create_model(self, name: str, *, text: str | None = None, dataset_id: str | None = None,
                      description: str = "", tokenizer: str = "char", tokenizer_options: dict[str, int] | None = None,
-                     hyperparameters: dict[str, Any] | None = None, processes: int = 1) -> dict[str, Any]:
+                     hyperparameters: dict[str, Any] | None = None, processes: int = 1,
+                     hosts: int = 1) -> dict[str, Any]:
         dataset = {"id": dataset_id} if dataset_id is not None else {"text": text or ""}
         body = {"name": name, "description": description, "dataset": dataset, "tokenizer": tokenizer,
                 "tokenizer_options": tokenizer_options or {}, "hyperparameters": hyperparameters or {}}
         if processes != 1:
             body["processes"] = processes
+        if hosts != 1:
+            body["hosts"] = hosts
         return self._call("POST", "/api/v1/models", json=body)
 
     def list_models(self, status: str | None = None, name: str | None = None, limit: int = 50,
@@ -189,10 +192,12 @@ class Client:
 
     def train_more(self, model: str, *, max_iters: int | None = None, dataset_id: str | None = None,
                    text: str | None = None, hyperparameters: dict[str, Any] | None = None,
-                   processes: int = 1) -> dict[str, Any]:
+                   processes: int = 1, hosts: int = 1) -> dict[str, Any]:
         body: dict[str, Any] = {"hyperparameters": dict(hyperparameters or {})}
         if processes != 1:
             body["processes"] = processes
+        if hosts != 1:
+            body["hosts"] = hosts
         if max_iters is not None:
             body["hyperparameters"]["max_iters"] = max_iters
         if dataset_id is not None or text is not None:

@@ -37,6 +37,9 @@ def describe(event: dict[str, Any]) -> str:
             where = f"{e['world_size']} processes ({', '.join(e.get('ranks') or [])})"
         return (f"training started on {where}: {e.get('num_parameters', 0):,} parameters, "
                 f"{e.get('max_iters')} steps, attempt {e.get('attempt', 1)}{resumed}")
+    if kind == "TrainRendezvous":
+        return (f"waiting for {e.get('hosts', 2) - 1} more host(s) to join at {e.get('endpoint')} "
+                f"({e.get('processes', 1)} process(es) each, for up to {duration(e.get('join_timeout_s'))})")
     if kind == "TrainProgress":
         warning = f"\n  note: {e['warning']}" if e.get("warning") else ""
         return (f"step {e['step']}/{e['max_iters']}  loss {e['loss']:.4f}  {e.get('tokens_per_s', 0):,.0f} tok/s  "

@@ -65,6 +65,9 @@ def train(
     processes: Annotated[int, typer.Option(
         "--processes", min=1, max=64, help="Training processes (DDP ranks) on one worker, one device each; the "
                                            "global batch (batch_size x grad_accum) is split over them.")] = 1,
+    hosts: Annotated[int, typer.Option(
+        "--hosts", min=1, max=64, help="Workers the job trains on, each with --processes ranks: the worker that claims "
+                                       "it waits for others to join (LFZ_TRAIN_JOIN_TIMEOUT_S).")] = 1,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show the training live until it ends.")] = False,
     url: UrlOption = DEFAULT_URL, as_json: JsonOption = False,
 ) -> None:
@@ -83,13 +86,15 @@ def train(
                 raise CliError("--continue keeps the model's name, preset and tokenizer: drop --name, --preset and "
                                "--vocab-size", EXIT_USAGE)
             dataset_id, _ = dataset_for(api, out, data) if data is not None else (None, False)
-            submitted = api.train_more(continue_, dataset_id=dataset_id, hyperparameters=hp, processes=processes)
+            submitted = api.train_more(continue_, dataset_id=dataset_id, hyperparameters=hp, processes=processes,
+                                       hosts=hosts)
         else:
             assert data is not None
             dataset_id, fresh = dataset_for(api, out, data)
             stem = Path(data).stem if Path(data).is_file() else data
             submitted = create_or_clean_up(api, dataset_id, fresh, name or default_name(stem), tokenizer=tokenizer,
-                                           tokenizer_options=options, hyperparameters=hp, processes=processes)
+                                           tokenizer_options=options, hyperparameters=hp, processes=processes,
+                                           hosts=hosts)
         job_id = submitted["job_id"]
         submitted_then(api, out, submitted, f"model {submitted['model_id']}, training job {job_id}",
                        f"follow it: lfz events {job_id} --follow", follow=follow, as_json=as_json)

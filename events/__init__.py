@@ -57,6 +57,7 @@ from events.facts import (
     TrainFailed,
     TrainProgress,
     TrainStarted,
+    TrainRendezvous,
     ValidationCompleted,
 )
 from events.fields import DatasetRef, check_text, dataset_text, new_id, utc_now
@@ -121,6 +122,7 @@ __all__ = [
     "TrainProgress",
     "TrainRequested",
     "TrainStarted",
+    "TrainRendezvous",
     "ValidationCompleted",
     "check_text",
     "dataset_text",

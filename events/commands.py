@@ -71,6 +71,9 @@ class TrainRequested(Command):
     processes: int = Field(default=1, ge=1, le=64, description=(
         "Training processes (DDP ranks) on the worker that runs the job, one device each when there are several: "
         "the global batch (batch_size x grad_accum) stays the same and is split over them."))
+    hosts: int = Field(default=1, ge=1, le=64, description=(
+        "Workers (machines) the job trains on, each with `processes` ranks: the worker that claims the job hosts the "
+        "rendezvous and offers the job to others, which join it (TrainRendezvous); the world is processes x hosts."))
 
 
 class EvaluateRequested(Command):

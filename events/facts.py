@@ -68,6 +68,19 @@ class TrainStarted(JobEvent):
                                                                 "`host/cuda:1`, in rank order.")
 
 
+class TrainRendezvous(JobEvent):
+    """A job of several hosts waits for them: the first worker hosts the c10d rendezvous at `endpoint` (its id the job
+    id and attempt) and offers the job to `hosts - 1` other workers, which join it with `processes` ranks each."""
+
+    type: Literal["TrainRendezvous"] = "TrainRendezvous"
+    attempt: int = Field(ge=1)
+    worker: str
+    endpoint: str = Field(description="host:port of the rendezvous store.")
+    hosts: int = Field(ge=2)
+    processes: int = Field(ge=1, description="Ranks per host.")
+    join_timeout_s: float = Field(description="The job fails when the hosts have not all joined by then.")
+
+
 class TrainProgress(JobEvent):
     type: Literal["TrainProgress"] = "TrainProgress"
     step: int
@@ -324,6 +337,7 @@ FACTS: dict[str, type[JobEvent]] = {
         JobAccepted,
         JobCancelled,
         TrainStarted,
+        TrainRendezvous,
         TrainProgress,
         ValidationCompleted,
         CheckpointSaved,

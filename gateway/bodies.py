@@ -72,6 +72,9 @@ class DatasetChoice(Body):
 PROCESSES = ("Training processes (DDP ranks) on the worker that runs the job, one device each when there are several; "
              "the global batch (batch_size x grad_accum) stays the same and is split over them, so one of the two "
              "must be a multiple of it. At most LFZ_MAX_TRAIN_PROCESSES.")
+HOSTS = ("Workers the job trains on, each with `processes` ranks: the worker that claims the job waits up to "
+         "LFZ_TRAIN_JOIN_TIMEOUT_S for others to join it; the global batch is split over processes x hosts ranks. "
+         "At most LFZ_MAX_TRAIN_HOSTS.")
 
 
 class CreateModelBody(Body):
@@ -89,6 +92,7 @@ class CreateModelBody(Body):
         description="A `preset` (tiny, classic, cpu-baby, small) and overrides, e.g. `max_iters` or `MAX_ITERS`.",
     )
     processes: int = Field(default=1, ge=1, le=64, description=PROCESSES)
+    hosts: int = Field(default=1, ge=1, le=64, description=HOSTS)
 
 
 class TrainMoreBody(Body):
@@ -97,6 +101,7 @@ class TrainMoreBody(Body):
     dataset: DatasetChoice | None = Field(default=None, description="Defaults to the model's own dataset.")
     hyperparameters: Hyperparameters = Field(default_factory=dict)
     processes: int = Field(default=1, ge=1, le=64, description=PROCESSES)
+    hosts: int = Field(default=1, ge=1, le=64, description=HOSTS)
 
 
 class AliasBody(Body):

@@ -37,7 +37,7 @@ from infra.db import queries
 from infra.db.tables import Dataset, Model
 from infra.objectstore import artifacts
 from model.config import ALIASES, ConfigError, Hyperparameters, resolve_hyperparameters
-from model.distributed import World, share_of
+from model.distributed import check_world
 
 BUSY = ("pending", "training")
 STOP_WAIT_S = 20.0  # a cancelled run stops within its grace period (15 s) and a checkpoint
@@ -50,16 +50,15 @@ def check_hyperparameters(hp: dict[str, Any]) -> Hyperparameters:
         raise invalid(f"hyperparameters.{error.field}", error.message) from None
 
 
-def check_processes(request: Request, processes: int, hp: Hyperparameters) -> None:
-    """Several training processes need a global batch they can share, and no more of them than a job may have."""
-    most = gateway_of(request).settings.max_train_processes
-    if processes > most:
-        raise invalid("processes", f"at most {most} training processes per job here (LFZ_MAX_TRAIN_PROCESSES), "
-                                   f"not {processes}")
+def check_world_of(request: Request, processes: int, hosts: int, hp: Hyperparameters) -> None:
+    """Several training processes or hosts need a global batch they can share, and no more of them than a job may
+    have."""
+    settings = gateway_of(request).settings
     try:
-        share_of(World(0, processes), hp.train.batch_size, hp.train.grad_accum)
+        check_world(processes, hosts, hp.train.batch_size, hp.train.grad_accum, settings.max_train_processes,
+                    settings.max_train_hosts)
     except ConfigError as error:
-        raise invalid(f"hyperparameters.{error.field}", error.message) from None
+        raise invalid(error.field, error.message) from None
 
 
 def tokenizer_options_of(hyperparameters: dict[str, Any], options: dict[str, int]) -> tuple[dict, dict[str, int]]:
@@ -131,7 +130,7 @@ async def create_model(request: Request) -> JSONResponse:
     body = await json_body(request, CreateModelBody)
     hyperparameters, options = tokenizer_options_of(body.hyperparameters, body.tokenizer_options)
     hp = check_hyperparameters(hyperparameters)
-    check_processes(request, body.processes, hp)
+    check_world_of(request, body.processes, body.hosts, hp)
     check_tokenizer_options(body.tokenizer, options)
     dataset, characters, size = await dataset_ref(request, body.dataset, "dataset", training=True)
     check_length(size if body.tokenizer == "bpe" else characters, body.tokenizer, hp,
@@ -140,7 +139,7 @@ async def create_model(request: Request) -> JSONResponse:
     command = TrainRequested(
         job_id=job_id, model_id=model_id, model_name=body.name, description=body.description, dataset=dataset,
         tokenizer=body.tokenizer, tokenizer_options=options, hyperparameters=hyperparameters,
-        owner=owner_of(request), processes=body.processes,
+        owner=owner_of(request), processes=body.processes, hosts=body.hosts,
     )
     submitted = await submit(request, gateway.topics.train_requested, command, job_id, model_id)
     return submitted_response(submitted, f"/api/v1/models/{model_id}")
@@ -241,7 +240,7 @@ async def train_more(request: Request) -> JSONResponse:
         raise ApiError(409, "no_checkpoint", f"model {named!r} has no checkpoint to continue from yet")
     hyperparameters = merge_hyperparameters(row.hyperparameters or {}, body.hyperparameters)
     hyperparameters.pop("vocab_size", None)  # the model keeps its tokenizer
-    check_processes(request, body.processes, check_hyperparameters(hyperparameters))
+    check_world_of(request, body.processes, body.hosts, check_hyperparameters(hyperparameters))
     if body.dataset is not None:
         dataset, _, _ = await dataset_ref(request, body.dataset, "dataset", training=True)
     elif row.dataset_key and await gateway.store.exists(row.dataset_key):
@@ -252,7 +251,7 @@ async def train_more(request: Request) -> JSONResponse:
     command = TrainRequested(
         job_id=job_id, model_id=model_id, parent_id=row.id, model_name=row.name, description=row.description or "",
         dataset=dataset, tokenizer=row.tokenizer or "char", hyperparameters=hyperparameters, owner=owner_of(request),
-        processes=body.processes,
+        processes=body.processes, hosts=body.hosts,
     )
     submitted = await submit(request, gateway.topics.train_requested, command, job_id, model_id)
     return submitted_response(submitted, f"/api/v1/models/{model_id}")

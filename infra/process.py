@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import socket
 import sys
+import threading
 
 _PR_SET_PDEATHSIG = 1
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt option
@@ -27,6 +29,23 @@ def die_with_parent(signum: int = signal.SIGTERM) -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def die_with(pid: int) -> bool:
+    """Kill this process when process `pid` ends: for one that must not outlive a process other than its parent (a
+    job's process, which the server of job processes forks, and the worker that asked for it; the server itself
+    outlives the worker while any job process it forked lives). Returns False where the OS cannot watch a pid."""
+    try:
+        watched = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False
+
+    def watch() -> None:
+        select.select([watched], [], [])  # readable once the process has ended
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=f"die-with-{pid}", daemon=True).start()
+    return True
 
 
 def own_session_dying_with_parent() -> None:

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # starts them all again from the last checkpoint when one dies.
     max_train_processes: int = Field(default=8, ge=1, le=64)
     train_max_restarts: int = Field(default=3, ge=0)
+    # A job of several hosts: at most this many workers per job; the first waits this long for the others to join
+    # it; `worker_address` is how other workers reach this one's rendezvous (default: this machine's host name).
+    max_train_hosts: int = Field(default=8, ge=1, le=64)
+    train_join_timeout_s: float = Field(default=300.0, gt=0)
+    worker_address: str = ""
     object_store_patience_s: float = Field(default=300.0, ge=0)  # a job waits this long for the store, then goes back
     model_cache_size: int = Field(default=4, ge=1)
     fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)  # how long a consumer's fetch waits for new records

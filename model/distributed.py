@@ -68,6 +68,22 @@ def share_of(world: World, batch_size: int, grad_accum: int) -> Share:
                                     f"of {world.size}")
 
 
+def check_world(processes: int, hosts: int, batch_size: int, grad_accum: int, most_processes: int,
+                most_hosts: int) -> None:
+    """A run of `processes` ranks on each of `hosts` workers: no more of either than a job may have, and a global
+    batch the whole world can share. ConfigError naming the field otherwise."""
+    if processes > most_processes:
+        raise ConfigError("processes", f"at most {most_processes} training processes per host here "
+                                       f"(LFZ_MAX_TRAIN_PROCESSES), not {processes}")
+    if hosts > most_hosts:
+        raise ConfigError("hosts", f"at most {most_hosts} hosts per training job here (LFZ_MAX_TRAIN_HOSTS), "
+                                   f"not {hosts}")
+    try:
+        share_of(World(0, processes * hosts), batch_size, grad_accum)
+    except ConfigError as error:
+        raise ConfigError(f"hyperparameters.{error.field}", error.message) from None
+
+
 def sum_over(world: World, value: torch.Tensor) -> torch.Tensor:
     """The sum of `value` over every rank (in place; `value` itself with one rank)."""
     import torch.distributed as dist

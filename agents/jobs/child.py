@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from events import FAILED_TYPE_FOR_KIND, JobEvent, Rejected
 from infra.objectstore import ObjectStore, ObjectStoreUnavailable, open_object_store
-from infra.process import die_with_parent
+from infra.process import die_with, die_with_parent
 from infra.settings import Settings
 
 RUN, CANCEL, SUSPEND = 0, 1, 2
@@ -58,17 +58,26 @@ class Suspended:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Offer:
+    """The job asks for helpers: the parent queues one job of `kind` per spec, for other workers to claim."""
+
+    kind: str
+    specs: list[dict[str, Any]]
+
+
 class JobContext:
     """What a job's code is given in the child: the settings, the object store, its attempt and worker, and where
     its facts go (`emit`) and whether to stop (`should_stop`)."""
 
     def __init__(self, settings: Settings, store: ObjectStore, reports: Any, mode: Any, attempt: int, worker: str,
-                 reporting: bool = True):
+                 reporting: bool = True, lead: bool = True):
         self.settings = settings
         self.store = store
         self.attempt = attempt
         self.worker = worker
         self.reporting = reporting  # False in the ranks of a run of several processes but the first
+        self.lead = lead  # False in a helper's processes: they lend ranks to another worker's run of the job
         self._reports = reports
         self._mode = mode
         self._parent = os.getppid()
@@ -76,6 +85,10 @@ class JobContext:
     def emit(self, fact: type[JobEvent], **fields: Any) -> None:
         if self.reporting:
             self._reports.put(Report(fact, fields))
+
+    def offer(self, kind: str, specs: list[dict[str, Any]]) -> None:
+        if self.reporting:
+            self._reports.put(Offer(kind, specs))
 
     def suspended(self, retry_after_s: float = 0.0, reason: str = "") -> None:
         if self.reporting:
@@ -146,7 +159,7 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], reports: Any, mode: Any,
-         attempt: int, worker: str) -> None:
+         attempt: int, worker: str, worker_pid: int) -> None:
     # Signals sent to the worker's whole process group (Ctrl-C in a terminal, `kill -TERM -<pgid>`, a supervisor
     # stopping a control group) reach this process too. Its parent decides when it stops (the mode flag: suspend
     # with a checkpoint, or cancel) and kills it past a grace period; the child dies with its parent. Stopping on
@@ -154,6 +167,9 @@ def main(code: JobCode, kind: str, spec: Any, settings_values: dict[str, Any], r
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)  # the per-step check of the parent's pid covers the rest
+    # The parent is the server of job processes, which outlives a worker killed with -9 while this process lives: the
+    # worker itself is watched too. Dying kills the ranks of a run of several processes in turn (theirs is this).
+    die_with(worker_pid)
     from model.device import configure_threads, keep_freed_memory
 
     settings = Settings(**settings_values)

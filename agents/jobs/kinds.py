@@ -32,11 +32,24 @@ class JobKind:
     name: str  # the queue's `kind`: "train", "evaluate"
     spec: type[JobSpec]
     code: JobCode  # runs in the child process
+    # A helper kind lends a worker's processes to a job of the kind it names (a host joining a training job of
+    # several): its rows are offered by that job's run, and it publishes no fact of its own.
+    helps: str | None = None
 
     @property
     def failed(self) -> type[JobEvent]:
         """The fact that ends a job of this kind that failed."""
-        return FAILED_TYPE_FOR_KIND[self.name]
+        return FAILED_TYPE_FOR_KIND[self.helps or self.name]
 
     def parse(self, spec: dict[str, Any]) -> JobSpec:
         return self.spec.model_validate(spec)
+
+
+def helper_id(job_id: str, attempt: int, index: int) -> str:
+    """The queue's id of a helper of a job's run (`attempt`): `<job>+<attempt>.<index>`."""
+    return f"{job_id}+{attempt}.{index}"
+
+
+def helped_job(job_id: str) -> str:
+    """The job a queue id belongs to: the id itself, or the job a helper's id names."""
+    return job_id.split("+", 1)[0]

@@ -13,11 +13,12 @@ Queued jobs are handed out fairly between owners: the next job is the oldest of 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -121,23 +122,40 @@ class JobQueue:
     async def set_seq(self, job_id: str, last_seq: int) -> None:
         await self._change(job_id, last_seq=last_seq)
 
-    async def claim_next(self, kinds: tuple[str, ...] = QUEUED_KINDS) -> Claim | None:
-        """Take the next queued job (see `_candidates`), if another worker does not take it first."""
-        for job_id, attempt in await self._candidates(kinds):
+    async def offer(self, job_id: str, kind: str, owner: str | None, helpers: dict[str, dict[str, Any]]) -> None:
+        """Queue helpers of a job's run (`helper id -> spec`), withdrawing those an earlier run offered."""
+        await self.withdraw(job_id)
+        for helper, spec in helpers.items():
+            await self.enqueue(helper, kind, owner, spec)
+
+    async def withdraw(self, job_id: str) -> None:
+        """End the job's helpers that no worker has claimed (those running end with the run they serve)."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(JobQueueRow).where(*self._mine(), JobQueueRow.job_id.startswith(f"{job_id}+", autoescape=True),
+                                          JobQueueRow.state == QUEUED)
+                .values(state=DONE, updated_at=utc_now()).execution_options(synchronize_session=False))
+            await session.commit()
+
+    async def claim_next(self, kinds: tuple[str, ...] = QUEUED_KINDS, busy: Collection[str] = ()) -> Claim | None:
+        """Take the next queued job (see `_candidates`), if another worker does not take it first; never a helper of a
+        job in `busy` (those this worker already runs or helps: a host joins a run once)."""
+        for job_id, attempt in await self._candidates(kinds, busy):
             row = await self._change(job_id, JobQueueRow.state == QUEUED, JobQueueRow.attempt == attempt,
                                      state=RUNNING, not_before=None, **self._taken(attempt))
             if row is not None:
                 return Claim.of(row)
         return None
 
-    async def _candidates(self, kinds: tuple[str, ...]) -> list[tuple[str, int]]:
+    async def _candidates(self, kinds: tuple[str, ...], busy: Collection[str] = ()) -> list[tuple[str, int]]:
         """Queued jobs that may start now, fairest first: owners ordered by how many jobs they have running (fewest
         first), then by when they were last served (longest ago first: round-robin), then by whose oldest job waits
         longest; each owner's jobs oldest first. One owner's backlog of a thousand jobs thus never holds back another
         owner's one, even when all of the first owner's running jobs end at the same moment."""
         now = utc_now()
         ready = [*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds),
-                 or_(JobQueueRow.not_before.is_(None), JobQueueRow.not_before <= now)]
+                 or_(JobQueueRow.not_before.is_(None), JobQueueRow.not_before <= now),
+                 *(not_(JobQueueRow.job_id.startswith(f"{job_id}+", autoescape=True)) for job_id in busy)]
         async with self._sessions() as session:
             waiting = (await session.execute(
                 select(JobQueueRow.owner, func.min(JobQueueRow.created_at)).where(*ready).group_by(JobQueueRow.owner)

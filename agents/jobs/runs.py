@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agents.jobs import child
-from agents.jobs.child import CANCEL, RUN, SUSPEND, Report, Suspended, about
+from agents.jobs.child import CANCEL, RUN, SUSPEND, Offer, Report, Suspended, about
 from agents.jobs.kinds import JobKind
 from agents.jobs.queue import Claim, JobQueue
 from agents.runtime import Runtime
@@ -101,6 +101,11 @@ class Run:
             if self.claim.outbox is not None:
                 await self._publish_outbox(self.claim.outbox)
                 return
+            if self.kind.helps:  # it publishes nothing: no log of its own to continue
+                self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.kind.helps,
+                                  owner=self.claim.owner, last_seq=0)
+                await self._run_child()
+                return
             self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
                               owner=self.claim.owner, last_seq=await self._last_seq())
             budget = self.runtime.settings.job_max_takeovers
@@ -110,7 +115,10 @@ class Run:
                     reason=f"gave up: the worker running it died {self.claim.takeovers} times (the limit is "
                            f"{budget}, LFZ_JOB_MAX_TAKEOVERS); see the workers' logs"))
                 return
-            await self._run_child()
+            try:
+                await self._run_child()
+            finally:
+                await self._withdraw_helpers()
         except BaseException:
             log.exception("run of job %s failed", self.claim.job_id)
             raise
@@ -137,9 +145,9 @@ class Run:
         # Started from the event-loop thread: the child's parent-death signal is tied to the starting thread.
         self.process = self._context.Process(
             target=child.main, name=f"lfz-{self.claim.kind}-{self.claim.job_id[:8]}",
-            args=(self.kind.code, self.kind.name, self.kind.parse(self.claim.spec),
+            args=(self.kind.code, self.kind.helps or self.kind.name, self.kind.parse(self.claim.spec),
                   self.runtime.settings.model_dump(mode="json"), reports, self._mode, self.claim.attempt,
-                  self.runtime.worker_id),
+                  self.runtime.worker_id, os.getpid()),
         )
         self.process.start()
         inbox: asyncio.Queue[Report | Suspended | None] = asyncio.Queue()
@@ -152,6 +160,12 @@ class Run:
         suspended: Suspended | None = None
         try:
             while (report := await inbox.get()) is not None:
+                if self.kind.helps:  # a helper's processes report nothing; should one, it is not a fact of the job
+                    continue
+                if isinstance(report, Offer):
+                    await self.queue.offer(self.job.job_id, report.kind, self.claim.owner,
+                                           {spec["job_id"]: spec for spec in report.specs})
+                    continue
                 if isinstance(report, Suspended):
                     suspended = report
                     continue
@@ -173,6 +187,12 @@ class Run:
         if self.lost:
             log.warning("job %s: lease lost to another worker; this run published nothing more", self.job.job_id)
             return
+        if self.kind.helps:  # its worker is stopping: another may join the run in its place; else it served its run
+            if self._mode.value == SUSPEND:
+                await self.queue.release(self.job.job_id, self.claim.attempt, 0)
+            else:
+                await self._once_the_database_answers(lambda: self.queue.done(self.claim.job_id, self.claim.attempt))
+            return
         if self._mode.value == SUSPEND and terminal is None:
             await self.queue.release(self.job.job_id, self.claim.attempt, self.job.last_seq)
             log.info("job %s handed back to the queue (suspended=%s)", self.job.job_id, suspended is not None)
@@ -187,6 +207,13 @@ class Run:
         if terminal is None:
             terminal = self._unexpected_end()
         await self._end(terminal)
+
+    async def _withdraw_helpers(self) -> None:
+        """However the run ended, the helpers it offered that nobody claimed are not wanted any more."""
+        try:
+            await self.queue.withdraw(self.claim.job_id)
+        except DATABASE_DOWN as error:  # one claimed later finds no run to join, and ends
+            log.warning("job %s: could not withdraw its helpers: %s", self.claim.job_id, first_line(error))
 
     def _unexpected_end(self) -> JobEvent:
         assert self.job is not None and self.process is not None

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 
 from agents.jobs import runs
-from agents.jobs.kinds import JobKind
+from agents.jobs.kinds import JobKind, helped_job
 from agents.jobs.queue import Claim, JobQueue, Lease
 from agents.jobs.runs import Run
 from agents.runtime import Runtime
@@ -109,8 +109,14 @@ class Scheduler:
     async def tick(self) -> None:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
         abandoned = await self.leases.abandoned(self.runs)
+        helpers = tuple(name for name, kind in self.kinds.items() if kind.helps)
+        others = tuple(name for name in self.kinds if name not in helpers)
         while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
-            claim = await self.queue.claim_next(tuple(self.kinds)) or await self.leases.take_over(abandoned)
+            # A helper first: a run waiting for hosts holds its own worker already.
+            busy = {helped_job(job_id) for job_id in self.runs}
+            claim = (await self.queue.claim_next(helpers, busy) if helpers else None) \
+                or await self.queue.claim_next(others) \
+                or await self.leases.take_over([lease for lease in abandoned if helped_job(lease.job_id) not in busy])
             if claim is None:
                 return
             self.start(claim)

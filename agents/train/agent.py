@@ -39,8 +39,8 @@ from infra.db import queries
 from infra.db.tables import Model
 from infra.objectstore import artifacts
 from infra.publisher import JobLog
-from model.config import ConfigError, TrainConfig, resolve_hyperparameters
-from model.distributed import World, share_of
+from model.config import ConfigError, resolve_hyperparameters
+from model.distributed import check_world
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,12 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         hp = resolve_hyperparameters(command.hyperparameters)
     except ConfigError as error:
         raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
-    check_processes(command.processes, hp.train, runtime.settings.max_train_processes)
+    settings = runtime.settings
+    try:
+        check_world(command.processes, command.hosts, hp.train.batch_size, hp.train.grad_accum,
+                    settings.max_train_processes, settings.max_train_hosts)
+    except ConfigError as error:
+        raise Rejected(f"{error.field}: {error.message}", error.field) from None
 
     model_name, parent_id = command.model_name, command.parent_id
     base_checkpoint, base_step = None, 0
@@ -181,7 +186,8 @@ async def _checked_spec(runtime: Runtime, command: TrainRequested, model_id: str
         job_id=command.job_id, model_id=model_id, model_name=model_name, owner=command.owner, parent_id=parent_id,
         dataset_key=dataset_key, tokenizer=command.tokenizer, tokenizer_options=command.tokenizer_options,
         hyperparameters=command.hyperparameters, preset=hp.preset, base_checkpoint=base_checkpoint,
-        base_step=base_step, processes=command.processes, source=source, tokenization_id=tokenization,
+        base_step=base_step, processes=command.processes, hosts=command.hosts, source=source,
+        tokenization_id=tokenization,
         tokens_per_shard=runtime.settings.tokens_per_shard,
     )
 
@@ -207,17 +213,6 @@ async def training_dataset(runtime: Runtime, owner: str | None, dataset: Dataset
     if readable is None or not await runtime.astore.exists(key):
         raise Rejected(f"dataset.key: no dataset at {key}", "dataset.key")
     return key
-
-
-def check_processes(processes: int, train: TrainConfig, most: int) -> None:
-    """A run of several processes needs a global batch they can share, and no more of them than a job may have."""
-    if processes > most:
-        raise Rejected(f"processes: at most {most} training processes per job here (LFZ_MAX_TRAIN_PROCESSES), "
-                       f"not {processes}", "processes")
-    try:
-        share_of(World(0, processes), train.batch_size, train.grad_accum)
-    except ConfigError as error:
-        raise Rejected(f"hyperparameters.{error.field}: {error.message}", f"hyperparameters.{error.field}") from None
 
 
 async def store_inline_text(runtime: Runtime, owner: str | None, text: str, job_id: str, name: str) -> str:

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from agents.jobs.child import CANCEL, SUSPEND, JobContext
-from agents.jobs.kinds import JobKind, JobSpec
+from agents.jobs.child import CANCEL, RUN, SUSPEND, JobContext
+from agents.jobs.kinds import JobKind, JobSpec, helped_job
 from agents.tokenize.job import (
     DatasetSource,
     Stopped,
@@ -30,7 +30,7 @@ from agents.tokenize.job import (
 )
 from agents.tokenize.shards import Manifest
 from agents.train import checkpoints
-from agents.train.ranks import launch, rank_device, rank_names
+from agents.train.ranks import Join, launch, rank_device, rank_names
 from events import (
     CheckpointSaved,
     JobCancelled,
@@ -66,10 +66,25 @@ class TrainSpec(JobSpec):
     version: int | None = None  # its number among its name's versions
     base_checkpoint: str | None = None  # continuing a trained model: its checkpoint, and the step it is at
     base_step: int = 0
-    processes: int = 1  # DDP ranks (agents/train/ranks.py)
+    processes: int = 1  # DDP ranks per host (agents/train/ranks.py)
+    hosts: int = 1  # workers whose ranks train together: this job's own and hosts - 1 helpers (TrainJoin)
     source: DatasetSource | None = None  # how to read the dataset (plain text at dataset_key when absent)
     tokenization_id: str | None = None  # a finished tokenization of it with this tokenizer, found at acceptance
     tokens_per_shard: int = 1 << 24
+
+
+class TrainJoin(TrainSpec):
+    """A helper of a training job of several hosts: the job's spec, under the helper's own id, and where to join."""
+
+    join: Join
+
+    def training(self) -> TrainSpec:
+        return TrainSpec(**{**self.model_dump(exclude={"join"}), "job_id": helped_job(self.job_id)})
+
+
+class HostLeft(Exception):
+    """Another host's ranks stopped the run (that host's worker is stopping): the job's own ranks start again and wait
+    for a host to take its place."""
 
 
 def read_text(store: ObjectStore, key: str, field: str) -> str:
@@ -193,7 +208,7 @@ def _starting_state(spec: TrainSpec, store: ObjectStore) -> tuple[dict | None, s
 
 def run_training(spec: TrainSpec, job: JobContext) -> None:
     world = World.current()
-    if spec.processes > 1 and world.size == 1:  # the child of a run of several processes: start its ranks
+    if spec.processes * spec.hosts > 1 and world.size == 1:  # the child of a run of several processes: start them
         state, _ = job.stored(lambda: _starting_state(spec, job.store), "reading the checkpoints")
         training_tokens(spec, job, tokenizer_from_json(state["tokenizer"]) if state is not None else None)
         launch(run_training, spec, job)  # each rank finds the tokens made here (all would make them at once)
@@ -250,6 +265,10 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     result = trainer.run()
     if job.orphaned:
         return
+    if result.cancelled and job.mode == RUN:  # a rank on another host stopped the run, for a reason of its own
+        if job.lead:
+            raise HostLeft(f"a host of the run stopped at step {result.step}; starting again from its checkpoint")
+        return  # the job's own run ended it (cancelled, or handed back): this helper has served
     if result.cancelled and job.mode == SUSPEND:
         job.suspended()
         return
@@ -276,4 +295,10 @@ def _maybe(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def join_training(spec: TrainJoin, job: JobContext) -> None:
+    """A helper's child: lend this worker's ranks to the job's run on another worker."""
+    launch(run_training, spec.training(), job, spec.join)
+
+
 TRAIN = JobKind("train", TrainSpec, run_training)
+TRAIN_JOIN = JobKind("train-join", TrainJoin, join_training, helps="train")

@@ -27,8 +27,10 @@ from datetime import timedelta
 from multiprocessing.connection import AuthenticationError, Client, Connection, Listener
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from agents.jobs.child import JobCode, JobContext, job_threads, run_job
-from agents.jobs.kinds import JobSpec
+from agents.jobs.kinds import JobSpec, helper_id
 from infra.objectstore import open_object_store
 from infra.process import die_with_parent, free_port
 from infra.settings import Settings
@@ -96,18 +98,45 @@ class RankReports:
         self.connection.send(report)
 
 
-def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
-    """In the job's child: start `spec.processes` ranks, each running `code` on `spec`, and wait for them all."""
+class Join(BaseModel):
+    """Where a helper's ranks join a run of several hosts: the run's rendezvous, under the run's attempt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoint: str
+    attempt: int
+
+
+def launch(code: JobCode, spec: JobSpec, job: JobContext, join: Join | None = None) -> None:
+    """In the job's child: start `spec.processes` ranks, each running `code` on `spec`, and wait for them all. With
+    `spec.hosts` > 1, the job's own run (`join` None) hosts the rendezvous and offers the job to other workers; a
+    helper's run joins that rendezvous (`join`)."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from events import Rejected
+    from events import Rejected, TrainRendezvous
 
+    settings, hosts, leading = job.settings, getattr(spec, "hosts", 1), join is None
+    address = (settings.worker_address or socket.gethostname()) if hosts > 1 else "127.0.0.1"
+    if join is None:
+        join = Join(endpoint=f"{address}:{free_port('')}", attempt=job.attempt)
+        if hosts > 1:
+            job.emit(TrainRendezvous, attempt=job.attempt, worker=job.worker, endpoint=join.endpoint, hosts=hosts,
+                     processes=spec.processes, join_timeout_s=settings.train_join_timeout_s)
+            job.offer("train-join", [{**spec.model_dump(mode="json"), "job_id": helper_id(spec.job_id, job.attempt, i),
+                                      "join": join.model_dump()} for i in range(1, hosts)])
+    # Each round of the rendezvous gets a store of its own (rank 0 serves it on a fresh port), so the ranks of a
+    # round started again never read what the round before published.
+    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=spec.processes, run_id=spec.job_id, rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=job.settings.train_max_restarts,
-        monitor_interval=0.5, start_method="spawn", logs_specs=DefaultLogsSpecs(), shutdown_timeout=SHUTDOWN_S,
+        min_nodes=hosts, max_nodes=hosts, nproc_per_node=spec.processes, run_id=f"{spec.job_id}-{join.attempt}",
+        rdzv_backend="c10d", rdzv_endpoint=join.endpoint, local_addr=address,
+        rdzv_configs={"is_host": leading, "join_timeout": int(settings.train_join_timeout_s),
+                      "last_call_timeout": 1},
+        max_restarts=settings.train_max_restarts, monitor_interval=0.5, start_method="spawn",
+        logs_specs=DefaultLogsSpecs(), shutdown_timeout=SHUTDOWN_S,
         # The child ignores the signals sent to the worker's process group (its parent decides when it stops, through
         # the mode flag); the launcher must not turn them into the end of the ranks either.
         signals_to_handle="SIGUSR2",
@@ -115,22 +144,29 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext) -> None:
     relay = ReportRelay(job._reports)
     try:
         elastic_launch(config, rank_main)(code, type(spec), spec.model_dump(mode="json"),
-                                          job.settings.model_dump(mode="json"), (relay.address, relay.authkey),
-                                          job._mode, job.attempt, job.worker)
+                                          settings.model_dump(mode="json"), (relay.address, relay.authkey),
+                                          job._mode, job.attempt, job.worker, leading)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
-        raise Rejected(f"training rank {rank} failed {job.settings.train_max_restarts + 1} time(s), the last time "
+        raise Rejected(f"training rank {rank} failed {settings.train_max_restarts + 1} time(s), the last time "
                        f"with exit code {failure.exitcode} ({failure.message or 'no message'}); see the worker's "
                        "log") from None
+    except RendezvousTimeoutError:
+        raise Rejected(f"hosts: the {hosts} hosts of the job did not all join its rendezvous at {join.endpoint} "
+                       f"within {settings.train_join_timeout_s:g}s (LFZ_TRAIN_JOIN_TIMEOUT_S): not enough workers are "
+                       "free, or they cannot reach this one (LFZ_WORKER_ADDRESS)", "hosts") from None
+    except RendezvousError as error:
+        if leading:
+            raise
+        # A helper whose run has ended, or whose run's worker is gone: nothing to join any more.
+        log.info("job %s: the run at %s is not there to join (%s)", spec.job_id, join.endpoint, error)
     finally:
         relay.close()
-        for meeting in (job.settings.data_dir / "work").glob(f"ranks-{spec.job_id}-{job.attempt}-*"):
-            meeting.unlink(missing_ok=True)  # the generations' stores (a killed rank leaves its own behind)
 
 
 def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, settings_values: dict,
-              relay: tuple[str, bytes], mode: Any, attempt: int, worker: str) -> None:
-    """One rank, in a process the launcher spawned (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_* in its environment)."""
+              relay: tuple[str, bytes], mode: Any, attempt: int, worker: str, leading: bool) -> None:
+    """One rank, in a process the launcher spawned (its ranks and MASTER_* in its environment)."""
     import torch.distributed as dist
 
     from model.device import configure_threads
@@ -144,7 +180,7 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     settings = Settings(**settings_values)
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store, rank, size = meeting(leading)
     logging.basicConfig(level=settings.log_level.upper(),
                         format=f"%(asctime)s rank{rank}[{os.getpid()}] %(message)s")
     device = rank_device()
@@ -152,20 +188,32 @@ def rank_main(code: JobCode, spec_class: type[JobSpec], spec_values: dict, setti
         import torch
 
         torch.cuda.set_device(device)
-    configure_threads(max(1, job_threads(settings) // size))
-    # The ranks meet in a store of this generation's own (a file, one host): a generation started again after a rank
-    # died never reads the addresses its predecessor published.
-    generation = f"{spec_values['job_id']}-{attempt}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    meeting = settings.data_dir / "work" / f"ranks-{generation}"
-    meeting.parent.mkdir(parents=True, exist_ok=True)
-    dist.init_process_group(backend_for(device), store=dist.FileStore(str(meeting), size), rank=rank, world_size=size,
+    configure_threads(max(1, job_threads(settings) // int(os.environ["LOCAL_WORLD_SIZE"])))
+    dist.init_process_group(backend_for(device), store=dist.PrefixStore("group", store), rank=rank, world_size=size,
                             timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     try:
         context = JobContext(settings, open_object_store(settings), RankReports(*relay), mode, attempt, worker,
-                             reporting=rank == 0)
+                             reporting=leading and rank == 0, lead=leading)
         run_job(code, "train", spec_class.model_validate(spec_values), context, rank=True)
     finally:
         dist.destroy_process_group()
+
+
+def meeting(leading: bool) -> tuple[Any, int, int]:
+    """This round's store, and this rank's place in the world: the job's own host first (its first rank reports the
+    job's facts and writes its checkpoints), then the helpers' hosts in the launcher's order."""
+    import torch.distributed as dist
+
+    env = os.environ
+    launcher_rank, size = int(env["RANK"]), int(env["WORLD_SIZE"])
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), size, is_master=launcher_rank == 0,
+                          timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    host, local, per_host = int(env["GROUP_RANK"]), int(env["LOCAL_RANK"]), int(env["LOCAL_WORLD_SIZE"])
+    if leading and local == 0:
+        store.set("lead", str(host))
+    lead = int(store.get("lead"))
+    place = 0 if host == lead else host + 1 if host < lead else host
+    return store, place * per_host + local, size
 
 
 def rank_device() -> Any:

@@ -221,7 +221,7 @@ class JobQueueRow(Base):
     __tablename__ = "job_queue"
     # Deployments sharing a database (each with its own topic prefix) keep separate queues.
     namespace: Mapped[str] = mapped_column(String(100), primary_key=True)
-    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     owner: Mapped[str | None] = mapped_column(String(64))
     # queued -> running -> done

@@ -114,3 +114,116 @@ async def test_a_cancel_stops_every_rank_and_leaves_no_process(own_env, own_bus:
         assert worker.alive()
     finally:
         worker.stop()
+
+
+# -- a job of several hosts: the worker that claims it hosts the rendezvous and offers the job to the others ---------
+
+HOSTS_HP = {"preset": "tiny", "grad_accum": 2, "checkpoint_every": 50, "eval_every": 200}
+
+
+def _hosts_env(own_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """Workers that find a dead worker's helper quickly (a short lease), meeting on this machine's loopback."""
+    return {**own_env, "LFZ_LEASE_S": "4", "LFZ_WORKER_ADDRESS": "127.0.0.1", **extra}
+
+
+def _gone(pids: list[int], within_s: float = 15) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+
+async def test_two_workers_each_give_a_rank_to_a_job_of_two_hosts_which_completes_once(own_env, own_bus: Bus,
+                                                                                       tmp_path):
+    env = _hosts_env(own_env)
+    workers = [start_worker(f"hosts-{name}", env, tmp_path) for name in "ab"]
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
+                                                               hyperparameters={**HOSTS_HP, "max_iters": 100}),
+                              key=job_id)
+        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "TrainProgress" for e in seen),
+                                       timeout=180)
+        assert all(_ranks_of(worker.pid) for worker in workers), "each worker runs a rank of the job"
+        events = await own_bus.job(job_id, timeout=240)
+        assert events[-1]["type"] == "TrainCompleted", events[-1]
+        rendezvous = next(e for e in events if e["type"] == "TrainRendezvous")
+        assert rendezvous["hosts"] == 2 and rendezvous["endpoint"].startswith("127.0.0.1:")
+        started = next(e for e in events if e["type"] == "TrainStarted")
+        assert started["world_size"] == 2 and len(started["ranks"]) == 2
+        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
+        assert sum(e["type"] == "TrainStarted" for e in events) == 1
+        # The acceptance may come twice (same event id) when the request is delivered again as the workers rebalance.
+        facts = list({e["event_id"]: e for e in events}.values())
+        assert [e["seq"] for e in facts] == list(range(1, len(facts) + 1)), "one reporter: facts 1..N, none twice"
+        print(f"\n2 hosts of 1 process: from acceptance to the first step {_to_training(seen):.1f}s")
+        assert _gone([pid for worker in workers for pid in job_processes(worker.pid)]) == [], \
+            "the helper's processes end with the job, as the job's own do"
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def test_a_job_of_two_hosts_fails_naming_hosts_when_no_other_worker_joins(own_env, own_bus: Bus, tmp_path):
+    worker = start_worker("hosts-alone", _hosts_env(own_env, LFZ_TRAIN_JOIN_TIMEOUT_S="5"), tmp_path)
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2), key=job_id)
+        events = await own_bus.job(job_id, timeout=120)
+        assert events[-1]["type"] == "TrainFailed", events[-1]
+        assert events[-1]["field"] == "hosts" and "within 5s" in events[-1]["reason"], events[-1]
+        assert _gone(job_processes(worker.pid)) == []
+        assert worker.alive()
+    finally:
+        worker.stop()
+
+
+async def test_a_worker_of_a_job_of_two_hosts_killed_mid_run_is_replaced_and_the_job_completes_once(
+        own_env, own_bus: Bus, tmp_path):
+    env = _hosts_env(own_env)
+    workers = {name: start_worker(f"hosts-kill-{name}", env, tmp_path) for name in "ab"}
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
+                                                               hyperparameters={**HOSTS_HP, "max_iters": 300}),
+                              key=job_id)
+        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
+                                       timeout=180)
+        leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
+        helper = next(name for name in workers if f"hosts-kill-{name}" != leader)
+        workers[helper].kill()  # kill -9 of the helper's worker: its job process and rank die with it
+        killed_at = datetime.now(UTC)
+        workers["c"] = start_worker("hosts-kill-c", env, tmp_path)  # the helper's lease lapses; c takes it over
+        events = await own_bus.job(job_id, timeout=300)
+        assert events[-1]["type"] == "TrainCompleted", events[-1]
+        starts = [e for e in events if e["type"] == "TrainStarted"]
+        assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50, starts
+        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
+        again = next(e for e in events if e["seq"] > starts[1]["seq"] and e["type"] == "TrainProgress")
+        print(f"\nhelper's worker killed: both hosts trained again from step {starts[1]['resumed_from_step']} "
+              f"{(datetime.fromisoformat(again['time']) - killed_at).total_seconds():.1f}s later")
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
+async def test_a_cancel_of_a_job_of_two_hosts_leaves_no_process_on_either(own_env, own_bus: Bus, tmp_path):
+    workers = [start_worker(f"hosts-cancel-{name}", _hosts_env(own_env), tmp_path) for name in "ab"]
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
+                                                               hyperparameters={**HOSTS_HP, "max_iters": 100000}),
+                              key=job_id)
+        await own_bus.job_until(job_id, lambda seen: any(e["type"] == "TrainProgress" for e in seen), timeout=180)
+        processes = [pid for worker in workers for pid in job_processes(worker.pid) + _ranks_of(worker.pid)]
+        assert len(processes) == 4, "a job process and a rank on each worker"
+        asked = time.monotonic()
+        await own_bus.produce("job.control", {"type": "CancelRequested", "job_id": job_id}, key=job_id)
+        events = await own_bus.job(job_id, timeout=60)
+        assert events[-1]["type"] == "JobCancelled", events[-1]
+        assert _gone(processes) == [], "no job process nor rank is left on either worker"
+        print(f"\ncancel of a 2-host job: JobCancelled {time.monotonic() - asked:.1f}s after the request")
+        assert all(worker.alive() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
