@@ -176,6 +176,8 @@ class TrainConfig:
     compile: str = hp("auto", "torch.compile: auto compiles on CUDA only", choices=COMPILE_MODES)
     precision: str = hp("auto", "auto: bf16 autocast on CUDA, bf16 products on a CPU that has them",
                         choices=PRECISIONS)
+    shard_optimizer: bool = hp(False, "with several training processes, each keeps the optimiser state of its share "
+                                      "of the parameters only (ZeRO-1); checkpoints hold all of it")
 
     def __post_init__(self) -> None:
         _check(self)

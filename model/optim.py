@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -79,9 +80,11 @@ class Muon(torch.optim.Optimizer):
                     p.add_(u, alpha=-lr)
 
 
-def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
-                     bf16: bool = False) -> list[torch.optim.Optimizer]:
-    """One or two optimisers; every param group remembers its peak rate as `peak_lr` for the schedule."""
+def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, bf16: bool = False,
+                     shard: bool = False) -> list[torch.optim.Optimizer]:
+    """One or two optimisers; every param group remembers its peak rate as `peak_lr` for the schedule. `shard` (in a
+    process group of several ranks): each rank keeps the state of its share of the parameters only (ZeRO stage 1,
+    torch's ZeroRedundancyOptimizer), and gets the others' updated parameters after each step."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     muon: list[torch.Tensor] = []
     if cfg.optimizer == "muon":
@@ -92,16 +95,30 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     no_decay = [p for p in rest if p.dim() < 2]
     groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
     fused = device.type in ("cuda", "cpu")
-    opts: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
-    ]
+
+    def make(kind: type[torch.optim.Optimizer], params: Any, **options: Any) -> torch.optim.Optimizer:
+        if not shard:
+            return kind(params, **options)
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(params, optimizer_class=kind, **options)
+
+    opts = [make(torch.optim.AdamW, groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)]
     if muon:
-        opts.append(Muon(muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay,
+        opts.append(make(Muon, muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay,
                          steps=cfg.muon_steps, bf16=bf16))
     for opt in opts:
         for g in opt.param_groups:
             g["peak_lr"] = g["lr"]
     return opts
+
+
+def gather_state(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Before rank 0 reads the optimisers' state for a checkpoint (a collective: every rank calls it): the shards of
+    sharded optimisers are sent to rank 0, whose `state_dict()` is then the whole state, as one rank's would be."""
+    for opt in optimizers:
+        if hasattr(opt, "consolidate_state_dict"):
+            opt.consolidate_state_dict(to=0)
 
 
 def set_lr(optimizers: list[torch.optim.Optimizer], multiplier: float) -> None:

@@ -22,7 +22,7 @@ from model import fast
 from model.distributed import World, any_rank, share_of, sum_over
 from model.device import autocast, bf16_matmuls, pick_device
 from model.gpt import GPT
-from model.optim import build_optimizers, lr_multiplier, set_lr
+from model.optim import build_optimizers, gather_state, lr_multiplier, set_lr
 from model.tokenizers import Tokenizer
 
 CHECKPOINT_FORMAT = 1
@@ -122,7 +122,8 @@ class Trainer:
             fast.enable(self.model)
         bf16 = bf16_matmuls(self.device, train_config.precision)
         self.optimizers = build_optimizers(self.model, train_config, self.device,
-                                           bf16=bf16 or self.device.type == "cuda")
+                                           bf16=bf16 or self.device.type == "cuda",
+                                           shard=train_config.shard_optimizer and self.world.size > 1)
         self.sampler = BatchSampler(train_ids, train_config.batch_size, model_config.context_length,
                                     train_config.seed, self.device)
         self.step = 0
@@ -214,6 +215,7 @@ class Trainer:
         return is_best
 
     def _checkpoint(self, reason: str, is_best: bool, train_loss: float | None) -> None:
+        gather_state(self.optimizers)  # a sharded optimiser's state, whole on rank 0
         if not self.world.main:  # every rank holds the same weights and optimiser state: rank 0 writes them
             return
         if hook := self._hook("on_checkpoint"):

@@ -101,6 +101,11 @@ TRAIN_CASES = [
     (_train('{"preset": "tiny"}')[:-1] + ', "processes": 0}', "processes", "greater than or equal to 1"),
     (_train('{"preset": "tiny", "batch_size": 3}')[:-1] + ', "processes": 2}', "hyperparameters.batch_size",
      "do not split evenly over 2 processes"),
+    # Several hosts: no more than a job may have, and the batch splits over every rank of every host.
+    (_train('{"preset": "tiny"}')[:-1] + ', "hosts": 9}', "hosts", "at most 8 hosts per training job"),
+    (_train('{"preset": "tiny"}')[:-1] + ', "hosts": 0}', "hosts", "greater than or equal to 1"),
+    (_train('{"preset": "tiny", "batch_size": 6}')[:-1] + ', "processes": 2, "hosts": 2}',
+     "hyperparameters.batch_size", "do not split evenly over 4 processes"),
 ]
 
 
@@ -127,6 +132,7 @@ USE_CASES = [
     ("train", '{"hyperparameters": {"max_iters": 0}}', "hyperparameters.max_iters", "must be positive"),
     ("train", '{"hyperparameters": {"learning_rate": NaN}}', "hyperparameters.learning_rate", "must be finite"),
     ("train", '{"processes": 3}', "hyperparameters.batch_size", "do not split evenly over 3 processes"),
+    ("train", '{"hosts": 3}', "hyperparameters.batch_size", "do not split evenly over 3 processes"),
 ]
 
 

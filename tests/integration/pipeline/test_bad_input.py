@@ -117,6 +117,7 @@ async def test_generation_from_a_model_that_does_not_exist_fails_clearly(bus, wo
          "tokenizer_options.vocab_size", "integer"),
         ("train.requested", {"processes": 65}, "TrainFailed", "processes", "less than or equal to 64"),
         ("train.requested", {"processes": 9}, "TrainFailed", "processes", "at most 8 training processes"),
+        ("train.requested", {"hosts": 9}, "TrainFailed", "hosts", "at most 8 hosts per training job"),
         ("train.requested", {"processes": 3}, "TrainFailed", "hyperparameters.batch_size", "split evenly"),
         ("generate.requested", {"max_tokens": 0}, "GenerationFailed", "max_tokens", "greater than or equal"),
         ("generate.requested", {"max_tokens": 10**30}, "GenerationFailed", "max_tokens", "less than or equal"),

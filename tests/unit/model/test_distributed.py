@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from model.config import ConfigError, resolve_hyperparameters
 from model.data import prepare_corpus
-from model.distributed import World, share_of
+from model.distributed import World, check_world, share_of
 from model.tokenizers import train_tokenizer
 from model.trainer import Trainer
 
@@ -124,3 +124,28 @@ def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused():
     with pytest.raises(ConfigError) as error:
         share_of(World(0, 2), batch_size=3, grad_accum=1)
     assert error.value.field == "batch_size" and "2 processes" in error.value.message
+
+
+def test_a_sharded_optimizer_trains_what_a_whole_one_trains_and_its_checkpoint_resumes_on_one_rank():
+    """ZeRO-1: each of two ranks keeps the AdamW state of its share of the parameters and updates those alone; the
+    step is the same arithmetic, so the run is the one-rank run, and a checkpoint holds the whole state."""
+    hp = {**HP, "grad_accum": 2}
+    one_losses, _, _ = _train(World(), hp)
+    sharded_losses, _, states = _ranks(2, {**hp, "shard_optimizer": True})[0]
+    assert max(abs(a - b) for a, b in zip(one_losses, sharded_losses)) <= 1e-6, (one_losses[-3:], sharded_losses[-3:])
+    checkpoint = states[50]
+    adamw = checkpoint["optimizers"][0]
+    parameters = sum(len(group["params"]) for group in adamw["param_groups"])
+    assert len(adamw["state"]) == parameters, "the checkpoint holds every parameter's state, not rank 0's share"
+    resumed, _, _ = _train(World(), hp, resume=checkpoint)
+    assert max(abs(a - b) for a, b in zip(resumed, sharded_losses[50:])) <= 1e-6
+
+
+def test_a_world_larger_than_a_job_may_have_or_that_its_batch_does_not_split_over_is_refused_naming_the_field():
+    check_world(2, 2, batch_size=4, grad_accum=1, most_processes=8, most_hosts=8)
+    for processes, hosts, field, needle in [(9, 1, "processes", "at most 8 training processes per host"),
+                                            (1, 9, "hosts", "at most 8 hosts per training job"),
+                                            (2, 2, "hyperparameters.batch_size", "over 4 processes")]:
+        with pytest.raises(ConfigError) as error:
+            check_world(processes, hosts, batch_size=6, grad_accum=1, most_processes=8, most_hosts=8)
+        assert error.value.field == field and needle in error.value.message

@@ -167,3 +167,35 @@ async def test_a_queued_jobs_place_counts_the_turns_of_other_owners(sessions):
         assert await place_in_queue(session, "lfz.", "a-3") == (5, 0)
     order = [(await queue.claim_next()).job_id for _ in range(5)]
     assert order.index("b-0") == 1 and order.index("b-1") == 3
+
+
+async def test_a_run_offers_helpers_that_a_worker_of_the_run_never_claims_and_withdraws_them(sessions):
+    leader, other = JobQueue(sessions, "leader"), JobQueue(sessions, "other")
+    await leader.enqueue("j1", "train", "alice", {})
+    await leader.claim_next(("train",))
+    await leader.offer("j1", "train-join", "alice", {"j1+1.1": {"n": 1}, "j1+1.2": {"n": 2}})
+    # The worker that runs the job (or helps it) does not join it twice; another does, once per helper.
+    assert await leader.claim_next(("train-join",), busy={"j1"}) is None
+    first = await other.claim_next(("train-join",), busy=set())
+    assert first is not None and first.job_id in ("j1+1.1", "j1+1.2") and first.owner == "alice"
+    assert await other.claim_next(("train-join",), busy={"j1"}) is None
+    # A new run of the job offers its own helpers: the queued one of the run before is withdrawn.
+    await leader.offer("j1", "train-join", "alice", {"j1+2.1": {"n": 1}})
+    left = {"j1+1.1", "j1+1.2"} - {first.job_id}
+    assert (await leader.get(left.pop())).state == DONE
+    assert (await leader.get(first.job_id)).state == RUNNING, "a helper that is running is left to end with its run"
+    assert (await leader.get("j1+2.1")).state == QUEUED
+    await leader.withdraw("j1")
+    assert (await leader.get("j1+2.1")).state == DONE
+    assert (await leader.get("j1")).state == RUNNING, "withdrawing the helpers leaves the job itself alone"
+
+
+async def test_withdrawing_the_helpers_of_a_job_spares_another_job_whose_id_it_begins(sessions):
+    queue = JobQueue(sessions, "w")
+    await queue.offer("j1", "train-join", None, {"j1+1.1": {}})
+    await queue.offer("j10", "train-join", None, {"j10+1.1": {}})
+    await queue.offer("j_", "train-join", None, {"j_+1.1": {}})
+    await queue.withdraw("j1")
+    assert (await queue.get("j1+1.1")).state == DONE
+    assert (await queue.get("j10+1.1")).state == QUEUED and (await queue.get("j_+1.1")).state == QUEUED
+    assert await queue.claim_next(("train-join",), busy={"j_"}) is not None  # j10's helper: `_` is no wildcard
