@@ -70,7 +70,7 @@ class TrainStarted(JobEvent):
 
 class TrainRendezvous(JobEvent):
     """A job of several hosts waits for them: the first worker hosts the c10d rendezvous at `endpoint` (its id the job
-    id and attempt) and offers the job to `hosts - 1` other workers, which join it with `processes` ranks each."""
+    id) and offers the job to `hosts - 1` other workers, which join it with `processes` ranks each."""
 
     type: Literal["TrainRendezvous"] = "TrainRendezvous"
     attempt: int = Field(ge=1)

@@ -2,8 +2,8 @@
 
 The child never touches Kafka or the database: it reads and writes the object store, and reports each fact as its
 `events` class and fields over a multiprocessing queue. The parent (runs.py) numbers, publishes and fences them. The
-parent decides when the child stops, through a shared mode flag it checks (RUN, CANCEL, SUSPEND); if the parent dies,
-the child dies too (Linux's parent-death signal, and a check of the parent's pid at every step).
+parent decides when the child stops, through a shared mode flag it checks (RUN, CANCEL, SUSPEND); if the worker dies,
+the child dies too (it watches the worker's pid; the parent-death signal covers the server it was forked from).
 
 The object store may be away for a while (a restart, a network blip): every read and write of a job goes through
 `JobContext.stored`, which tries again with back-off while the job waits. Past `object_store_patience_s` the job

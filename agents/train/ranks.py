@@ -1,20 +1,25 @@
-"""A training job of several processes (`processes` > 1): the job's child process starts the ranks with
-torch.distributed's elastic launcher (torchrun's API: c10d rendezvous on loopback, the job id as its run id) and
+"""A training job of several processes (`processes` > 1) or hosts (`hosts` > 1): the job's child process starts
+its ranks with torch.distributed's elastic launcher (torchrun's API: c10d rendezvous, the job id as its run id) and
 waits for them; each rank joins the process group (gloo on CPU, NCCL with one GPU per rank) and runs the same
 training code as a one-process job, with `World` saying which rank it is (model/distributed.py).
 
+Several hosts: the job's own child hosts the rendezvous at LFZ_WORKER_ADDRESS, publishes it (TrainRendezvous) and
+offers the job's helpers to other workers through the queue; a helper's child (`join`) starts that worker's ranks
+against the same rendezvous. Training starts when every host has joined (or the job fails naming `hosts`). Each round
+of the rendezvous meets in a store of its own, served by the launcher's first rank on a port chosen afresh, so a round
+started again never reads what the one before published; the job's own host takes the first ranks.
+
 Rank 0 alone reports (the others' facts are dropped) and writes to the object store; every rank reads the dataset
-and the checkpoint it starts from. A rank that dies makes the launcher stop the others and start them all again,
-from the job's newest checkpoint, up to LFZ_TRAIN_MAX_RESTARTS times; past that the job fails naming the rank. The
-ranks hold the child's mode flag, so a cancel or a hand-back reaches all of them, and they stop at the same step;
-they die with the child (the parent-death signal), which dies with the worker.
+and the checkpoint it starts from. A rank that dies (or a helper's worker) makes the launchers stop the others and
+start them all again, from the job's newest checkpoint, up to LFZ_TRAIN_MAX_RESTARTS times; past that the job fails
+naming the rank. The ranks hold their child's mode flag, so a cancel or a hand-back reaches all of them, and they stop
+at the same step; they die with their child (the parent-death signal), which dies with its worker.
 
 Rank 0 sends its facts over a connection of its own to a relay in the child (`ReportRelay`), which puts them on the
 child's report queue. A rank the launcher kills in the middle of a message breaks only its own connection: the next
 generation's rank 0 connects afresh. (Sharing the child's queue instead, a rank killed while it wrote kept the
 queue's lock, and no later fact of the job arrived.)
 """
-
 from __future__ import annotations
 
 import logging
@@ -99,12 +104,11 @@ class RankReports:
 
 
 class Join(BaseModel):
-    """Where a helper's ranks join a run of several hosts: the run's rendezvous, under the run's attempt."""
+    """Where a helper's ranks join a run of several hosts: the run's rendezvous."""
 
     model_config = ConfigDict(frozen=True)
 
     endpoint: str
-    attempt: int
 
 
 def launch(code: JobCode, spec: JobSpec, job: JobContext, join: Join | None = None) -> None:
@@ -121,7 +125,7 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext, join: Join | None = No
     settings, hosts, leading = job.settings, getattr(spec, "hosts", 1), join is None
     address = (settings.worker_address or socket.gethostname()) if hosts > 1 else "127.0.0.1"
     if join is None:
-        join = Join(endpoint=f"{address}:{free_port('')}", attempt=job.attempt)
+        join = Join(endpoint=f"{address}:{free_port('')}")
         if hosts > 1:
             job.emit(TrainRendezvous, attempt=job.attempt, worker=job.worker, endpoint=join.endpoint, hosts=hosts,
                      processes=spec.processes, join_timeout_s=settings.train_join_timeout_s)
@@ -131,7 +135,7 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext, join: Join | None = No
     # round started again never read what the round before published.
     os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     config = LaunchConfig(
-        min_nodes=hosts, max_nodes=hosts, nproc_per_node=spec.processes, run_id=f"{spec.job_id}-{join.attempt}",
+        min_nodes=hosts, max_nodes=hosts, nproc_per_node=spec.processes, run_id=spec.job_id,
         rdzv_backend="c10d", rdzv_endpoint=join.endpoint, local_addr=address,
         rdzv_configs={"is_host": leading, "join_timeout": int(settings.train_join_timeout_s),
                       "last_call_timeout": 1},

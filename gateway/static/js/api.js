@@ -85,7 +85,7 @@ export function eventStreamUrl(path) {
 
 // The fact types a job's stream may carry: EventSource delivers named events only to listeners of that name.
 export const FACT_TYPES = [
-  "JobAccepted", "JobCancelled", "TrainStarted", "TrainProgress", "ValidationCompleted", "CheckpointSaved",
+  "JobAccepted", "JobCancelled", "TrainRendezvous", "TrainStarted", "TrainProgress", "ValidationCompleted", "CheckpointSaved",
   "TrainCompleted", "TrainFailed", "EvaluationCompleted", "EvaluationFailed", "TokensGenerated",
   "GenerationCompleted", "GenerationFailed", "ExportCompleted", "ExportFailed", "ModelImported", "ImportFailed",
   "DatasetUploaded", "ModelDeleted", "SweepStarted", "SweepTrialStopped", "SweepProgress", "SweepCompleted",

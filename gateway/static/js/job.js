@@ -214,6 +214,9 @@ class JobView {
       case "JobAccepted":
         job.created_at = job.created_at || event.time;
         break;
+      case "TrainRendezvous":  // a job of several hosts waits for the others to join
+        Object.assign(job, { status: "running", device: `waiting for ${event.hosts} hosts to join at ${event.endpoint}` });
+        break;
       case "TrainStarted":
         // Several processes (DDP): the ranks' devices, and tokens/s is their sum.
         Object.assign(job, { status: "running", max_iters: event.max_iters, num_parameters: event.num_parameters,

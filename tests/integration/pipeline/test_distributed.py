@@ -209,6 +209,39 @@ async def test_a_worker_of_a_job_of_two_hosts_killed_mid_run_is_replaced_and_the
             worker.stop()
 
 
+async def test_the_worker_of_a_job_of_two_hosts_killed_mid_run_hands_the_job_back_and_it_completes_once(
+        own_env, own_bus: Bus, tmp_path):
+    env = _hosts_env(own_env)
+    workers = {name: start_worker(f"hosts-lead-{name}", env, tmp_path) for name in "ab"}
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
+                                                               hyperparameters={**HOSTS_HP, "max_iters": 300}),
+                              key=job_id)
+        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
+                                       timeout=180)
+        leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
+        name = next(name for name in workers if f"hosts-lead-{name}" == leader)
+        workers[name].kill()  # kill -9 of the job's own worker: the rendezvous goes with it
+        killed_at = datetime.now(UTC)
+        workers["c"] = start_worker("hosts-lead-c", env, tmp_path)
+        events = await own_bus.job(job_id, timeout=300)
+        assert events[-1]["type"] == "TrainCompleted", events[-1]
+        rendezvous = [e for e in events if e["type"] == "TrainRendezvous"]
+        assert len(rendezvous) == 2 and rendezvous[1]["attempt"] > rendezvous[0]["attempt"], rendezvous
+        assert rendezvous[1]["worker"] != leader
+        starts = [e for e in events if e["type"] == "TrainStarted"]
+        assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50 and starts[1]["world_size"] == 2, starts
+        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
+        again = next(e for e in events if e["seq"] > starts[1]["seq"] and e["type"] == "TrainProgress")
+        print(f"\nthe job's own worker killed: taken over by {rendezvous[1]['worker']}, both hosts trained again "
+              f"from step {starts[1]['resumed_from_step']} "
+              f"{(datetime.fromisoformat(again['time']) - killed_at).total_seconds():.1f}s later")
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
 async def test_a_cancel_of_a_job_of_two_hosts_leaves_no_process_on_either(own_env, own_bus: Bus, tmp_path):
     workers = [start_worker(f"hosts-cancel-{name}", _hosts_env(own_env), tmp_path) for name in "ab"]
     try:
