@@ -209,6 +209,8 @@ async def test_a_worker_of_a_job_of_two_hosts_killed_mid_run_is_replaced_and_the
             worker.stop()
 
 
+# Minutes-long with the kill before it: run by `make soak`, beside the outage tests.
+@pytest.mark.soak
 async def test_the_worker_of_a_job_of_two_hosts_killed_mid_run_hands_the_job_back_and_it_completes_once(
         own_env, own_bus: Bus, tmp_path):
     env = _hosts_env(own_env)
