@@ -81,6 +81,7 @@ class Run:
         self.job: JobLog | None = None
         self._renewed = self._started = time.monotonic()  # when the lease was last renewed; when the run began
         self.fenced = False
+        self._handed_back = False  # a helper whose worker is stopping
         self._held: list[JobEvent] = []  # facts made while fenced
 
     def start(self) -> None:
@@ -91,6 +92,15 @@ class Run:
             await asyncio.shield(self._task)
 
     async def suspend(self, timeout_s: float = 20.0) -> None:
+        if self.kind.helps:
+            # A helper's ranks leave at once, as if its worker had died: the run's own ranks start again from their
+            # checkpoint and wait for another host. (Stopped in step with the others, they would end the launcher's
+            # rendezvous, and the run with it.) Its job goes back to the queue for another worker.
+            self._handed_back = True
+            if self.process is not None and self.process.is_alive():
+                self.process.kill()
+            await self.wait()
+            return
         self._mode.value = SUSPEND
         # A fenced run may not write a last checkpoint (the job may be another's by now): it is stopped at once.
         self._stop_deadline = time.monotonic() + (0.0 if self.fenced else timeout_s)
@@ -104,7 +114,10 @@ class Run:
             if self.kind.helps:  # it publishes nothing: no log of its own to continue
                 self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.kind.helps,
                                   owner=self.claim.owner, last_seq=0)
-                await self._run_child()
+                if self._handed_back:  # its worker began stopping before it started
+                    await self.queue.release(self.claim.job_id, self.claim.attempt, 0)
+                else:
+                    await self._run_child()
                 return
             self.job = JobLog(self.runtime.publisher, job_id=self.claim.job_id, kind=self.claim.kind,
                               owner=self.claim.owner, last_seq=await self._last_seq())
@@ -188,7 +201,7 @@ class Run:
             log.warning("job %s: lease lost to another worker; this run published nothing more", self.job.job_id)
             return
         if self.kind.helps:  # its worker is stopping: another may join the run in its place; else it served its run
-            if self._mode.value == SUSPEND:
+            if self._handed_back:
                 await self.queue.release(self.job.job_id, self.claim.attempt, 0)
             else:
                 await self._once_the_database_answers(lambda: self.queue.done(self.claim.job_id, self.claim.attempt))

@@ -83,8 +83,8 @@ class TrainJoin(TrainSpec):
 
 
 class HostLeft(Exception):
-    """Another host's ranks stopped the run (that host's worker is stopping): the job's own ranks start again and wait
-    for a host to take its place."""
+    """The ranks stopped in step for no reason of this host's (a rank elsewhere found its job process gone before the
+    signal that ends it arrived): the job's own ranks start again from the checkpoint, with whichever hosts join."""
 
 
 def read_text(store: ObjectStore, key: str, field: str) -> str:
@@ -265,7 +265,7 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
     result = trainer.run()
     if job.orphaned:
         return
-    if result.cancelled and job.mode == RUN:  # a rank on another host stopped the run, for a reason of its own
+    if result.cancelled and job.mode == RUN:  # a rank on another host stopped the run
         if job.lead:
             raise HostLeft(f"a host of the run stopped at step {result.step}; starting again from its checkpoint")
         return  # the job's own run ended it (cancelled, or handed back): this helper has served

@@ -209,6 +209,32 @@ async def test_a_worker_of_a_job_of_two_hosts_killed_mid_run_is_replaced_and_the
             worker.stop()
 
 
+@pytest.mark.soak  # with the test before and the one after, minutes: run by `make soak`, beside the outage tests
+async def test_a_helper_whose_worker_stops_mid_run_is_replaced_and_the_job_completes_once(own_env, own_bus: Bus,
+                                                                                           tmp_path):
+    env = _hosts_env(own_env)
+    workers = {name: start_worker(f"hosts-stop-{name}", env, tmp_path) for name in "ab"}
+    try:
+        job_id = _id()
+        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
+                                                               hyperparameters={**HOSTS_HP, "max_iters": 300}),
+                              key=job_id)
+        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
+                                       timeout=180)
+        leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
+        helper = next(name for name in workers if f"hosts-stop-{name}" != leader)
+        workers[helper].stop()  # an operator's stop (a rolling restart): the helper goes back to the queue
+        workers["c"] = start_worker("hosts-stop-c", env, tmp_path)
+        events = await own_bus.job(job_id, timeout=300)
+        assert events[-1]["type"] == "TrainCompleted", events[-1]
+        starts = [e for e in events if e["type"] == "TrainStarted"]
+        assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50, starts
+        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
 # Minutes-long with the kill before it: run by `make soak`, beside the outage tests.
 @pytest.mark.soak
 async def test_the_worker_of_a_job_of_two_hosts_killed_mid_run_hands_the_job_back_and_it_completes_once(
