@@ -94,10 +94,12 @@ def read_text(store: ObjectStore, key: str, field: str) -> str:
         raise Rejected(f"{field}: no dataset at {key}", field) from None
 
 
-def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -> tuple[Tokenizer, Manifest]:
+def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None,
+                    announced: bool = False) -> tuple[Tokenizer, Manifest]:
     """The run's tokenizer and the manifest of its shards: a tokenization found (the one the agent chose, or the one
     these settings name) or made now as the job's first step. `given`: the tokenizer a checkpoint brings; a
-    tokenization made by another tokenizer does not suit it."""
+    tokenization made by another tokenizer does not suit it. `announced`: a tokenization found was announced already
+    (by the job's process, before it started its ranks)."""
     source = spec.source or DatasetSource.at(spec.dataset_key)
     options = checked_options(spec.tokenizer, spec.tokenizer_options)
     started = time.monotonic()
@@ -106,7 +108,8 @@ def training_tokens(spec: TrainSpec, job: JobContext, given: Tokenizer | None) -
         if manifest is not None:
             tokenizer = load_tokenizer(job, manifest)
             if given is None or tokenizer.to_json() == given.to_json():
-                announce(job, source, manifest, tid, None, started, True)
+                if not announced:
+                    announce(job, source, manifest, tid, None, started, True)
                 break
     else:
         try:
@@ -228,7 +231,8 @@ def run_training(spec: TrainSpec, job: JobContext) -> None:
                 state = {**state, "best_val_loss": None, "bad_evals": 0}
         else:
             train_config = None  # the checkpoint's own training config wins
-    tokenizer, manifest = training_tokens(spec, job, given)
+    # The ranks of a run of several processes find the tokens their job's process made and announced.
+    tokenizer, manifest = training_tokens(spec, job, given, announced=world.size > 1)
     tokens = mapped_tokens(job, manifest, "dataset")
     model_id = spec.model_id
     callbacks = _Publishing(spec, job)

@@ -47,6 +47,7 @@ async def test_two_processes_train_what_one_trains_and_rank_0_alone_reports(bus:
     assert started["world_size"] == 2 and len(started["ranks"]) == 2 and started["ranks"][0].endswith("/cpu")
     assert [e["seq"] for e in ranked] == list(range(1, len(ranked) + 1)), "one reporter: facts 1..N, none twice"
     assert sum(e["type"] == "TrainStarted" for e in ranked) == 1
+    assert sum(e["type"] == "DatasetTokenized" for e in ranked) == 1, "the job's process tokenizes and says so"
     # The same windows at every step (split by micro-batch): the curves agree to float rounding, which differs here
     # only because the lone process multiplies on two threads and each rank on one (with one thread each, they are
     # identical: tests/unit/model/test_distributed.py).
@@ -153,6 +154,7 @@ async def test_two_workers_each_give_a_rank_to_a_job_of_two_hosts_which_complete
         assert started["world_size"] == 2 and len(started["ranks"]) == 2
         assert sum(e["type"] == "TrainCompleted" for e in events) == 1
         assert sum(e["type"] == "TrainStarted" for e in events) == 1
+        assert sum(e["type"] == "DatasetTokenized" for e in events) == 1
         # The acceptance may come twice (same event id) when the request is delivered again as the workers rebalance.
         facts = list({e["event_id"]: e for e in events}.values())
         assert [e["seq"] for e in facts] == list(range(1, len(facts) + 1)), "one reporter: facts 1..N, none twice"
