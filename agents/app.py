@@ -80,7 +80,8 @@ def create_app(settings: Settings) -> Agents:
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    scheduler = Scheduler(runtime, {kind.name: kind for kind in (TRAIN, TRAIN_JOIN, EVALUATE, EXPORT, IMPORT, TOKENIZE)})
+    kinds = (TRAIN, TRAIN_JOIN, EVALUATE, EXPORT, IMPORT, TOKENIZE)
+    scheduler = Scheduler(runtime, {kind.name: kind for kind in kinds})
     train.register(app, runtime, scheduler)
     evaluate.register(app, runtime, scheduler)
     export.register(app, runtime, scheduler)
