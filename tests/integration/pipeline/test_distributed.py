@@ -180,93 +180,54 @@ async def test_a_job_of_two_hosts_fails_naming_hosts_when_no_other_worker_joins(
         worker.stop()
 
 
-async def test_a_worker_of_a_job_of_two_hosts_killed_mid_run_is_replaced_and_the_job_completes_once(
-        own_env, own_bus: Bus, tmp_path):
+# Minutes each: the two after the first run with `make soak`, beside the outage tests.
+LOST_MID_RUN = [
+    pytest.param("helper", "kill", id="helper-kill-9"),
+    pytest.param("helper", "stop", id="helper-stopped", marks=pytest.mark.soak),
+    pytest.param("own", "kill", id="own-kill-9", marks=pytest.mark.soak),
+]
+
+
+@pytest.mark.parametrize("whose, how", LOST_MID_RUN)
+async def test_a_worker_of_a_job_of_two_hosts_lost_mid_run_is_replaced_and_the_job_completes_once(
+        own_env, own_bus: Bus, tmp_path, whose: str, how: str):
+    """kill -9, or an operator's stop (a rolling restart), of the helper's worker: a third worker takes the helper
+    over (through its lease, or at once when it was handed back) and joins. kill -9 of the job's own worker: the
+    job is handed back through its lease, and its new run hosts a new rendezvous and offers a new helper. Either way
+    both hosts train again from the last checkpoint, and the job completes once."""
     env = _hosts_env(own_env)
-    workers = {name: start_worker(f"hosts-kill-{name}", env, tmp_path) for name in "ab"}
+    prefix = f"hosts-{whose}-{how}"
+    workers = {name: start_worker(f"{prefix}-{name}", env, tmp_path) for name in "ab"}
     try:
         job_id = _id()
-        # With the optimiser sharded over the two ranks (ZeRO-1): the checkpoint the ranks start again from holds
-        # both shards.
+        # The optimiser sharded over the two ranks (ZeRO-1): the checkpoint they start again from holds both shards.
         hp = {**HOSTS_HP, "max_iters": 300, "shard_optimizer": True}
         await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2, hyperparameters=hp),
                               key=job_id)
         seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
                                        timeout=180)
         leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
-        helper = next(name for name in workers if f"hosts-kill-{name}" != leader)
-        workers[helper].kill()  # kill -9 of the helper's worker: its job process and rank die with it
-        killed_at = datetime.now(UTC)
-        workers["c"] = start_worker("hosts-kill-c", env, tmp_path)  # the helper's lease lapses; c takes it over
+        lost = next(name for name in workers if (f"{prefix}-{name}" == leader) == (whose == "own"))
+        if how == "kill":
+            workers[lost].kill()  # its job process and ranks die with it
+        else:
+            workers[lost].stop()
+        lost_at = datetime.now(UTC)
+        workers["c"] = start_worker(f"{prefix}-c", env, tmp_path)
         events = await own_bus.job(job_id, timeout=300)
         assert events[-1]["type"] == "TrainCompleted", events[-1]
-        starts = [e for e in events if e["type"] == "TrainStarted"]
-        assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50, starts
-        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
-        again = next(e for e in events if e["seq"] > starts[1]["seq"] and e["type"] == "TrainProgress")
-        print(f"\nhelper's worker killed: both hosts trained again from step {starts[1]['resumed_from_step']} "
-              f"{(datetime.fromisoformat(again['time']) - killed_at).total_seconds():.1f}s later")
-    finally:
-        for worker in workers.values():
-            worker.stop()
-
-
-@pytest.mark.soak  # with the test before and the one after, minutes: run by `make soak`, beside the outage tests
-async def test_a_helper_whose_worker_stops_mid_run_is_replaced_and_the_job_completes_once(own_env, own_bus: Bus,
-                                                                                           tmp_path):
-    env = _hosts_env(own_env)
-    workers = {name: start_worker(f"hosts-stop-{name}", env, tmp_path) for name in "ab"}
-    try:
-        job_id = _id()
-        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
-                                                               hyperparameters={**HOSTS_HP, "max_iters": 300}),
-                              key=job_id)
-        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
-                                       timeout=180)
-        leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
-        helper = next(name for name in workers if f"hosts-stop-{name}" != leader)
-        workers[helper].stop()  # an operator's stop (a rolling restart): the helper goes back to the queue
-        workers["c"] = start_worker("hosts-stop-c", env, tmp_path)
-        events = await own_bus.job(job_id, timeout=300)
-        assert events[-1]["type"] == "TrainCompleted", events[-1]
-        starts = [e for e in events if e["type"] == "TrainStarted"]
-        assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50, starts
-        assert sum(e["type"] == "TrainCompleted" for e in events) == 1
-    finally:
-        for worker in workers.values():
-            worker.stop()
-
-
-# Minutes-long with the kill before it: run by `make soak`, beside the outage tests.
-@pytest.mark.soak
-async def test_the_worker_of_a_job_of_two_hosts_killed_mid_run_hands_the_job_back_and_it_completes_once(
-        own_env, own_bus: Bus, tmp_path):
-    env = _hosts_env(own_env)
-    workers = {name: start_worker(f"hosts-lead-{name}", env, tmp_path) for name in "ab"}
-    try:
-        job_id = _id()
-        await own_bus.produce("train.requested", train_request(job_id, job_id, hosts=2,
-                                                               hyperparameters={**HOSTS_HP, "max_iters": 300}),
-                              key=job_id)
-        seen = await own_bus.job_until(job_id, lambda seen: any(e["type"] == "CheckpointSaved" for e in seen),
-                                       timeout=180)
-        leader = next(e for e in seen if e["type"] == "TrainRendezvous")["worker"]
-        name = next(name for name in workers if f"hosts-lead-{name}" == leader)
-        workers[name].kill()  # kill -9 of the job's own worker: the rendezvous goes with it
-        killed_at = datetime.now(UTC)
-        workers["c"] = start_worker("hosts-lead-c", env, tmp_path)
-        events = await own_bus.job(job_id, timeout=300)
-        assert events[-1]["type"] == "TrainCompleted", events[-1]
-        rendezvous = [e for e in events if e["type"] == "TrainRendezvous"]
-        assert len(rendezvous) == 2 and rendezvous[1]["attempt"] > rendezvous[0]["attempt"], rendezvous
-        assert rendezvous[1]["worker"] != leader
         starts = [e for e in events if e["type"] == "TrainStarted"]
         assert len(starts) == 2 and starts[1]["resumed_from_step"] >= 50 and starts[1]["world_size"] == 2, starts
         assert sum(e["type"] == "TrainCompleted" for e in events) == 1
+        rendezvous = [e for e in events if e["type"] == "TrainRendezvous"]
+        if whose == "own":
+            assert len(rendezvous) == 2 and rendezvous[1]["attempt"] > rendezvous[0]["attempt"], rendezvous
+            assert rendezvous[1]["worker"] != leader
+        else:
+            assert len(rendezvous) == 1, "the job's own run goes on: the same rendezvous, a new host in it"
         again = next(e for e in events if e["seq"] > starts[1]["seq"] and e["type"] == "TrainProgress")
-        print(f"\nthe job's own worker killed: taken over by {rendezvous[1]['worker']}, both hosts trained again "
-              f"from step {starts[1]['resumed_from_step']} "
-              f"{(datetime.fromisoformat(again['time']) - killed_at).total_seconds():.1f}s later")
+        print(f"\n{whose} worker {how}: both hosts trained again from step {starts[1]['resumed_from_step']} "
+              f"{(datetime.fromisoformat(again['time']) - lost_at).total_seconds():.1f}s later")
     finally:
         for worker in workers.values():
             worker.stop()
