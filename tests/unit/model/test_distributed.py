@@ -62,6 +62,9 @@ def _rank(rank: int, size: int, port: int, hp: dict, results) -> None:
         losses, val_losses, states = _train(World(rank, size), hp)
         # As bytes: tensors sent as they are would live in this process's shared memory, gone once it exits.
         results.put((rank, (losses, val_losses, {step: _packed(state) for step, state in states.items()})))
+        # Both ranks leave the group together: one tearing gloo down while the other still packs its results made
+        # the process abort at exit once in a few dozen runs ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
