@@ -47,7 +47,12 @@ class JobKind:
 
 def helper_id(job_id: str, attempt: int, index: int) -> str:
     """The queue's id of a helper of a job's run (`attempt`): `<job>+<attempt>.<index>`."""
-    return f"{job_id}+{attempt}.{index}"
+    return f"{helpers_of(job_id)}{attempt}.{index}"
+
+
+def helpers_of(job_id: str) -> str:
+    """What the queue ids of a job's helpers begin with."""
+    return f"{job_id}+"
 
 
 def helped_job(job_id: str) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy import func, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agents.jobs.kinds import helpers_of
 from events import QUEUED_KINDS, utc_now
 from infra.db.queries import belongs_to
 from infra.db.tables import JobQueueRow
@@ -132,8 +133,9 @@ class JobQueue:
         """End the job's helpers that no worker has claimed (those running end with the run they serve)."""
         async with self._sessions() as session:
             await session.execute(
-                update(JobQueueRow).where(*self._mine(), JobQueueRow.job_id.startswith(f"{job_id}+", autoescape=True),
-                                          JobQueueRow.state == QUEUED)
+                update(JobQueueRow)
+                .where(*self._mine(), JobQueueRow.job_id.startswith(helpers_of(job_id), autoescape=True),
+                       JobQueueRow.state == QUEUED)
                 .values(state=DONE, updated_at=utc_now()).execution_options(synchronize_session=False))
             await session.commit()
 
@@ -155,7 +157,7 @@ class JobQueue:
         now = utc_now()
         ready = [*self._mine(), JobQueueRow.state == QUEUED, JobQueueRow.kind.in_(kinds),
                  or_(JobQueueRow.not_before.is_(None), JobQueueRow.not_before <= now),
-                 *(not_(JobQueueRow.job_id.startswith(f"{job_id}+", autoescape=True)) for job_id in busy)]
+                 *(not_(JobQueueRow.job_id.startswith(helpers_of(job_id), autoescape=True)) for job_id in busy)]
         async with self._sessions() as session:
             waiting = (await session.execute(
                 select(JobQueueRow.owner, func.min(JobQueueRow.created_at)).where(*ready).group_by(JobQueueRow.owner)

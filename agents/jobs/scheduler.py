@@ -91,6 +91,8 @@ class Scheduler:
     def __init__(self, runtime: Runtime, kinds: dict[str, JobKind]):
         self.runtime = runtime
         self.kinds = kinds
+        self.helpers = tuple(name for name, kind in kinds.items() if kind.helps)  # claimed first
+        self.others = tuple(name for name in kinds if name not in self.helpers)
         runs.preload(sorted({kind.code.__module__ for kind in kinds.values()}))
         self.queue = JobQueue(runtime.sessions, runtime.worker_id, runtime.settings.topic_prefix)
         self.leases = LeaseWatch(self.queue, tuple(kinds), runtime.settings.lease_s)
@@ -109,13 +111,11 @@ class Scheduler:
     async def tick(self) -> None:
         self.runs = {job_id: run for job_id, run in self.runs.items() if not run.finished}
         abandoned = await self.leases.abandoned(self.runs)
-        helpers = tuple(name for name, kind in self.kinds.items() if kind.helps)
-        others = tuple(name for name in self.kinds if name not in helpers)
         while len(self.runs) < self.runtime.settings.worker_max_jobs and not self._stopping:
             # A helper first: a run waiting for hosts holds its own worker already.
             busy = {helped_job(job_id) for job_id in self.runs}
-            claim = (await self.queue.claim_next(helpers, busy) if helpers else None) \
-                or await self.queue.claim_next(others) \
+            claim = (await self.queue.claim_next(self.helpers, busy) if self.helpers else None) \
+                or await self.queue.claim_next(self.others) \
                 or await self.leases.take_over([lease for lease in abandoned if helped_job(lease.job_id) not in busy])
             if claim is None:
                 return

@@ -20,6 +20,7 @@ child's report queue. A rank the launcher kills in the middle of a message break
 generation's rank 0 connects afresh. (Sharing the child's queue instead, a rank killed while it wrote kept the
 queue's lock, and no later fact of the job arrived.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -122,7 +123,7 @@ def launch(code: JobCode, spec: JobSpec, job: JobContext, join: Join | None = No
 
     from events import Rejected, TrainRendezvous
 
-    settings, hosts, leading = job.settings, getattr(spec, "hosts", 1), join is None
+    settings, hosts, leading = job.settings, spec.hosts, join is None
     address = (settings.worker_address or socket.gethostname()) if hosts > 1 else "127.0.0.1"
     if join is None:
         join = Join(endpoint=f"{address}:{free_port('')}")
