@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agents.runtime import Runtime
 from events import FAILED_TYPE_FOR_KIND, Command, DecodeError, Rejected, dead_letter, decode_command, id_from_position
 from infra.db.queries import belongs_to
-from infra.db.tables import Dataset, Job, Model, ModelVersionCounter
+from infra.db.tables import Model, ModelVersionCounter
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE, while_down
 
@@ -82,13 +82,8 @@ def dataset_id_of_job(job_id: str) -> str:
 
 
 async def job_id_taken(runtime: Runtime, job_id: str, kind: str | None, owner: str | None) -> bool:
-    """Whether `job_id` already names a dataset, or a job of another kind or another owner. Job ids are chosen by
-    whoever produces a request, and datasets share their namespace (an upload's id is its log's job id)."""
-    async with runtime.sessions() as session:
-        if await session.get(Dataset, job_id) is not None:
-            return True
-        job = await session.get(Job, job_id)
-    return job is not None and (job.kind != kind or job.owner != owner)
+    """`queries.job_ids_taken` of one id, read together with those of the requests that arrive at the same time."""
+    return await runtime.ids_taken.read((job_id, kind, owner))
 
 
 async def refuse_a_taken_job_id(runtime: Runtime, job_id: str, kind: str, owner: str | None,

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import os
 import socket
+from functools import partial
 
 import mode
 
 from events import Topics
 from events.proof import Signer
-from infra.db import create_engine, sessionmaker
+from infra.db import create_engine, queries, sessionmaker
+from infra.db.together import ReadTogether
 from infra.kafka import create_producer, ensure_topics
 from infra.objectstore import AsyncObjectStore, ObjectStore, open_object_store
 from infra.publisher import Publisher
@@ -35,6 +37,8 @@ class Runtime(mode.Service):
         self.ready = asyncio.Event()
         self.engine = create_engine(settings.resolved_database_url)
         self.sessions = sessionmaker(self.engine)
+        # Is a command's job id free: asked of every command, so the commands that arrive together ask it at once.
+        self.ids_taken = ReadTogether(partial(queries.job_ids_taken, self.sessions))
         self.store: ObjectStore = open_object_store(settings)
         self.astore = AsyncObjectStore(self.store)
         self.publisher: Publisher  # made in on_start: a Kafka producer needs the running event loop

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 import faust
@@ -33,6 +34,8 @@ from events import (
     TokensGenerated,
 )
 from infra.db import queries
+from infra.db.tables import Model
+from infra.db.together import ReadTogether
 from infra.publisher import JobLog
 from infra.retry import UNAVAILABLE
 from model.config import ConfigError
@@ -51,9 +54,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
                        settings.generate_threads)
     if settings.worker_metrics_port:
         serve_metrics(cache, settings.worker_metrics_port)
+    models = ReadTogether(partial(queries.servable_models, runtime.sessions))
     stops = Stops(runtime.settings, runtime.topics.job_control, runtime.signer, f"{runtime.producer_name}/stops")
     command_agent(app, runtime, runtime.topics.generate_requested, GenerateRequested, "generate",
-                  lambda command: serve(runtime, cache, command, stops),
+                  lambda command: serve(runtime, cache, models, command, stops),
                   concurrency=runtime.settings.generate_concurrency)
 
     @app.task
@@ -75,7 +79,8 @@ def sampling_params(command: GenerateRequested, max_new_tokens_limit: int, max_p
         raise Rejected(f"{error.field}: {error.message}", error.field) from None
 
 
-async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested, stops: Stops | None = None) -> None:
+async def serve(runtime: Runtime, cache: ModelCache, models: ReadTogether[queries.ModelRef, Model],
+                command: GenerateRequested, stops: Stops | None = None) -> None:
     await refuse_a_taken_job_id(runtime, command.request_id, "generate", command.owner, "request_id")
     job = JobLog(runtime.publisher, job_id=command.request_id, kind="generate", owner=command.owner)
     request = command.model_dump(mode="json")
@@ -83,8 +88,7 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested,
     try:
         settings = runtime.settings
         params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
-        model = await queries.servable_model_soon(runtime.sessions, command.owner, command.model_id,
-                                                 command.model_name)
+        model = await servable_model(runtime, models, command)
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
@@ -108,6 +112,17 @@ async def serve(runtime: Runtime, cache: ModelCache, command: GenerateRequested,
             await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model_id,
                            model_name=command.model_name, request=request)
         await job.emit(GenerationFailed, model_id=model_id, reason=f"internal error: {type(error).__name__}: {error}")
+
+
+async def servable_model(runtime: Runtime, models: ReadTogether[queries.ModelRef, Model],
+                         command: GenerateRequested) -> Model:
+    """The model a request names, read together with the requests arriving at the same time (a burst of a hundred
+    for one model costs one lookup); one not found waits a moment, in case it was recorded only just now."""
+    try:
+        return await models.read((command.owner, command.model_id, command.model_name))
+    except Rejected:
+        pass
+    return await queries.servable_model_soon(runtime.sessions, command.owner, command.model_id, command.model_name)
 
 
 async def _generate(job: JobLog, engine: Engine, command: GenerateRequested, params: SamplingParams,

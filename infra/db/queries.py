@@ -22,6 +22,8 @@ from infra.db.tables import (Checkpoint, Dataset, Evaluation, Job, JobEventRow, 
 
 T = TypeVar("T")
 Owner = str | None  # None: auth is off and every row is visible
+TakenKey = tuple[str, "str | None", Owner]  # (job id, the kind of job asking for it, its owner)
+ModelRef = tuple[Owner, "str | None", "str | None"]  # (owner, model id, model name) of a command
 MOST_VERSION = 2**31 - 1  # the largest version number (an INTEGER column)
 
 
@@ -38,6 +40,22 @@ def belongs_to(column: Any, owner: Owner) -> Any:
 def visible_to(owner: Owner) -> Callable[[str | None], bool]:
     """The same rule for a fact (by its owner) as `owned` is for rows."""
     return (lambda _: True) if owner is None else (lambda fact_owner: fact_owner == owner)
+
+
+# -- job ids ----------------------------------------------------------------------------------------------------------
+
+
+async def job_ids_taken(sessions: async_sessionmaker[AsyncSession], keys: list[TakenKey]) -> dict[TakenKey, bool]:
+    """Of each (job id, kind, owner): whether the id already names a dataset, or a job of another kind or another
+    owner. Job ids are chosen by whoever produces a request, and datasets share their namespace (an upload's id is
+    its log's job id). Two statements for any number of ids."""
+    ids = {job_id for job_id, _, _ in keys}
+    async with sessions() as session:
+        datasets = set((await session.execute(select(Dataset.id).where(Dataset.id.in_(ids)))).scalars())
+        jobs = {row.id: (row.kind, row.owner)
+                for row in await session.execute(select(Job.id, Job.kind, Job.owner).where(Job.id.in_(ids)))}
+    return {(job_id, kind, owner): job_id in datasets or jobs.get(job_id, (kind, owner)) != (kind, owner)
+            for job_id, kind, owner in keys}
 
 
 # -- datasets ---------------------------------------------------------------------------------------------------------
@@ -184,6 +202,20 @@ async def servable_model(session: AsyncSession, owner: Owner, model_id: str | No
     if not (model.best_checkpoint or model.latest_checkpoint):
         raise Rejected(f"{field}: {label} has no checkpoint yet (status {model.status})", field)
     return model
+
+
+async def servable_models(sessions: async_sessionmaker[AsyncSession],
+                          refs: list[ModelRef]) -> dict[ModelRef, Model | Rejected]:
+    """`servable_model` of each (owner, model id, model name), in one session: what the requests that arrive
+    together share (infra/db/together.py)."""
+    answers: dict[ModelRef, Model | Rejected] = {}
+    async with sessions() as session:
+        for ref in refs:
+            try:
+                answers[ref] = await servable_model(session, *ref)
+            except Rejected as error:
+                answers[ref] = error
+    return answers
 
 
 async def servable_model_soon(sessions: async_sessionmaker[AsyncSession], owner: Owner, model_id: str | None,

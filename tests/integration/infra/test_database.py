@@ -1,15 +1,19 @@
-"""The database engine against the real PostgreSQL: a server that goes away reads as DATABASE_DOWN."""
+"""The database engine against the real PostgreSQL: a server that goes away reads as DATABASE_DOWN; the reads that
+requests arriving together share."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.exc import OperationalError
 
-from infra.db import DATABASE_DOWN, create_engine
+from events import Rejected
+from infra.db import DATABASE_DOWN, create_engine, queries, sessionmaker
+from infra.db.tables import Dataset, Job, Model
 from infra.settings import Settings
 from tests.integration.servers import asyncpg_url
 
@@ -61,4 +65,41 @@ async def test_a_statement_cancelled_with_its_task_stays_a_cancellation(settings
         assert done, "the cancelled statement did not end"
         assert task.cancelled(), f"the task ended with {task.exception()!r} instead of being cancelled"
     finally:
+        await engine.dispose()
+
+
+async def test_the_reads_that_requests_share_answer_each_request_as_its_own_read_would(settings: Settings,
+                                                                                     unique: str):
+    """`job_ids_taken` and `servable_models` against the real PostgreSQL: many keys in one call, each answered as
+    `job_id_taken` and `servable_model` would answer it alone, another owner's rows invisible."""
+    engine = create_engine(settings.resolved_database_url)
+    sessions = sessionmaker(engine)
+    now = datetime.now(UTC)
+    dataset, job, free = f"{unique}-dataset", f"{unique}-job", f"{unique}-free"
+    name = f"{unique}-model"
+    try:
+        async with sessions() as session:
+            session.add(Dataset(id=dataset, owner="ann", name="d", key="k", bytes=1, preview="", created_at=now))
+            session.add(Job(id=job, owner="ann", kind="generate", status="completed", created_at=now, updated_at=now))
+            for version, checkpoint in ((1, f"{unique}/1/best.pt"), (2, f"{unique}/2/best.pt"), (3, None)):
+                session.add(Model(id=f"{unique}-{version}", owner="ann", name=name, version=version, status="completed",
+                                  best_checkpoint=checkpoint, created_at=now, updated_at=now))
+            await session.commit()
+        taken = await queries.job_ids_taken(sessions, [
+            (dataset, "generate", "ann"), (job, "generate", "ann"), (job, "train", "ann"), (job, "generate", "bob"),
+            (free, "generate", "ann")])
+        assert taken == {(dataset, "generate", "ann"): True, (job, "generate", "ann"): False,
+                         (job, "train", "ann"): True, (job, "generate", "bob"): True, (free, "generate", "ann"): False}
+        refs = [("ann", None, name), ("ann", f"{unique}-1", None), ("bob", None, name), ("ann", f"{unique}-3", None)]
+        models = await queries.servable_models(sessions, refs)
+        assert models[refs[0]].id == f"{unique}-2"  # the newest version with a checkpoint
+        assert models[refs[1]].id == f"{unique}-1"
+        assert isinstance(models[refs[2]], Rejected) and models[refs[2]].field == "model_name"
+        assert isinstance(models[refs[3]], Rejected) and "no checkpoint yet" in models[refs[3]].reason
+    finally:
+        async with sessions() as session:
+            await session.execute(delete(Model).where(Model.name == name))
+            await session.execute(delete(Job).where(Job.id == job))
+            await session.execute(delete(Dataset).where(Dataset.id == dataset))
+            await session.commit()
         await engine.dispose()
