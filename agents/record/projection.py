@@ -57,10 +57,12 @@ async def apply_batch(session: AsyncSession, batch: list[Recorded],
                       turned_away: list[tuple[Recorded, str]] | None = None) -> int:
     """Record a batch of facts (one statement for their log rows) and apply the new ones, in order. Facts whose
     owner or kind is not their job's are not recorded: they go to `turned_away`, with why."""
-    batch, refused = await _split_by_owner(session, batch)
+    batch, refused, jobs = await _split_by_owner(session, batch)
     if turned_away is not None:
         turned_away.extend(refused)
     new = await _insert_log_rows(session, batch)
+    if _make_jobs(session, jobs, [r.event for r in batch if r.event.event_id in new and r.event.kind in JOB_KINDS]):
+        await session.flush()  # one INSERT for all of them; from now on `session.get` finds them without a query
     applied = 0
     for recorded in batch:
         event = recorded.event
@@ -68,7 +70,7 @@ async def apply_batch(session: AsyncSession, batch: list[Recorded],
             continue
         new.discard(event.event_id)  # the same fact twice in one batch is applied once
         if event.kind in JOB_KINDS:
-            await _apply_to_job(session, event)
+            _apply_to_job(jobs[event.job_id], event)
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             await handler(session, event)
@@ -76,11 +78,13 @@ async def apply_batch(session: AsyncSession, batch: list[Recorded],
     return applied
 
 
-async def _split_by_owner(session: AsyncSession,
-                          batch: list[Recorded]) -> tuple[list[Recorded], list[tuple[Recorded, str]]]:
+async def _split_by_owner(session: AsyncSession, batch: list[Recorded]
+                          ) -> tuple[list[Recorded], list[tuple[Recorded, str]], dict[str, Job]]:
+    """The facts to record, those turned away, and the batch's jobs that exist: loaded in one statement, so that
+    applying the facts reads none of them again (`session.get` finds them in the session)."""
     ids = {recorded.event.job_id for recorded in batch}
-    jobs = {job_id: (kind, owner) for job_id, kind, owner in
-            (await session.execute(select(Job.id, Job.kind, Job.owner).where(Job.id.in_(ids)))).all()}
+    rows = {job.id: job for job in (await session.execute(select(Job).where(Job.id.in_(ids)))).scalars()}
+    jobs = {job_id: (job.kind, job.owner) for job_id, job in rows.items()}
     datasets = {dataset_id: owner for dataset_id, owner in
                 (await session.execute(select(Dataset.id, Dataset.owner).where(Dataset.id.in_(ids)))).all()}
     kept: list[Recorded] = []
@@ -103,7 +107,7 @@ async def _split_by_owner(session: AsyncSession,
                                           f"names a job"))
                 continue
         kept.append(recorded)
-    return kept, refused
+    return kept, refused, rows
 
 
 async def _insert_log_rows(session: AsyncSession, batch: list[Recorded]) -> set[str]:
@@ -123,19 +127,27 @@ async def _insert_log_rows(session: AsyncSession, batch: list[Recorded]) -> set[
             kafka_partition=recorded.partition, kafka_offset=recorded.offset, recorded_at=now,
         ))
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(JobEventRow).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
-    result = await session.execute(statement.returning(JobEventRow.event_id))
+    # One statement of many rows, compiled once for any number of them (a VALUES list would compile per count).
+    statement = insert(JobEventRow).on_conflict_do_nothing(index_elements=["event_id"])
+    result = await session.execute(statement.returning(JobEventRow.event_id), rows)
     return set(result.scalars().all())
 
 
-async def _apply_to_job(session: AsyncSession, event: JobEvent) -> None:
-    job = await session.get(Job, event.job_id)
-    if job is None:
-        job = Job(
-            id=event.job_id, owner=event.owner, kind=event.kind, status="accepted", progress=0.0, attempt=0,
-            result={}, last_seq=0, created_at=event.time, updated_at=event.time,
-        )
-        session.add(job)
+def _make_jobs(session: AsyncSession, jobs: dict[str, Job], events: list[JobEvent]) -> bool:
+    """The row of each job whose first fact is among `events`, added to `jobs` and to the session; whether any."""
+    made = False
+    for event in events:
+        if event.job_id not in jobs:
+            jobs[event.job_id] = Job(
+                id=event.job_id, owner=event.owner, kind=event.kind, status="accepted", progress=0.0, attempt=0,
+                result={}, last_seq=0, created_at=event.time, updated_at=event.time,
+            )
+            session.add(jobs[event.job_id])
+            made = True
+    return made
+
+
+def _apply_to_job(job: Job, event: JobEvent) -> None:
     job.last_seq = max(job.last_seq or 0, event.seq)
     job.updated_at = event.time
     model_id = getattr(event, "model_id", None)
@@ -151,7 +163,7 @@ def _finish(job: Job, status: str, event: JobEvent) -> None:
 
 async def _job(session: AsyncSession, event: JobEvent) -> Job:
     job = await session.get(Job, event.job_id)
-    assert job is not None  # _apply_to_job made it
+    assert job is not None  # _make_jobs made it
     return job
 
 
