@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,7 +30,8 @@ from gateway.inputs import BodyLimitMiddleware, UrlCheckMiddleware
 from gateway.live import LiveFeed
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.openapi import build_document
-from infra.db import create_engine, sessionmaker
+from infra.db import create_engine, queries, sessionmaker
+from infra.db.together import ReadTogether
 from infra.kafka import create_producer, ensure_topics
 from infra.objectstore import open_async_object_store
 from infra.publisher import Publisher
@@ -130,9 +132,12 @@ def create_app(settings: Settings) -> Starlette:
         feed = LiveFeed(settings, client_id=name)
         try:
             await feed.start()
+            sessions = sessionmaker(engine)
             gateway = Gateway(
-                settings=settings, topics=topics, engine=engine, sessions=sessionmaker(engine), store=store,
+                settings=settings, topics=topics, engine=engine, sessions=sessions, store=store,
                 publisher=publisher, feed=feed, metrics=metrics,
+                # The model a generation names: read once for all the requests that arrive together.
+                models=ReadTogether(partial(queries.found_models, sessions)),
                 streams=PerKeyLimit(settings.max_streams_per_key, "event streams open", "LFZ_MAX_STREAMS_PER_KEY",
                                     "too_many_streams", metrics.streams),
                 generations=PerKeyLimit(settings.max_generations_per_key, "generations or evaluations in flight",

@@ -17,6 +17,8 @@ from events import Topics
 from gateway.live import Fanout
 from gateway.metrics import GatewayMetrics
 from gateway.quotas import PerKeyLimit
+from infra.db.tables import Model
+from infra.db.together import ReadTogether
 from infra.objectstore import AsyncObjectStore
 from infra.publisher import Publisher
 from infra.settings import Settings
@@ -38,6 +40,7 @@ class Gateway:
     streams: PerKeyLimit  # open event streams
     generations: PerKeyLimit  # generations in flight, and evaluations waited for
     metrics: GatewayMetrics
+    models: ReadTogether[tuple[str | None, str], Model | None]  # (owner, id or name) -> the model it names
 
     @property
     def producer_id(self) -> str:

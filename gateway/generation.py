@@ -38,8 +38,7 @@ FINAL = ("GenerationCompleted", "GenerationFailed", "JobCancelled")
 async def usable_model(request: Request, id_or_name: str, field: str) -> Model:
     """A model the caller may generate with or evaluate, by id or by name: 404 when unknown (or not theirs), 409 when
     it has no checkpoint yet. Any checkpoint serves (see ServingCheckpoint): a cancelled or failed run's too."""
-    async with gateway_of(request).sessions() as session:
-        row = await queries.find_model(session, owner_of(request), id_or_name, servable=True)
+    row = await gateway_of(request).models.read((owner_of(request), id_or_name))
     if row is None:
         raise ApiError(404, "not_found", f"there is no model with the id or name {id_or_name!r}", field)
     if not (row.best_checkpoint or row.latest_checkpoint):
@@ -117,8 +116,7 @@ class GenerationCall:
         stay silent for `request_timeout_s`."""
         assert self.subscription is not None
         source = job_events(self.request_id, 0, self.gateway.feed, log_reader(self.gateway.sessions, self.request_id),
-                            subscription=self.subscription,
-                            idle_poll_max_s=2.0)
+                            subscription=self.subscription, replay=False, idle_poll_max_s=2.0)
         try:
             while True:
                 try:

@@ -86,15 +86,18 @@ async def job_events(
     idle_poll_max_s: float = 15.0,
     gap_timeout_s: float = 10.0,
     subscription: Subscription | None = None,
+    replay: bool = True,
 ) -> AsyncIterator[FeedEvent]:
     """Yield the job's events with seq > `after` until its terminal event. Raises SubscriptionLagged if dropped.
 
-    Pass `subscription` when it had to be opened earlier (before publishing the command); the caller closes it."""
+    Pass `subscription` when it had to be opened earlier (before publishing the command); the caller closes it.
+    `replay=False` skips the first read of the log, for a job whose every event comes after that subscription (a
+    request it publishes itself): the database is then read only for a gap, or when the stream falls idle."""
     async with AsyncExitStack() as stack:
         if subscription is None:
             subscription = await stack.enter_async_context(feed.subscribe(job_id, visible))
         cursor = SeqCursor(after)
-        for event in await read(after, None):
+        for event in await read(after, None) if replay else []:
             for replayed in cursor.offer(event):
                 yield replayed
                 if replayed.terminal:

@@ -218,6 +218,14 @@ async def servable_models(sessions: async_sessionmaker[AsyncSession],
     return answers
 
 
+async def found_models(sessions: async_sessionmaker[AsyncSession],
+                       refs: list[tuple[Owner, str]]) -> dict[tuple[Owner, str], Model | None]:
+    """`find_model(..., servable=True)` of each (owner, what a person wrote to name a model), in one session: what
+    the requests that arrive together share (infra/db/together.py)."""
+    async with sessions() as session:
+        return {ref: await find_model(session, *ref, servable=True) for ref in refs}
+
+
 async def servable_model_soon(sessions: async_sessionmaker[AsyncSession], owner: Owner, model_id: str | None,
                               model_name: str | None, patience_s: float = 3.0) -> Model:
     """`servable_model`, tried again for a few seconds: a model that finished training a moment ago may not be
