@@ -44,8 +44,17 @@ from model.generate import SamplingParams, Token
 
 log = logging.getLogger(__name__)
 # The first token goes out at once; later ones in batches, every FLUSH_S or FLUSH_TOKENS: under load a token a fact
-# would spend the worker on Kafka writes, alone a client still sees text every few tens of milliseconds.
-FLUSH_S, FLUSH_TOKENS = 0.05, 32
+# would spend the worker on Kafka writes, alone a client still sees text every few tens of milliseconds. A busy
+# engine stretches the interval (see `flush_interval`): the facts of a step's worth of tokens cost the worker, Kafka,
+# the projection and the gateway the same whatever their size, and there would be one per request every FLUSH_S.
+FLUSH_S, FLUSH_TOKENS, FLUSH_MAX_S, FLUSH_SEQUENCES = 0.05, 32, 0.25, 8
+
+
+def flush_interval(sequences: int) -> float:
+    """How long a request's tokens wait to be published: FLUSH_S while the engine runs up to FLUSH_SEQUENCES
+    sequences, longer in proportion beyond that (so that the worker publishes about as many facts a second at 64 as
+    at 8), up to FLUSH_MAX_S."""
+    return min(FLUSH_MAX_S, FLUSH_S * max(1.0, sequences / FLUSH_SEQUENCES))
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -133,7 +142,7 @@ async def _generate(job: JobLog, engine: Engine, command: GenerateRequested, par
 
     def deliver(token: Token | None) -> None:
         # Wake the event loop only when it has something to do at once: each wake-up costs the engine's thread the
-        # GIL. A request's first token, a batch's worth, and the end; the rest wait for the loop's own FLUSH_S tick.
+        # GIL. A request's first token, a batch's worth, and the end; the rest wait for the loop's own tick.
         arrived.append(token)
         if token is None or (token.index == 0 and token.sequence == 0) or len(arrived) >= FLUSH_TOKENS:
             loop.call_soon_threadsafe(wake.set)
@@ -147,7 +156,7 @@ async def _generate(job: JobLog, engine: Engine, command: GenerateRequested, par
     done = False
     while not done:
         try:
-            await asyncio.wait_for(wake.wait(), FLUSH_S)
+            await asyncio.wait_for(wake.wait(), flush_interval(len(engine.active)))
         except TimeoutError:
             pass  # time to publish what arrived, and to look for a stop
         wake.clear()
