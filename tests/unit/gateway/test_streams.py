@@ -145,3 +145,23 @@ async def test_all_jobs_feed_shows_only_the_callers_events():
     assert (event.job_id, event.owner) == ("a1", "alice")
     await stream.aclose()
     assert feed.subscriber_count == 0
+
+
+async def test_a_stream_subscribed_before_its_request_was_published_reads_the_log_only_for_a_gap():
+    """replay=False (a generation's own stream): the events come live, and the log is read only for what the feed
+    missed."""
+    feed = Fanout()
+    log = Log(ev(1, "JobAccepted"), ev(2, "TokensGenerated"))
+    async with feed.subscribe("j1") as subscription:
+        async def drive():
+            await asyncio.sleep(0.02)
+            feed.publish(ev(1, "JobAccepted"))
+            await asyncio.sleep(0.02)
+            assert log.reads == 0  # nothing read before, nor for, an event that came in order
+            feed.publish(ev(3, "GenerationCompleted"))  # 2 never came live: read from the log
+
+        task = asyncio.create_task(drive())
+        stream = job_events("j1", 0, feed, log.read, subscription=subscription, replay=False)
+        assert await collect(stream) == [1, 2, 3]
+        await task
+    assert log.reads == 1
