@@ -177,8 +177,10 @@ async def projection(run: Run, producer: AIOKafkaProducer, count: int, timeout_s
     produced = time.perf_counter() - started
     deadline = time.monotonic() + timeout_s
 
+    sessions = sessionmaker(engine)
+
     async def recorded(n: int) -> None:
-        async with sessionmaker(engine)() as session:
+        async with sessions() as session:
             while True:
                 rows = await session.scalar(select(func.count()).select_from(JobEventRow)
                                             .where(JobEventRow.job_id == job_id))

@@ -97,7 +97,7 @@ async def serve(runtime: Runtime, cache: ModelCache, models: ReadTogether[querie
     try:
         settings = runtime.settings
         params = sampling_params(command, settings.max_new_tokens, settings.max_prompt_chars)
-        model = await servable_model(runtime, models, command)
+        model = await model_of(runtime, models, command)
         model_id = model.id
         await job.emit(JobAccepted, event_id=f"{command.request_id}-accepted", model_id=model.id,
                        model_name=model.name, request=request)
@@ -123,8 +123,8 @@ async def serve(runtime: Runtime, cache: ModelCache, models: ReadTogether[querie
         await job.emit(GenerationFailed, model_id=model_id, reason=f"internal error: {type(error).__name__}: {error}")
 
 
-async def servable_model(runtime: Runtime, models: ReadTogether[queries.ModelRef, Model],
-                         command: GenerateRequested) -> Model:
+async def model_of(runtime: Runtime, models: ReadTogether[queries.ModelRef, Model], command: GenerateRequested
+                   ) -> Model:
     """The model a request names, read together with the requests arriving at the same time (a burst of a hundred
     for one model costs one lookup); one not found waits a moment, in case it was recorded only just now."""
     try:
